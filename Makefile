@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest system-deps bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian tools the tests talk to for real: promtool (package prometheus) checks a metrics
+# scrape, systemd-analyze checks the unit, wrk drives the benchmarks.
+system-deps:
+	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd >/dev/null; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/somsd demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check somsd actors adapters tests bench
+	$(BIN)/ruff format --check somsd actors adapters tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP) system-deps
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/eventlog.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
