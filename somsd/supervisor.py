@@ -84,9 +84,9 @@ class ChildSpec:
     # How long a stopping child may take to finish (drain, final commit) before it is cancelled
     # hard. Ten seconds matches the unit's TimeoutStopSec budget with room for the rest.
     shutdown_timeout: float = 10.0
-    # Called with the child's stop request before its task is cancelled, so a child that can
-    # drain (stop accepting, flush its mailbox) gets the chance to exit on its own.
-    on_stop: Callable[[], None] | None = None
+    # Awaited before the child's task is cancelled, so a child that can drain (stop accepting,
+    # flush its mailbox, stop its own children in order) gets the chance to exit on its own.
+    stop: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -342,9 +342,9 @@ class Supervisor:
             return
         cell.stopping = True
         cell.state = "stopping"
-        if cell.spec.on_stop is not None:
-            cell.spec.on_stop()
+        if cell.spec.stop is not None:
             with trio.move_on_after(cell.spec.shutdown_timeout):
+                await cell.spec.stop()
                 await cell.finished.wait()
         if cell.scope is not None:
             cell.scope.cancel()

@@ -263,7 +263,7 @@ async def test_stop_is_ordered_in_reverse(autojump_clock: trio.testing.MockClock
 async def test_draining_child_gets_its_shutdown_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """`on_stop` asks a child to drain; it is cancelled only after `shutdown_timeout`."""
+    """`stop` asks a child to drain; it is cancelled only after `shutdown_timeout`."""
     drained = trio.Event()
     finished_at: list[float] = []
 
@@ -273,7 +273,10 @@ async def test_draining_child_gets_its_shutdown_timeout(
         await trio.sleep(2)  # flushing its mailbox
         finished_at.append(trio.current_time())
 
-    sup = Supervisor("root", [ChildSpec("desk", run, on_stop=drained.set, shutdown_timeout=5)])
+    async def drain() -> None:
+        drained.set()
+
+    sup = Supervisor("root", [ChildSpec("desk", run, stop=drain, shutdown_timeout=5)])
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         start = trio.current_time()

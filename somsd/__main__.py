@@ -1,0 +1,5 @@
+import sys
+
+from somsd.cli import main
+
+sys.exit(main())

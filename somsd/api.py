@@ -1,0 +1,253 @@
+"""The API listener: health, readiness, OpenAPI, admin routes, and routes other parts add.
+
+Every route is declared once as an `ApiRoute` carrying its summary, whether it needs the admin
+token, and its request/response Struct types; the OpenAPI document is generated from those
+declarations with msgspec's JSON Schema support, so it cannot drift from the code.
+
+Errors are JSON `{"error": {"code", "message", "path"?}}` everywhere (contract). While the
+daemon drains for shutdown every route but the probes answers 503, so a load balancer or a
+webhook sender retries elsewhere or later instead of getting a half-processed request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from somsd.secrets import Secret
+
+__all__ = [
+    "ApiError",
+    "ApiRoute",
+    "ApiState",
+    "ErrorBody",
+    "build_api_app",
+    "json_response",
+]
+
+_encoder = msgspec.json.Encoder()
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    path: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+class ApiError(Exception):
+    """Raised by a handler to answer with a JSON error; `path` names the offending JSON path."""
+
+    def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.path = path
+
+
+def json_response(body: object, status: int = 200) -> Response:
+    return Response(_encoder.encode(body), status_code=status, media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, path: str | None = None) -> Response:
+    return json_response(ErrorBody(ErrorDetail(code, message, path)), status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    path: str
+    method: str
+    handler: Handler
+    summary: str
+    admin: bool = False  # needs `Authorization: Bearer <token>`
+    request: Any = None  # msgspec type of the JSON body, for the OpenAPI document
+    responses: dict[int, Any] = field(default_factory=dict)  # status -> msgspec type or None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass
+class ApiState:
+    """What the API needs from the daemon, as plain callables (no import of the daemon)."""
+
+    is_ready: Callable[[], bool]
+    admin_tokens: Callable[[], Sequence[Secret]]
+    accepting: bool = True
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+_PROBES = frozenset({"/healthz", "/readyz"})
+
+
+class _DrainGate:
+    """ASGI middleware: 503 on everything but the probes once the daemon is shutting down."""
+
+    def __init__(self, app: ASGIApp, state: ApiState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.state.accepting and scope["path"] not in _PROBES:
+            response = error_response(503, "shutting_down", "somsd is shutting down; retry later")
+            response.headers["Retry-After"] = "5"
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _authorized(request: Request, tokens: Sequence[Secret]) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return False
+    # Compare against every token, not stopping at a match, so timing does not tell which
+    # position matched.
+    matched = False
+    for secret in tokens:
+        matched |= secret.matches(token.strip())
+    return matched
+
+
+def _wrap(route: ApiRoute, state: ApiState) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        if route.admin:
+            tokens = state.admin_tokens()
+            if not tokens:
+                return error_response(
+                    403, "admin_disabled", "admin API is disabled; set api.token_file"
+                )
+            if not _authorized(request, tokens):
+                response = error_response(401, "unauthorized", "missing or invalid bearer token")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="somsd"'
+                return response
+        try:
+            return await route.handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.path)
+
+    return endpoint
+
+
+def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]:
+    types: list[Any] = [ErrorBody]
+    for route in routes:
+        if route.request is not None:
+            types.append(route.request)
+        types.extend(t for t in route.responses.values() if t is not None)
+    schemas, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    schema_of = dict(zip(map(id, types), schemas, strict=True))
+    error_ref = schema_of[id(ErrorBody)]
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {"summary": route.summary, "responses": {}}
+        if route.tags:
+            operation["tags"] = list(route.tags)
+        params = [
+            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for part in route.path.split("/")
+            if part.startswith("{")
+        ]
+        if params:
+            operation["parameters"] = params
+        if route.admin:
+            operation["security"] = [{"bearer": []}]
+        if route.request is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema_of[id(route.request)]}},
+            }
+        for status, body in sorted(route.responses.items()):
+            response: dict[str, Any] = {"description": _REASONS.get(status, str(status))}
+            schema = schema_of[id(body)] if body is not None else None
+            if schema is not None:
+                response["content"] = {"application/json": {"schema": schema}}
+            operation["responses"][str(status)] = response
+        errors = operation["responses"]
+        if route.admin:
+            errors.setdefault("401", {"description": _REASONS[401]})
+        for code in ("401", "403", "404", "409", "422", "503"):
+            if code in errors:
+                errors[code].setdefault("content", {"application/json": {"schema": error_ref}})
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "somsd", "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+_REASONS = {
+    200: "OK",
+    202: "Accepted",
+    400: "Bad request",
+    401: "Missing or invalid bearer token",
+    403: "Admin API disabled",
+    404: "Not found",
+    409: "Conflict",
+    422: "Invalid content",
+    503: "Not ready or shutting down",
+}
+
+
+def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) -> ASGIApp:
+    """The API listener's ASGI app: the kernel's routes plus `routes`."""
+
+    async def healthz(request: Request) -> Response:
+        return json_response(Health("ok"))
+
+    async def readyz(request: Request) -> Response:
+        if state.accepting and state.is_ready():
+            return json_response(Health("ready"))
+        return json_response(Health("not ready"), 503)
+
+    kernel = [
+        ApiRoute(
+            "/healthz", "GET", healthz, "Liveness: the process answers", responses={200: Health}
+        ),
+        ApiRoute(
+            "/readyz",
+            "GET",
+            readyz,
+            "Readiness: the event store is open and all permanent actors run",
+            responses={200: Health, 503: Health},
+        ),
+    ]
+    all_routes = [*kernel, *routes]
+    document = _encoder.encode(build_openapi(all_routes, version=version))
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = "not_found" if exc.status_code == 404 else "method_not_allowed"
+        return error_response(exc.status_code, code, exc.detail)
+
+    starlette_routes = [Route(r.path, _wrap(r, state), methods=[r.method]) for r in all_routes]
+    starlette_routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    app = Starlette(routes=starlette_routes, exception_handlers={HTTPException: not_found})
+    return _DrainGate(app, state)

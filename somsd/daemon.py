@@ -1,0 +1,355 @@
+"""The composition root behind `somsd run`: config in, supervision tree up, signals handled.
+
+This is the one kernel module that imports `actors/` (see architecture.md). The tree:
+
+    root (rest_for_one: a later child depends on the earlier ones)
+    ├── store           the event log's single writer
+    ├── core            order desk, inventory, router, ... (one_for_one)
+    ├── integrations    channel/NAME, location/NAME, carrier/NAME, erp/NAME (one_for_one)
+    └── edge            api and metrics listeners (one_for_one)
+
+Reload (SIGHUP, `somsd reload`, `POST /v1/admin/reload`) validates the whole new file first; an
+invalid one changes nothing. A valid one is diffed section by section against the running one and
+only integration actors whose section changed are replaced. Bursts of requests coalesce: while a
+reload runs, any number of new requests cause exactly one more.
+
+Shutdown (SIGTERM, SIGINT): `STOPPING=1`, new requests get 503, then the tree stops in reverse
+order, so listeners finish in-flight requests before the actors they call stop, and the store
+commits what is queued last of all.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+import structlog
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors.integration import Describe, IntegrationActor, IntegrationStatus
+from somsd import __version__
+from somsd.actor import Reply
+from somsd.api import ApiRoute, ApiState, build_api_app, json_response
+from somsd.config import Config, ConfigError, load_config
+from somsd.errors import unwrap_exception_group
+from somsd.http import HttpListener
+from somsd.logs import configure_logging, register_secret_values, set_level
+from somsd.metrics import KernelMetrics, build_metrics_app
+from somsd.notify import Notifier
+from somsd.secrets import Secret
+from somsd.store import EventStore
+from somsd.supervisor import ChildSpec, Strategy, Supervisor
+
+__all__ = ["Daemon", "ReloadResult", "run_daemon"]
+
+log = structlog.get_logger("somsd.daemon")
+
+DATABASE_FILE = "somsd.db"
+
+
+class ReloadResult(msgspec.Struct, frozen=True):
+    applied: bool
+    changed: tuple[str, ...] = ()  # actor or section names whose config changed
+    problems: tuple[str, ...] = ()  # why the new config was rejected
+
+
+class ActorReport(msgspec.Struct, frozen=True):
+    name: str
+    supervisor: str
+    state: str
+    restarts: int
+    incarnation: int
+    started_at: float | None
+    mailbox_depth: int | None = None
+    kind: str | None = None
+    handled: int | None = None
+
+
+class ActorsReport(msgspec.Struct, frozen=True):
+    ready: bool
+    config_loaded_at: float
+    actors: tuple[ActorReport, ...]
+
+
+class Daemon:
+    def __init__(
+        self, config_path: Path, config: Config, *, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.environ = os.environ if environ is None else environ
+        self.config_loaded_at = time.time()
+        self.metrics = KernelMetrics()
+        self.notifier = Notifier.from_environ(self.environ)
+        self.store = EventStore(
+            Path(config.daemon.data_dir) / DATABASE_FILE, registry=self.metrics.registry
+        )
+        self.metrics.track_mailbox("store", self.store.mailbox)
+        self.metrics.on_scrape(self._refresh_outbox_gauges)
+        self.integration_actors: dict[str, IntegrationActor] = {}
+        self.core = Supervisor("core", [], metrics=self.metrics)
+        self.integrations = Supervisor(
+            "integrations",
+            [self._integration_spec(name, s) for name, s in config.integrations().items()],
+            metrics=self.metrics,
+        )
+        self.api_state = ApiState(is_ready=self.is_ready, admin_tokens=self._admin_tokens)
+        self.listeners = {
+            "api": self._listener("api"),
+            "metrics": self._listener("metrics"),
+        }
+        self.edge = Supervisor(
+            "edge",
+            [self._listener_spec(lis) for lis in self.listeners.values()],
+            metrics=self.metrics,
+        )
+        self.root = Supervisor(
+            "root",
+            [
+                ChildSpec("store", self.store.run),
+                ChildSpec("core", self.core.run, stop=self.core.stop),
+                ChildSpec("integrations", self.integrations.run, stop=self.integrations.stop),
+                ChildSpec("edge", self.edge.run, stop=self.edge.stop),
+            ],
+            strategy=Strategy.REST_FOR_ONE,
+            metrics=self.metrics,
+        )
+        self._reload_wanted = trio.Event()
+        self._reload_waiters: list[Reply[ReloadResult]] = []
+        self._shutdown_wanted = trio.Event()
+
+    # -- wiring -------------------------------------------------------------------------
+
+    def _integration_spec(self, name: str, section: msgspec.Struct) -> ChildSpec:
+        actor = IntegrationActor(name, section)
+        self.integration_actors[name] = actor
+        self.metrics.track_mailbox(name, actor.mailbox)
+        return ChildSpec(name, actor.run)
+
+    def _listener(self, name: str) -> HttpListener:
+        drain = self.config.daemon.drain_timeout.seconds
+        if name == "api":
+            app = build_api_app(self._admin_routes(), self.api_state, version=__version__)
+            return HttpListener("api", app, self.config.api.listen, graceful_timeout=drain)
+        app = build_metrics_app(self.metrics)
+        return HttpListener("metrics", app, self.config.metrics.listen, graceful_timeout=drain)
+
+    @staticmethod
+    def _listener_spec(listener: HttpListener) -> ChildSpec:
+        return ChildSpec(listener.name, listener.run, stop=listener.stop)
+
+    def _admin_tokens(self) -> list[Secret]:
+        token_file = self.config.api.token_file
+        return token_file.lines() if token_file is not None else []
+
+    def _admin_routes(self) -> list[ApiRoute]:
+        async def reload(request: Request) -> Response:
+            result = await self.request_reload().wait()
+            return json_response(result, 200 if result.applied else 422)
+
+        async def actors(request: Request) -> Response:
+            return json_response(await self.actors_report())
+
+        return [
+            ApiRoute(
+                "/v1/admin/reload",
+                "POST",
+                reload,
+                "Reload the config file; an invalid one is rejected and the old one kept",
+                admin=True,
+                responses={200: ReloadResult, 422: ReloadResult},
+                tags=("admin",),
+            ),
+            ApiRoute(
+                "/v1/admin/actors",
+                "GET",
+                actors,
+                "Every actor with its state, restarts and mailbox depth",
+                admin=True,
+                responses={200: ActorsReport},
+                tags=("admin",),
+            ),
+        ]
+
+    async def _refresh_outbox_gauges(self) -> None:
+        counts = await self.store.outbox_counts()
+        self.metrics.set_outbox_counts(counts.pending, counts.dead)
+
+    # -- queries ------------------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        return all(s.all_running for s in (self.root, self.core, self.integrations, self.edge))
+
+    async def actors_report(self) -> ActorsReport:
+        reports: list[ActorReport] = []
+        for sup in (self.root, self.core, self.integrations, self.edge):
+            for child in sup.children():
+                report = ActorReport(
+                    child.name,
+                    sup.name,
+                    child.state,
+                    child.restarts,
+                    child.incarnation,
+                    child.started_at,
+                )
+                actor = self.integration_actors.get(child.name)
+                if actor is not None:
+                    status = await self._describe(actor) if child.state == "running" else None
+                    report = msgspec.structs.replace(
+                        report,
+                        mailbox_depth=actor.mailbox.depth,
+                        kind=actor.kind,
+                        handled=status.handled if status else None,
+                    )
+                elif child.name == "store":
+                    report = msgspec.structs.replace(report, mailbox_depth=self.store.mailbox.depth)
+                reports.append(report)
+        return ActorsReport(self.is_ready(), self.config_loaded_at, tuple(reports))
+
+    @staticmethod
+    async def _describe(actor: IntegrationActor) -> IntegrationStatus | None:
+        # A busy actor must not stall the admin view; one second is far above a healthy
+        # actor's answer time (microseconds) and far below an operator's patience.
+        with trio.move_on_after(1.0):
+            return await actor.ask(Describe)
+        return None
+
+    # -- reload -------------------------------------------------------------------------
+
+    def request_reload(self) -> Reply[ReloadResult]:
+        """Ask for a reload; requests arriving while one runs share the next one."""
+        reply: Reply[ReloadResult] = Reply()
+        self._reload_waiters.append(reply)
+        self._reload_wanted.set()
+        return reply
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted = trio.Event()
+            waiters, self._reload_waiters = self._reload_waiters, []
+            result, restart_listeners = await self._reload()
+            for waiter in waiters:
+                waiter.set(result)
+            # Listeners restart after the replies went out: the admin request that asked for
+            # this reload is itself in flight on the API listener.
+            for name in restart_listeners:
+                self.listeners[name] = self._listener(name)
+                await self.edge.replace_child(self._listener_spec(self.listeners[name]))
+
+    def _load_reloadable(self) -> Config:
+        new = load_config(self.config_path, environ=self.environ)
+        if new.daemon.data_dir != self.config.daemon.data_dir:
+            raise ConfigError(
+                str(self.config_path),
+                ["daemon.data_dir: cannot change while running; restart the service"],
+            )
+        return new
+
+    async def _reload(self) -> tuple[ReloadResult, list[str]]:
+        self.notifier.reloading()
+        log.info("config_reload_started", path=str(self.config_path))
+        try:
+            new = self._load_reloadable()
+        except ConfigError as exc:
+            log.error("config_reload_rejected", problems=exc.problems)  # noqa: TRY400  # a user error, no traceback
+            self.metrics.reload_rejected()
+            self.notifier.ready(status=f"running; last reload rejected: {exc.problems[0]}")
+            return ReloadResult(applied=False, problems=tuple(exc.problems)), []
+        old, self.config = self.config, new
+        register_secret_values(secret.reveal() for secret in new.secrets())
+        set_level(new.daemon.log_level)
+        changed: list[str] = []
+        old_sections, new_sections = old.integrations(), new.integrations()
+        for name in old_sections.keys() - new_sections.keys():
+            await self.integrations.remove_child(name)
+            del self.integration_actors[name]
+            changed.append(name)
+        for name, section in new_sections.items():
+            if name not in old_sections:
+                await self.integrations.add_child(self._integration_spec(name, section))
+                changed.append(name)
+            elif old_sections[name] != section:
+                await self.integrations.replace_child(self._integration_spec(name, section))
+                changed.append(name)
+        for table in ("routing", "invoicing", "status", "daemon", "api", "metrics"):
+            if getattr(old, table) != getattr(new, table):
+                changed.append(table)
+        listeners = [
+            name
+            for name in ("api", "metrics")
+            if getattr(old, name).listen != getattr(new, name).listen
+        ]
+        self.config_loaded_at = time.time()
+        self.metrics.reload_succeeded()
+        log.info("config_reloaded", changed=sorted(changed))
+        self.notifier.ready(status="running")
+        return ReloadResult(applied=True, changed=tuple(sorted(changed))), listeners
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit 0) or until the tree fails (exit 1)."""
+        register_secret_values(secret.reveal() for secret in self.config.secrets())
+        self._write_pid_file()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_signals)
+                nursery.start_soon(self.notifier.run_watchdog)
+                await nursery.start(self.root.run)
+                self.metrics.reload_succeeded()
+                nursery.start_soon(self._reload_loop)
+                self.notifier.ready(status="running")
+                log.info("somsd_ready", version=__version__, config=str(self.config_path))
+                await self._shutdown_wanted.wait()
+                await self._shutdown()
+                nursery.cancel_scope.cancel()
+        except Exception as exc:
+            error = unwrap_exception_group(exc)
+            log.critical("somsd_failed", exc_info=error)
+            self.notifier.status(f"failed: {type(error).__name__}: {error}")
+            return 1
+        finally:
+            self._remove_pid_file()
+        log.info("somsd_stopped")
+        return 0
+
+    async def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("somsd_stopping")
+        self.api_state.accepting = False
+        # The listeners' graceful timeout and the store's final commit each fit in the drain
+        # budget; five more seconds bound the rest before we give up on a clean stop.
+        with trio.move_on_after(self.config.daemon.drain_timeout.seconds + 5):
+            await self.root.stop()
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    self.request_reload()
+                else:
+                    log.info("signal_received", signal=signal.Signals(signum).name)
+                    self._shutdown_wanted.set()
+
+    def _write_pid_file(self) -> None:
+        if self.config.daemon.pid_file:
+            Path(self.config.daemon.pid_file).write_text(f"{os.getpid()}\n")
+
+    def _remove_pid_file(self) -> None:
+        if self.config.daemon.pid_file:
+            Path(self.config.daemon.pid_file).unlink(missing_ok=True)
+
+
+def run_daemon(config_path: Path) -> int:
+    """Entry point of `somsd run`: exit 0 after a clean stop, 1 on failure, 2 on bad config."""
+    config = load_config(config_path)  # ConfigError is reported by the CLI
+    configure_logging(config.daemon.log_level)
+    daemon = Daemon(config_path, config)
+    return trio.run(daemon.run)

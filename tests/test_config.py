@@ -1,0 +1,200 @@
+"""Config: typed decoding, one clear line per error with its key path, secrets from files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from somsd.config import ConfigError, Duration, load_config, parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "pa55-w0rd-that-must-never-be-printed"
+
+
+def somsd_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "somsd", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "b2b.secret").write_text(SECRET + "\n")
+    path = tmp_path / "somsd.toml"
+    path.write_text(text)
+    return path
+
+
+WEBHOOK = """
+[[channel]]
+name = "b2b"
+kind = "webhook"
+secret_file = "b2b.secret"
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[daemon]\ndata_dir = '/tmp/x'\nlog_levle = 'info'\n",
+            "daemon.log_levle: unknown key (check the spelling)",
+        ),
+        ("[api]\nmax_body_bytes = 'big'\n", "api.max_body_bytes: Expected `int`, got `str`"),
+        (
+            WEBHOOK + "poll_interval = '30 s'\n",
+            'channel[0].poll_interval: "30 s" is not a duration; write "30s", "5m" or "250ms"',
+        ),
+        ("[api]\nlisten = 'localhost'\n", 'api.listen: "localhost" is not host:port'),
+        ("[[channel]]\nname = 'x'\nkind = 'shopfy'\n", "channel[0].kind: Invalid enum value"),
+        ("[routing]\nweights = { distance = -1.0 }\n", "routing.weights.distance: must not be"),
+        ("[metrix]\n", "metrix: unknown section"),
+        (
+            WEBHOOK + "locations = ['nowhere']\n",
+            'channel[0].locations[0]: unknown location "nowhere"',
+        ),
+        (
+            "[[channel]]\nname = 'b2b'\nkind = 'webhook'\n",
+            "channel[0].secret_file: a webhook channel needs the HMAC key file",
+        ),
+        ("[[location]]\nname = 'Lager Süd'\n", 'location[0].name: "Lager Süd" must be'),
+        ("[[status]]\nname = 'x'\nform = ['new']\n", "status[0].form: unknown key"),
+    ],
+)
+def test_each_config_error_names_its_key_path(tmp_path: Path, text: str, expected: str) -> None:
+    """Every invalid value is reported with the path of its key and how to fix it."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text))
+    assert any(problem.startswith(expected) for problem in caught.value.problems), (
+        caught.value.problems
+    )
+
+
+def test_every_broken_section_is_reported_at_once(tmp_path: Path) -> None:
+    """One run lists the problems of all sections, not just the first."""
+    text = "[daemon]\nbogus = 1\n[api]\nlisten = 'x'\n[[location]]\nname='a'\npriority='high'\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text))
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "daemon.bogus",
+        "api.listen",
+        "location[0].priority",
+    ]
+
+
+def test_secret_files_resolve_in_credentials_directory_first(tmp_path: Path) -> None:
+    """A relative `*_file` is read from $CREDENTIALS_DIRECTORY before the config's directory."""
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "b2b.secret").write_text("from-systemd\n")
+    config = load_config(
+        write_config(tmp_path, WEBHOOK), environ={"CREDENTIALS_DIRECTORY": str(credentials)}
+    )
+    secret_file = config.channel[0].secret_file
+    assert secret_file is not None
+    assert secret_file.secret.reveal() == "from-systemd"
+    assert secret_file.path == credentials / "b2b.secret"
+
+
+def test_secrets_never_appear_in_repr_or_errors(tmp_path: Path) -> None:
+    """A config holding a secret prints and fails without ever showing the value."""
+    config = load_config(write_config(tmp_path, WEBHOOK))
+    assert SECRET not in repr(config)
+    assert SECRET not in str(config.channel[0])
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, WEBHOOK + "sync_stock = 'yes'\n"))
+    assert SECRET not in str(caught.value)
+
+
+def test_relative_data_dir_is_next_to_the_config_file(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, "[daemon]\ndata_dir = 'state'\n"))
+    assert config.daemon.data_dir == str(tmp_path / "state")
+
+
+def test_durations() -> None:
+    assert [Duration(t).seconds for t in ("250ms", "30s", "5m", "2h", "1.5d")] == [
+        0.25,
+        30,
+        300,
+        7200,
+        129600,
+    ]
+    with pytest.raises(ValueError, match="is not a duration"):
+        Duration("30")
+
+
+def test_unchanged_sections_compare_equal_and_changed_ones_do_not(tmp_path: Path) -> None:
+    """Reload relies on value equality of sections, secrets included."""
+    path = write_config(tmp_path, WEBHOOK)
+    a, b = load_config(path), load_config(path)
+    assert a.integrations() == b.integrations()
+    (tmp_path / "b2b.secret").write_text("rotated")
+    c = load_config(path)
+    assert a.integrations()["channel/b2b"] != c.integrations()["channel/b2b"]
+
+
+def test_shipped_example_and_demo_configs_are_valid(tmp_path: Path) -> None:
+    """config/somsd.example.toml (with its credentials present) and config/demo.toml load."""
+    for name in ("admin.token", "shop.secret", "b2b.secret", "dhl.key", "selectline.password"):
+        (tmp_path / name).write_text(f"value-of-{name}\n")
+    example = load_config(
+        REPO / "config" / "somsd.example.toml", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}
+    )
+    assert [c.name for c in example.channel] == ["shop", "b2b"]
+    demo = load_config(REPO / "config" / "demo.toml", environ={})
+    assert len([loc for loc in demo.location if loc.kind == "warehouse"]) == 3
+    assert len([loc for loc in demo.location if loc.kind == "store"]) == 2
+
+
+def test_parse_rejects_unreadable_toml() -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config("[daemon\n")
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        ("unknown-key", "daemon.colour: unknown key (check the spelling)"),
+        ("wrong-type", "api.max_body_bytes: Expected `int`, got `str`"),
+        ("missing-secret", "channel[0].secret_file: secret file not found"),
+        ("bad-toml", "not valid TOML: Expected '=' after a key"),
+        ("missing-file", "cannot read config file: No such file or directory"),
+    ],
+)
+def test_check_config_prints_one_line_per_error_and_exits_2(
+    tmp_path: Path, setup: str, expected: str
+) -> None:
+    """`somsd check-config` on bad input: exit 2, one line naming file and key, no traceback."""
+    path = tmp_path / "somsd.toml"
+    texts = {
+        "unknown-key": "[daemon]\ncolour = 'blue'\n",
+        "wrong-type": "[api]\nmax_body_bytes = 'lots'\n",
+        "missing-secret": WEBHOOK,
+        "bad-toml": "[daemon]\ndata_dir\n",
+    }
+    if setup in texts:
+        path.write_text(texts[setup])
+    result = somsd_cli("check-config", "-c", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{path}: {expected}")
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
+    shutil.copy(REPO / "config" / "demo.toml", tmp_path / "demo.toml")
+    shutil.copytree(REPO / "config" / "demo-secrets", tmp_path / "demo-secrets")
+    result = somsd_cli("check-config", "-c", str(tmp_path / "demo.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "ok (1 channels, 5 locations" in result.stdout
