@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # Debian tools the tests talk to for real: promtool (package prometheus) checks a metrics
 # scrape, systemd-analyze checks the unit, wrk drives the benchmarks.
 system-deps:
-	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null; then \
+	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null \
+		|| ! command -v systemd-analyze >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd >/dev/null; \
