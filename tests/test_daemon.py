@@ -229,3 +229,12 @@ def test_unopenable_data_dir_fails_start_with_exit_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "somsd_failed" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_watchdog_pings_while_the_loop_runs(tmp_path: Path) -> None:
+    """With WATCHDOG_USEC set, the daemon sends WATCHDOG=1 repeatedly at half the interval."""
+    config = two_channel_config(tmp_path)
+    async with running_daemon(config, extra_env={"WATCHDOG_USEC": "200000"}) as daemon:
+        await daemon.wait_for(
+            "three watchdog pings", lambda: daemon.notifications.count("WATCHDOG=1") >= 3
+        )
