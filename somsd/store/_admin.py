@@ -1,0 +1,231 @@
+"""Admin operations behind `somsd db backup|verify|rebuild`: synchronous, one call each.
+
+They open their own connections, so `backup_database` and `verify_database` work while the
+daemon runs (read-only connections under WAL never block its writer). `rebuild_projections`
+takes the write lock for the whole replay; run it with the daemon stopped, or expect appends
+to fail with `StoreUnavailable` after the writer's lock timeout while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from somsd.store._errors import StoreError
+from somsd.store._projection import Projection
+from somsd.store._queries import iter_events
+from somsd.store._schema import (
+    SCHEMA_VERSION,
+    check_projections,
+    create_projection,
+    existing_tables,
+    immediate_transaction,
+    open_reader,
+    open_writer,
+    quote,
+    replay,
+)
+
+__all__ = ["backup_database", "rebuild_projections", "verify_database"]
+
+log = structlog.get_logger("somsd.store")
+
+# Enough example rows to see what is wrong with a projection table without flooding a terminal.
+_MAX_ROWS_SHOWN = 5
+# How long a rebuild waits for the write lock. A running daemon holds it for milliseconds per
+# batch, but a daemon that is starting may be replaying the log into a new projection.
+_ADMIN_LOCK_TIMEOUT = 30.0
+
+
+def backup_database(src: Path, dest: Path) -> None:
+    """Copy a consistent snapshot of `src` to `dest` with SQLite's online backup API.
+
+    Safe while the daemon writes: the copy is one read transaction on a WAL database. `dest` is
+    written next to itself under a temporary name and renamed when complete, so a crash never
+    leaves a half backup under the real name. It is a single self-contained file (rollback
+    journal mode), ready to be copied elsewhere or opened by somsd.
+    """
+    if dest.exists():
+        raise StoreError(f"{dest} exists; choose a new backup name or remove the old file")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.with_name(dest.name + ".partial")
+    partial.unlink(missing_ok=True)
+    source = open_reader(src)
+    try:
+        target = sqlite3.connect(partial, isolation_level=None)
+        try:
+            # pages=-1 (the default): every page in one step, i.e. under one read snapshot.
+            # Step-wise copying would restart whenever the daemon commits in between.
+            source.backup(target)
+            target.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            target.close()
+    finally:
+        source.close()
+    _fsync(partial)
+    partial.replace(dest)
+    _fsync(dest.parent)
+    log.info("event_store_backed_up", source=str(src), backup=str(dest))
+
+
+def verify_database(path: Path, projections: Sequence[Projection] = ()) -> list[str]:
+    """Check the file and return what is wrong with it, one sentence each; [] means healthy.
+
+    Checks SQLite's integrity, the schema version, that every stream's versions run 1..n
+    without gaps, that every idempotency row points at the first event of its append, and that
+    each projection table holds exactly the rows a replay of the whole log into an empty
+    in-memory database produces. All checks read one snapshot, so it can run while the daemon
+    writes.
+    """
+    projections = check_projections(projections)
+    conn = open_reader(path)
+    try:
+        conn.execute("BEGIN")
+        problems = _check_integrity(conn)
+        if problems:
+            # The rest reads tables a corrupt file may not return correctly.
+            return problems
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            return [f"schema version is {version}, expected {SCHEMA_VERSION}; open it with somsd"]
+        problems += _check_streams(conn)
+        problems += _check_idempotency(conn)
+        problems += _check_projections(conn, projections)
+        return problems
+    finally:
+        conn.close()
+
+
+def rebuild_projections(path: Path, projections: Sequence[Projection]) -> int:
+    """Drop and recreate every projection's tables and replay the log into them.
+
+    One transaction: readers see the old tables until the new ones are complete, and a failed
+    replay leaves the old ones in place. Returns the number of events replayed (0 when there
+    are no projections: then there is nothing to rebuild and the log is not read).
+    """
+    projections = check_projections(projections)
+    conn = open_writer(path, _ADMIN_LOCK_TIMEOUT)
+    try:
+        with immediate_transaction(conn):
+            for projection in projections:
+                create_projection(conn, projection)
+            count = replay(conn, conn, projections)
+    finally:
+        conn.close()
+    log.info(
+        "event_store_projections_rebuilt",
+        path=str(path),
+        projections=[p.name for p in projections],
+        events=count,
+    )
+    return count
+
+
+def _check_integrity(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("PRAGMA integrity_check").fetchall()
+    if rows == [("ok",)]:
+        return []
+    return [f"integrity_check: {message}" for (message,) in rows]
+
+
+def _check_streams(conn: sqlite3.Connection) -> list[str]:
+    # UNIQUE(stream, version) rules out repeats, so min = 1 and max = count means exactly 1..n.
+    rows = conn.execute(
+        "SELECT stream, count(*), min(version), max(version) FROM events GROUP BY stream "
+        "HAVING min(version) != 1 OR max(version) != count(*) ORDER BY stream"
+    ).fetchall()
+    return [
+        f"stream {stream!r}: {count} events with versions {low}..{high}, expected 1..{count}"
+        for stream, count, low, high in rows
+    ]
+
+
+def _check_idempotency(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute(
+        "SELECT i.source, i.external_id, i.stream, i.first_seq, e.stream "
+        "FROM idempotency AS i LEFT JOIN events AS e ON e.seq = i.first_seq "
+        "WHERE e.seq IS NULL OR e.stream != i.stream ORDER BY i.source, i.external_id"
+    ).fetchall()
+    problems = []
+    for source, external_id, stream, first_seq, actual in rows:
+        found = "no such event" if actual is None else f"that event is in stream {actual!r}"
+        problems.append(
+            f"idempotency ({source!r}, {external_id!r}) points at seq {first_seq} of stream "
+            f"{stream!r}, but {found}"
+        )
+    return problems
+
+
+def _check_projections(conn: sqlite3.Connection, projections: Sequence[Projection]) -> list[str]:
+    if not projections:
+        return []
+    have = existing_tables(conn)
+    problems = []
+    fresh = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for projection in projections:
+            create_projection(fresh, projection)
+        for event in iter_events(conn):
+            for projection in projections:
+                try:
+                    projection.apply(fresh, event)
+                except Exception as exc:
+                    return [
+                        f"projection {projection.name!r} raised replaying event {event.seq} "
+                        f"({event.type} in {event.stream!r}): {type(exc).__name__}: {exc}"
+                    ]
+        for projection in projections:
+            for table in projection.tables:
+                if table.lower() not in have:
+                    problems.append(
+                        f"projection {projection.name!r}: table {table!r} is missing; "
+                        "run `somsd db rebuild`"
+                    )
+                    continue
+                problems += _compare_table(conn, fresh, projection.name, table)
+    finally:
+        fresh.close()
+    return problems
+
+
+def _compare_table(
+    stored: sqlite3.Connection, fresh: sqlite3.Connection, name: str, table: str
+) -> list[str]:
+    where = f"projection {name!r} table {table!r}"
+    columns = _columns(stored, table)
+    if columns != _columns(fresh, table):
+        return [f"{where}: columns {columns} differ from its DDL; run `somsd db rebuild`"]
+    # The table name comes from projection code and is quoted; no value is spliced in.
+    select = f"SELECT * FROM {quote(table)}"  # noqa: S608
+    # Multisets, not sets: a projection table without a key may legitimately repeat a row.
+    have = Counter(stored.execute(select).fetchall())
+    want = Counter(fresh.execute(select).fetchall())
+    if have == want:
+        return []
+    extra = list((have - want).elements())
+    missing = list((want - have).elements())
+    problems = [
+        f"{where}: {len(extra)} rows not produced by replaying the log, "
+        f"{len(missing)} rows missing that a replay produces; run `somsd db rebuild`"
+    ]
+    problems += [f"{where}: unexpected row {row!r}" for row in extra[:_MAX_ROWS_SHOWN]]
+    problems += [f"{where}: missing row {row!r}" for row in missing[:_MAX_ROWS_SHOWN]]
+    return problems
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [row[1] for row in conn.execute(f"PRAGMA table_info({quote(table)})").fetchall()]
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory to disk, so the renamed backup survives a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

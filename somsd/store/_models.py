@@ -1,0 +1,130 @@
+"""The values that go into and come out of the event store.
+
+All are frozen msgspec Structs: they cross task boundaries (producer -> writer -> producer) and
+are cheap to build on the hot path. Payloads are bytes the producer has already encoded with
+msgspec JSON, so the single writer thread spends its time in SQLite, not in encoding.
+
+Rows written to the log follow msgspec's schema-evolution rules (see
+docs/schema-evolution.rst): an event type may gain fields with defaults, never change a field's
+type, so old rows still decode after an upgrade.
+"""
+
+from __future__ import annotations
+
+import builtins
+import enum
+from datetime import datetime
+from typing import TypeVar
+
+import msgspec
+
+__all__ = [
+    "Appended",
+    "Duplicate",
+    "IdempotencyKey",
+    "NewEvent",
+    "OutboxCounts",
+    "OutboxEntry",
+    "OutboxItem",
+    "OutboxState",
+    "StoredEvent",
+]
+
+T = TypeVar("T")
+
+
+class NewEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event to append: its type name, msgspec-JSON payload and string metadata.
+
+    Build the payload with `msgspec.json.encode(value)` in the producer. Metadata carries who
+    and why (actor, user, correlation id); it is stored as a JSON object.
+    """
+
+    type: str
+    payload: bytes
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class IdempotencyKey(msgspec.Struct, frozen=True, gc=False):
+    """Names an inbound message, e.g. ("smartstore/shop", "order 1042"), so a redelivery is
+    recognised: the second append with the same key writes nothing and returns `Duplicate`."""
+
+    source: str
+    external_id: str
+
+
+class OutboxItem(msgspec.Struct, frozen=True, gc=False):
+    """An effect on an external system, written in the same transaction as its events.
+
+    `idempotency_key` is unique across the outbox and is what the dispatcher sends upstream
+    where the upstream accepts one, so a retried delivery is not applied twice.
+    """
+
+    target: str
+    payload: bytes
+    idempotency_key: str
+
+
+class Appended(msgspec.Struct, frozen=True, gc=False):
+    """The append committed: its events have seqs first_seq..last_seq and the stream is now at
+    `version`."""
+
+    stream: str
+    first_seq: int
+    last_seq: int
+    version: int
+
+
+class Duplicate(msgspec.Struct, frozen=True, gc=False):
+    """The idempotency key was seen before; nothing was written. `first_seq` is the first event
+    the original append wrote, in `stream`."""
+
+    stream: str
+    first_seq: int
+
+
+class StoredEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as committed: global `seq`, position `version` in its stream, commit time."""
+
+    seq: int
+    stream: str
+    version: int
+    type: str
+    payload: bytes
+    metadata: dict[str, str]
+    recorded_at: datetime
+
+    def decode(self, into: builtins.type[T]) -> T:
+        """Decode the payload into the given type (usually the event's Struct)."""
+        return msgspec.json.decode(self.payload, type=into)
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OutboxEntry(msgspec.Struct, frozen=True, gc=False):
+    """An outbox row: what to deliver where, and how delivery has gone so far."""
+
+    id: int
+    target: str
+    payload: bytes
+    idempotency_key: str
+    state: OutboxState
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OutboxCounts(msgspec.Struct, frozen=True, gc=False):
+    """Undelivered outbox entries per target: still trying (`pending`) and given up (`dead`).
+
+    A target with no such entries is absent from a mapping, not present with 0.
+    """
+
+    pending: dict[str, int]
+    dead: dict[str, int]

@@ -1,0 +1,41 @@
+"""Projections: query tables kept up to date by the writer, in the same transaction as events.
+
+A projection is any object with a `name`, the DDL that creates its tables, the names of those
+tables, and an `apply(conn, event)` that updates them for one event. The writer calls `apply`
+inside the appending request's savepoint, so a query never sees an event without its projection
+change, and a projection that raises rolls back only that request.
+
+Because `somsd db rebuild` and `somsd db verify` replay every event into fresh tables, `apply`
+must be a pure function of the tables and the event: no clock, no randomness, no reads of other
+databases. The DDL is only run on tables that do not exist yet, so it needs no `IF NOT EXISTS`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Protocol
+
+from somsd.store._models import StoredEvent
+
+__all__ = ["Projection"]
+
+
+class Projection(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ddl(self) -> Sequence[str]:
+        """Statements creating the projection's tables and indexes."""
+        ...
+
+    @property
+    def tables(self) -> Sequence[str]:
+        """Every table the DDL creates; dropped and recreated by a rebuild."""
+        ...
+
+    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+        """Update the tables for one event. Runs inside the writer's transaction: never
+        BEGIN, COMMIT or ROLLBACK here; raise to reject the append instead."""
+        ...

@@ -1,0 +1,156 @@
+"""Projections: written in the same transaction as events, rebuilt and verified by replay."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import trio
+
+from somsd.store import (
+    Appended,
+    EventStore,
+    Projection,
+    RequestFailed,
+    rebuild_projections,
+    verify_database,
+)
+from tests.store.helpers import StreamStats, TypeCounts, event, execute, query
+
+PROJECTIONS: list[Projection] = [StreamStats(), TypeCounts()]
+
+
+def snapshot(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+    """Per stream: events in the log and events the projection has counted, one snapshot."""
+    return conn.execute(
+        "SELECT e.stream, count(*), s.events FROM events AS e "
+        "JOIN stream_stats AS s ON s.stream = e.stream GROUP BY e.stream"
+    ).fetchall()
+
+
+async def test_readers_never_see_events_without_their_projection(
+    db_path: Path, nursery: trio.Nursery
+) -> None:
+    """While producers append, every read snapshot shows projection and log in agreement."""
+    store = EventStore(db_path, PROJECTIONS)
+    await nursery.start(store.run)
+    writers_done = trio.Event()
+    checked = 0
+
+    async def produce(n: int) -> None:
+        for _ in range(30):
+            await store.append(f"s{n % 4}", [event("A"), event("B")])
+
+    async def check_until_done() -> None:
+        nonlocal checked
+        while not writers_done.is_set():
+            for stream, logged, projected in await store.read(snapshot):
+                assert logged == projected, f"{stream}: {logged} events, projection {projected}"
+            checked += 1
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(check_until_done)
+        async with trio.open_nursery() as producers:
+            for n in range(16):
+                producers.start_soon(produce, n)
+        writers_done.set()
+
+    assert checked > 0
+    assert query(db_path, "SELECT sum(events) FROM stream_stats") == [(16 * 30 * 2,)]
+    assert query(db_path, "SELECT type, n FROM type_counts ORDER BY type") == [
+        ("A", 480),
+        ("B", 480),
+    ]
+
+
+async def test_projection_error_rolls_back_only_that_append(
+    db_path: Path, nursery: trio.Nursery
+) -> None:
+    """A projection raising mid-append undoes that append's events and projection rows."""
+    store = EventStore(db_path, PROJECTIONS)
+    before = await store.submit("s", [event("A")])
+    poisoned = await store.submit("s", [event("A"), event("Unprojectable")])
+    after = await store.submit("s", [event("B")])
+    await nursery.start(store.run)
+
+    assert isinstance(await before.wait(), Appended)
+    with pytest.raises(RequestFailed, match="cannot project") as caught:
+        await poisoned.wait()
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert (await after.wait()) == Appended(stream="s", first_seq=2, last_seq=2, version=2)
+    assert query(db_path, "SELECT type, n FROM type_counts ORDER BY type") == [("A", 1), ("B", 1)]
+    assert verify_database(db_path, PROJECTIONS) == []
+
+
+async def test_verify_finds_a_tampered_projection_row_and_rebuild_repairs_it(
+    db_path: Path, nursery: trio.Nursery
+) -> None:
+    """Editing a projection row behind the store's back is reported row by row; a rebuild
+    replays the log and the tables match again."""
+    store = EventStore(db_path, PROJECTIONS)
+    await nursery.start(store.run)
+    for n in range(10):
+        await store.append(f"s{n % 3}", [event("A"), event("B")])
+    good = query(db_path, "SELECT * FROM stream_stats ORDER BY stream")
+    assert verify_database(db_path, PROJECTIONS) == []
+
+    execute(db_path, "UPDATE stream_stats SET events = 99 WHERE stream = 's1'")
+    execute(db_path, "DELETE FROM type_counts WHERE type = 'B'")
+    problems = verify_database(db_path, PROJECTIONS)
+    assert any("'stream_stats'" in p and "unexpected row ('s1', 99," in p for p in problems)
+    assert any("'stream_stats'" in p and "missing row ('s1', 6," in p for p in problems)
+    assert any("'type_counts'" in p and "missing row ('B', 10)" in p for p in problems)
+
+    assert rebuild_projections(db_path, PROJECTIONS) == 20
+    assert query(db_path, "SELECT * FROM stream_stats ORDER BY stream") == good
+    assert verify_database(db_path, PROJECTIONS) == []
+
+
+async def test_rebuild_reproduces_projections_exactly(db_path: Path, nursery: trio.Nursery) -> None:
+    """Dropping and replaying gives the same rows the writer built incrementally."""
+    store = EventStore(db_path, PROJECTIONS)
+    await nursery.start(store.run)
+    for n in range(50):
+        await store.append(f"s{n % 7}", [event("A" if n % 2 else "B")])
+    tables = ("stream_stats", "type_counts")
+    before = {t: query(db_path, f"SELECT * FROM {t} ORDER BY 1") for t in tables}
+
+    rebuild_projections(db_path, PROJECTIONS)
+
+    assert {t: query(db_path, f"SELECT * FROM {t} ORDER BY 1") for t in tables} == before
+
+
+async def test_new_projection_is_filled_from_the_log_at_open(db_path: Path) -> None:
+    """A projection added after events exist gets its tables created and replayed at open."""
+    async with trio.open_nursery() as nursery:
+        store = EventStore(db_path)
+        await nursery.start(store.run)
+        await store.append("s", [event("A"), event("A"), event("B")])
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        store = EventStore(db_path, PROJECTIONS)
+        await nursery.start(store.run)
+        assert await store.read(
+            lambda conn: conn.execute("SELECT type, n FROM type_counts ORDER BY type").fetchall()
+        ) == [("A", 2), ("B", 1)]
+        await store.append("s", [event("B")])
+        nursery.cancel_scope.cancel()
+    assert verify_database(db_path, PROJECTIONS) == []
+
+
+@pytest.mark.parametrize(
+    ("projections", "message"),
+    [
+        ([StreamStats(), StreamStats()], "two projections are named 'stream_stats'"),
+        ([type("Bad", (StreamStats,), {"tables": ("events",)})()], "belongs to the event store"),
+        ([type("Empty", (StreamStats,), {"tables": ()})()], "lists no tables"),
+    ],
+)
+def test_clashing_projections_are_refused(
+    db_path: Path, projections: list[StreamStats], message: str
+) -> None:
+    """Projection set-ups that would corrupt each other or the log fail at construction."""
+    with pytest.raises(ValueError, match=message):
+        EventStore(db_path, projections)
