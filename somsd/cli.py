@@ -208,6 +208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except CliError as exc:
         _fail(str(exc))
+    except Exception as exc:
+        from somsd.store import StoreError  # the store's messages name the file and the fix
+
+        if isinstance(exc, StoreError):
+            _fail(str(exc))
+        raise
     except KeyboardInterrupt:
         return 130
     return code

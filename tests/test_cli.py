@@ -76,3 +76,14 @@ async def test_db_commands_on_a_missing_database_fail_clearly(tmp_path: Path) ->
     assert code == 1
     database = tmp_path / "data" / "somsd.db"
     assert err == f"somsd: no database at {database} (check daemon.data_dir)\n"
+
+
+async def test_backup_refuses_to_overwrite_in_one_line(tmp_path: Path) -> None:
+    config = write_daemon_config(tmp_path)
+    async with running_daemon(config):
+        pass
+    existing = tmp_path / "existing.db"
+    existing.write_text("")
+    code, _, err = await somsd("db", "backup", str(existing), "-c", str(config))
+    assert code == 1
+    assert err == f"somsd: {existing} exists; choose a new backup name or remove the old file\n"

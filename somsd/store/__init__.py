@@ -38,7 +38,7 @@ from somsd.store._models import (
     OutboxState,
     StoredEvent,
 )
-from somsd.store._projection import Projection
+from somsd.store._projection import EventStamper, Projection
 from somsd.store._schema import SCHEMA_VERSION
 
 # The actor and its parts.
@@ -58,6 +58,7 @@ __all__ = [
     "Appended",
     "Clock",
     "Duplicate",
+    "EventStamper",
     "EventStore",
     "IdempotencyKey",
     "NewEvent",

@@ -73,6 +73,9 @@ class Appended(msgspec.Struct, frozen=True, gc=False):
     first_seq: int
     last_seq: int
     version: int
+    # The events as stored, when a stamping projection changed any of them (invoice numbers);
+    # empty when they were stored exactly as submitted.
+    stamped: tuple[NewEvent, ...] = ()
 
 
 class Duplicate(msgspec.Struct, frozen=True, gc=False):

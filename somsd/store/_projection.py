@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from somsd.store._models import StoredEvent
+from somsd.store._models import NewEvent, StoredEvent
 
-__all__ = ["Projection"]
+__all__ = ["EventStamper", "Projection"]
 
 
 class Projection(Protocol):
@@ -39,3 +39,16 @@ class Projection(Protocol):
         """Update the tables for one event. Runs inside the writer's transaction: never
         BEGIN, COMMIT or ROLLBACK here; raise to reject the append instead."""
         ...
+
+
+@runtime_checkable
+class EventStamper(Protocol):
+    """A projection that also fills in facts only the log's order can decide.
+
+    Gapless invoice numbers are the example: the next number depends on every invoice committed
+    before, so it is taken inside the appending transaction, from the projection's own counter
+    table, just before the event is inserted. A rolled-back request takes its number back with
+    it, so numbers have no gaps. `stamp` returns the event to store (or the same one).
+    """
+
+    def stamp(self, conn: sqlite3.Connection, stream: str, event: NewEvent) -> NewEvent: ...

@@ -30,7 +30,7 @@ from somsd.store._models import (
     OutboxItem,
     StoredEvent,
 )
-from somsd.store._projection import Projection
+from somsd.store._projection import EventStamper, Projection
 from somsd.store._schema import immediate_transaction
 from somsd.store._time import to_text
 
@@ -107,6 +107,7 @@ class BatchWriter:
         self.conn = conn
         self._cursor = conn.cursor()
         self._projections = tuple(projections)
+        self._stampers = tuple(p for p in projections if isinstance(p, EventStamper))
 
     def write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
         """Write the batch in one transaction; one outcome per request, in order."""
@@ -152,8 +153,15 @@ class BatchWriter:
         if expected is not None and expected != version:
             return VersionConflict(stream, expected, version)
         projections = self._projections
+        stampers = self._stampers
+        stamped: list[NewEvent] = []
         first_seq = last_seq = 0
-        for event in request.events:
+        for submitted in request.events:
+            event = submitted
+            for stamper in stampers:
+                event = stamper.stamp(self.conn, stream, event)
+            if stampers:
+                stamped.append(event)
             version += 1
             metadata = _encode_metadata(event.metadata) if event.metadata else _EMPTY_METADATA
             cursor.execute(
@@ -178,7 +186,14 @@ class BatchWriter:
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
                 (key.source, key.external_id, stream, first_seq, now_text),
             )
-        return Appended(stream=stream, first_seq=first_seq, last_seq=last_seq, version=version)
+        changed = any(a is not b for a, b in zip(stamped, request.events, strict=False))
+        return Appended(
+            stream=stream,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            version=version,
+            stamped=tuple(stamped) if changed else (),
+        )
 
     def _change_outbox(self, change: OutboxChange, now_text: str) -> None:
         params = {
