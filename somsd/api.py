@@ -37,10 +37,16 @@ __all__ = [
 _encoder = msgspec.json.Encoder()
 
 
+class Problem(msgspec.Struct, frozen=True):
+    path: str
+    message: str
+
+
 class ErrorDetail(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
     path: str | None = None
+    problems: tuple[Problem, ...] = ()  # every problem, when there are several
 
 
 class ErrorBody(msgspec.Struct):
@@ -50,20 +56,36 @@ class ErrorBody(msgspec.Struct):
 class ApiError(Exception):
     """Raised by a handler to answer with a JSON error; `path` names the offending JSON path."""
 
-    def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        path: str | None = None,
+        *,
+        problems: Sequence[Any] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.path = path
+        # Anything with `path` and `message` (the domain's Problem) is listed.
+        self.problems = tuple(Problem(p.path, p.message) for p in problems)
 
 
 def json_response(body: object, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, code: str, message: str, path: str | None = None) -> Response:
-    return json_response(ErrorBody(ErrorDetail(code, message, path)), status)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    path: str | None = None,
+    problems: tuple[Problem, ...] = (),
+) -> Response:
+    return json_response(ErrorBody(ErrorDetail(code, message, path, problems)), status)
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -141,7 +163,7 @@ def _wrap(route: ApiRoute, state: ApiState) -> Handler:
         try:
             return await route.handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.path)
+            return error_response(exc.status, exc.code, exc.message, exc.path, exc.problems)
 
     return endpoint
 
@@ -185,7 +207,7 @@ def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]
         errors = operation["responses"]
         if route.admin:
             errors.setdefault("401", {"description": _REASONS[401]})
-        for code in ("401", "403", "404", "409", "422", "503"):
+        for code in ("400", "401", "403", "404", "409", "413", "422", "503"):
             if code in errors:
                 errors[code].setdefault("content", {"application/json": {"schema": error_ref}})
         paths.setdefault(route.path, {})[route.method.lower()] = operation
@@ -203,11 +225,13 @@ def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]
 _REASONS = {
     200: "OK",
     202: "Accepted",
+    201: "Created",
     400: "Bad request",
     401: "Missing or invalid bearer token",
     403: "Admin API disabled",
     404: "Not found",
     409: "Conflict",
+    413: "Body too large",
     422: "Invalid content",
     503: "Not ready or shutting down",
 }

@@ -137,9 +137,10 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_db_verify(args: argparse.Namespace) -> int:
+    from somsd.projections import all_projections
     from somsd.store import verify_database
 
-    problems = verify_database(_database(args), ())
+    problems = verify_database(_database(args), all_projections())
     for problem in problems:
         print(f"somsd: db verify: {problem}", file=sys.stderr)
     if problems:
@@ -149,10 +150,11 @@ def cmd_db_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_db_rebuild(args: argparse.Namespace) -> int:
+    from somsd.projections import all_projections
     from somsd.store import rebuild_projections
 
     path = _database(args)
-    rebuild_projections(path, ())
+    rebuild_projections(path, all_projections())
     print(f"rebuilt projections in {path}")
     return EXIT_OK
 

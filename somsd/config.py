@@ -18,13 +18,16 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
+from somsd.domain.status import CustomStatus, status_config_problems
 from somsd.secrets import Secret
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "DaemonConfig",
     "Duration",
     "ErpConfig",
+    "HoldsConfig",
     "InvoicingConfig",
     "ListenAddress",
     "LocationConfig",
@@ -226,6 +230,19 @@ PaymentMethod = Literal["creditcard", "paypal", "invoice", "banktransfer", "chec
 
 class InvoicingConfig(_Table, frozen=True):
     auto_methods: tuple[PaymentMethod, ...] = ("creditcard", "paypal")
+    # Decides an invoice's date and so its numbering year: 23:30 UTC on 31 December is
+    # already 1 January in Germany.
+    timezone: str = "Europe/Berlin"
+
+
+class HoldsConfig(_Table, frozen=True):
+    """Orders matching a rule wait in on-hold for an operator (incomplete addresses always)."""
+
+    unpaid_methods: tuple[PaymentMethod, ...] = ("invoice", "cod")
+    # Per currency, as strings: { EUR = "1000.00" } holds unpaid orders above 1000 EUR.
+    unpaid_limits: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    blocked_emails: tuple[str, ...] = ()
+    blocked_customer_ids: tuple[str, ...] = ()
 
 
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
@@ -244,6 +261,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     erp: tuple[ErpConfig, ...] = ()
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     invoicing: InvoicingConfig = msgspec.field(default_factory=InvoicingConfig)
+    holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)
     status: tuple[StatusConfig, ...] = ()
     source: str = "<memory>"
 
@@ -254,6 +272,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
             for entry in getattr(self, kind):
                 sections[f"{kind}/{entry.name}"] = entry
         return sections
+
+    def custom_statuses(self) -> list[CustomStatus]:
+        return [CustomStatus(s.name, s.from_, s.to) for s in self.status]
 
     def secrets(self) -> list[Secret]:
         """Every secret value loaded, so the logger can scrub them from any line."""
@@ -276,6 +297,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "erp": ErpConfig,
     "routing": RoutingConfig,
     "invoicing": InvoicingConfig,
+    "holds": HoldsConfig,
     "status": StatusConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
@@ -443,4 +465,15 @@ def _check_references(config: Config) -> list[str]:
         problems.append("routing.max_locations: must be at least 1")
     if config.api.max_body_bytes < 1024:
         problems.append("api.max_body_bytes: must be at least 1024")
+    try:
+        zoneinfo.ZoneInfo(config.invoicing.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(
+            f'invoicing.timezone: unknown time zone "{config.invoicing.timezone}"; '
+            'write an IANA name such as "Europe/Berlin"'
+        )
+    for currency, limit in config.holds.unpaid_limits.items():
+        if limit < 0:
+            problems.append(f"holds.unpaid_limits.{currency}: must not be negative")
+    problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     return problems

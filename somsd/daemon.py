@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,15 +34,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
+from actors.order_api import OrderRoutes
+from actors.order_desk import OrderDesk
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
-from somsd.config import Config, ConfigError, load_config
+from somsd.config import ChannelConfig, Config, ConfigError, load_config
+from somsd.domain.holds import HoldRules
+from somsd.domain.policy import InvoicingPolicy, OrderPolicy
+from somsd.domain.status import build_status_machine
 from somsd.errors import unwrap_exception_group
 from somsd.http import HttpListener
 from somsd.logs import configure_logging, register_secret_values, set_level
 from somsd.metrics import KernelMetrics, build_metrics_app
 from somsd.notify import Notifier
+from somsd.projections import all_projections
 from somsd.secrets import Secret
 from somsd.store import EventStore
 from somsd.supervisor import ChildSpec, Strategy, Supervisor
@@ -88,12 +95,25 @@ class Daemon:
         self.metrics = KernelMetrics()
         self.notifier = Notifier.from_environ(self.environ)
         self.store = EventStore(
-            Path(config.daemon.data_dir) / DATABASE_FILE, registry=self.metrics.registry
+            Path(config.daemon.data_dir) / DATABASE_FILE,
+            all_projections(),
+            registry=self.metrics.registry,
+        )
+        self.desk = OrderDesk(self.store, order_policy(config), registry=self.metrics.registry)
+        self.metrics.track_mailbox(self.desk.name, self.desk.mailbox)
+        self.order_routes = OrderRoutes(
+            self.desk,
+            self.store,
+            channels=self._channels,
+            max_body_bytes=lambda: self.config.api.max_body_bytes,
+            registry=self.metrics.registry,
         )
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
         self.integration_actors: dict[str, IntegrationActor] = {}
-        self.core = Supervisor("core", [], metrics=self.metrics)
+        self.core = Supervisor(
+            "core", [ChildSpec(self.desk.name, self.desk.run)], metrics=self.metrics
+        )
         self.integrations = Supervisor(
             "integrations",
             [self._integration_spec(name, s) for name, s in config.integrations().items()],
@@ -135,7 +155,8 @@ class Daemon:
     def _listener(self, name: str) -> HttpListener:
         drain = self.config.daemon.drain_timeout.seconds
         if name == "api":
-            app = build_api_app(self._admin_routes(), self.api_state, version=__version__)
+            routes = [*self.order_routes.routes(), *self._admin_routes()]
+            app = build_api_app(routes, self.api_state, version=__version__)
             return HttpListener("api", app, self.config.api.listen, graceful_timeout=drain)
         app = build_metrics_app(self.metrics)
         return HttpListener("metrics", app, self.config.metrics.listen, graceful_timeout=drain)
@@ -143,6 +164,9 @@ class Daemon:
     @staticmethod
     def _listener_spec(listener: HttpListener) -> ChildSpec:
         return ChildSpec(listener.name, listener.run, stop=listener.stop)
+
+    def _channels(self) -> dict[str, ChannelConfig]:
+        return {channel.name: channel for channel in self.config.channel}
 
     def _admin_tokens(self) -> list[Secret]:
         token_file = self.config.api.token_file
@@ -209,6 +233,8 @@ class Daemon:
                     )
                 elif child.name == "store":
                     report = msgspec.structs.replace(report, mailbox_depth=self.store.mailbox.depth)
+                elif child.name == self.desk.name:
+                    report = msgspec.structs.replace(report, mailbox_depth=self.desk.mailbox.depth)
                 reports.append(report)
         return ActorsReport(self.is_ready(), self.config_loaded_at, tuple(reports))
 
@@ -265,6 +291,7 @@ class Daemon:
         old, self.config = self.config, new
         register_secret_values(secret.reveal() for secret in new.secrets())
         set_level(new.daemon.log_level)
+        self.desk.policy = order_policy(new)
         changed: list[str] = []
         old_sections, new_sections = old.integrations(), new.integrations()
         for name in old_sections.keys() - new_sections.keys():
@@ -278,7 +305,7 @@ class Daemon:
             elif old_sections[name] != section:
                 await self.integrations.replace_child(self._integration_spec(name, section))
                 changed.append(name)
-        for table in ("routing", "invoicing", "status", "daemon", "api", "metrics"):
+        for table in ("routing", "invoicing", "holds", "status", "daemon", "api", "metrics"):
             if getattr(old, table) != getattr(new, table):
                 changed.append(table)
         listeners = [
@@ -345,6 +372,29 @@ class Daemon:
     def _remove_pid_file(self) -> None:
         if self.config.daemon.pid_file:
             Path(self.config.daemon.pid_file).unlink(missing_ok=True)
+
+
+def order_policy(config: Config) -> OrderPolicy:
+    """The rules the order desk decides by, from a config that passed validation."""
+    holds = config.holds
+    pickup_stores = frozenset(
+        location.name for location in config.location if "pickup" in location.capabilities
+    )
+    return OrderPolicy(
+        machine=build_status_machine(config.custom_statuses()),
+        holds=HoldRules(
+            unpaid_methods=frozenset(holds.unpaid_methods),
+            unpaid_limits=dict(holds.unpaid_limits),
+            blocked_emails=frozenset(holds.blocked_emails),
+            blocked_customer_ids=frozenset(holds.blocked_customer_ids),
+        ),
+        invoicing=InvoicingPolicy(
+            auto_methods=frozenset(config.invoicing.auto_methods),
+            timezone=zoneinfo.ZoneInfo(config.invoicing.timezone),
+        ),
+        # Without any location configured there is nothing to check a pickup store against.
+        pickup_locations=pickup_stores if config.location else None,
+    )
 
 
 def run_daemon(config_path: Path) -> int:

@@ -1,0 +1,433 @@
+"""HTTP routes for orders: webhook intake and the operator API.
+
+Intake (`POST /v1/channels/{channel}/orders`) checks, in the order that costs least first: the
+channel exists and takes webhooks (404), the body fits the limit (413), the signature and its
+time window (401), the body decodes and validates (400 malformed JSON, 422 with the JSON path of
+every problem). Only then does the order desk see it, and the answer (202, or 200 for a
+redelivery) is sent after its events are committed. Nothing is stored for a refused request.
+
+Operator routes need the admin bearer token; `X-Somsd-User` names the operator for the event
+history (`user:<login>`), defaulting to `user:admin`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import msgspec
+from prometheus_client import CollectorRegistry, Histogram
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from actors.order_desk import (
+    ApproveReturn,
+    CancelOrder,
+    ChangeStatus,
+    CopyOrder,
+    IssueInvoice,
+    OrderAction,
+    OrderCommand,
+    OrderDesk,
+    OrderNotFound,
+    Received,
+    ReceiveOrder,
+    ReceiveReturn,
+    RecordPayment,
+    RecordShipment,
+    RefundReturn,
+    RejectReturn,
+    ReleaseHold,
+    RequestReturn,
+    new_id,
+)
+from somsd.actor import ReplyError
+from somsd.api import ApiError, ApiRoute, json_response
+from somsd.config import ChannelConfig
+from somsd.domain.errors import (
+    Conflict,
+    DomainError,
+    InvalidCommand,
+    InvalidOrder,
+)
+from somsd.domain.events import LineQuantity, OrderEvent, ReturnedLine, decode_event
+from somsd.domain.order import Order, decode_order
+from somsd.domain.state import OrderState
+from somsd.projections.orders import (
+    OrderSummary,
+    decode_state,
+    fetch_state,
+    list_orders,
+    order_stream,
+)
+from somsd.signing import SIGNATURE_HEADER, SignatureError, verify_signature
+from somsd.store import EventStore
+
+__all__ = ["OrderRoutes"]
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    order_id: str
+    duplicate: bool
+
+
+class OrderPage(msgspec.Struct, frozen=True):
+    orders: tuple[OrderSummary, ...]
+    next_cursor: int | None  # null: no more orders
+
+
+class StatusBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    status: str
+    reason: str
+
+
+class ReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: str = ""
+
+
+class PaymentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    amount: Decimal
+    payment_id: str = ""
+    reference: str = ""
+
+
+class ShipmentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    lines: tuple[LineQuantity, ...]
+    shipment_id: str = ""
+    location: str = ""
+    tracking_number: str = ""
+
+
+class CancelBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: str
+    lines: tuple[LineQuantity, ...] | None = None
+
+
+class CopyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: str
+    replacement: bool = False
+    lines: tuple[LineQuantity, ...] | None = None
+
+
+class ReturnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    lines: tuple[LineQuantity, ...]
+    reason: str
+
+
+class ReceivedLinesBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    lines: tuple[ReturnedLine, ...]
+
+
+class EventRecord(msgspec.Struct, frozen=True):
+    seq: int
+    version: int
+    recorded_at: str
+    event: OrderEvent
+
+
+def _decode_body(raw: bytes, type_: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        raise ApiError(422, "invalid_body", message, path.rstrip("`") or "$") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}", "$") from None
+
+
+def _domain_error(exc: DomainError) -> ApiError:
+    if isinstance(exc, OrderNotFound):
+        return ApiError(404, exc.code, exc.message)
+    if isinstance(exc, Conflict):  # IllegalTransition's message lists the allowed targets
+        return ApiError(409, exc.code, exc.message, exc.path)
+    if isinstance(exc, InvalidCommand | InvalidOrder):
+        return ApiError(422, exc.code, exc.message, exc.path)
+    return ApiError(422, exc.code, exc.message, exc.path)
+
+
+class OrderRoutes:
+    """Builds the order routes around the desk, the store and the live config."""
+
+    def __init__(
+        self,
+        desk: OrderDesk,
+        store: EventStore,
+        *,
+        channels: Callable[[], dict[str, ChannelConfig]],
+        max_body_bytes: Callable[[], int],
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.desk = desk
+        self.store = store
+        self._channels = channels
+        self._max_body_bytes = max_body_bytes
+        self._clock = clock
+        self.intake_seconds = Histogram(
+            "somsd_intake_request_seconds",
+            "Webhook intake requests from arrival to answer, by outcome.",
+            ["outcome"],
+            registry=registry,
+            # From a commit-bound 1 ms to the 10 s a webhook sender typically waits.
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+
+    # -- intake --------------------------------------------------------------------------
+
+    async def intake(self, request: Request) -> Response:
+        started = time.perf_counter()
+        outcome = "rejected"
+        try:
+            received = await self._intake(request)
+            outcome = "duplicate" if received.duplicate else "accepted"
+            return json_response(
+                Accepted(received.order_id, received.duplicate), 200 if received.duplicate else 202
+            )
+        finally:
+            self.intake_seconds.labels(outcome).observe(time.perf_counter() - started)
+
+    async def _intake(self, request: Request) -> Received:
+        name = request.path_params["channel"]
+        channel = self._channels().get(name)
+        if channel is None or channel.kind != "webhook" or channel.secret_file is None:
+            raise ApiError(404, "unknown_channel", f"no webhook channel {name!r}")
+        body = await self._read_limited(request)
+        try:
+            verify_signature(
+                request.headers.get(SIGNATURE_HEADER),
+                body,
+                channel.secret_file.secret.reveal().encode(),
+                now=self._clock(),
+            )
+        except SignatureError as exc:
+            raise ApiError(401, "bad_signature", str(exc)) from None
+        try:
+            order = decode_order(body, known_pickup_locations=self.desk.policy.pickup_locations)
+        except InvalidOrder as exc:
+            status = 400 if exc.code == "malformed_json" else 422
+            raise ApiError(status, exc.code, exc.message, exc.path, problems=exc.problems) from None
+        received: Received = await self._ask(lambda reply: ReceiveOrder(name, order, reply))
+        return received
+
+    async def _read_limited(self, request: Request) -> bytes:
+        limit = self._max_body_bytes()
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, "body_too_large", f"body exceeds api.max_body_bytes ({limit})")
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(
+                        413, "body_too_large", f"body exceeds api.max_body_bytes ({limit})"
+                    )
+                chunks.append(chunk)
+        except ClientDisconnect:
+            raise ApiError(400, "client_disconnected", "the body ended early") from None
+        return b"".join(chunks)
+
+    async def _ask(self, make: Callable[[Any], Any]) -> Any:
+        try:
+            return await self.desk.ask(make)
+        except DomainError as exc:
+            raise _domain_error(exc) from None
+        except ReplyError as exc:
+            raise ApiError(503, "unavailable", str(exc)) from None
+
+    # -- operator actions --------------------------------------------------------------
+
+    async def _command(self, request: Request, action: OrderAction) -> Response:
+        order_id = request.path_params["order_id"]
+        user = "user:" + (request.headers.get("x-somsd-user") or "admin")
+        state: OrderState = await self._ask(
+            lambda reply: OrderCommand(order_id, action, user, reply)
+        )
+        return json_response(state)
+
+    async def change_status(self, request: Request) -> Response:
+        body: StatusBody = _decode_body(await request.body(), StatusBody)
+        return await self._command(request, ChangeStatus(body.status, body.reason))
+
+    async def release_hold(self, request: Request) -> Response:
+        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        return await self._command(request, ReleaseHold(body.reason))
+
+    async def record_payment(self, request: Request) -> Response:
+        body: PaymentBody = _decode_body(await request.body(), PaymentBody)
+        payment_id = body.payment_id or new_id("p")
+        return await self._command(request, RecordPayment(body.amount, payment_id, body.reference))
+
+    async def record_shipment(self, request: Request) -> Response:
+        body: ShipmentBody = _decode_body(await request.body(), ShipmentBody)
+        action = RecordShipment(
+            body.lines, body.shipment_id or new_id("s"), body.location, body.tracking_number
+        )
+        return await self._command(request, action)
+
+    async def issue_invoice(self, request: Request) -> Response:
+        return await self._command(request, IssueInvoice())
+
+    async def cancel(self, request: Request) -> Response:
+        body: CancelBody = _decode_body(await request.body(), CancelBody)
+        return await self._command(request, CancelOrder(body.reason, body.lines))
+
+    async def copy(self, request: Request) -> Response:
+        body: CopyBody = _decode_body(await request.body(), CopyBody)
+        response = await self._command(
+            request, CopyOrder(body.reason, body.replacement, body.lines)
+        )
+        response.status_code = 201
+        return response
+
+    async def request_return(self, request: Request) -> Response:
+        body: ReturnBody = _decode_body(await request.body(), ReturnBody)
+        response = await self._command(request, RequestReturn(body.lines, body.reason))
+        response.status_code = 201
+        return response
+
+    async def return_step(self, request: Request) -> Response:
+        rma_id, step = request.path_params["rma_id"], request.path_params["step"]
+        raw = await request.body() or b"{}"
+        action: OrderAction
+        if step == "approve":
+            action = ApproveReturn(rma_id, _decode_body(raw, ReasonBody).reason)
+        elif step == "reject":
+            action = RejectReturn(rma_id, _decode_body(raw, ReasonBody).reason)
+        elif step == "receive":
+            action = ReceiveReturn(rma_id, _decode_body(raw, ReceivedLinesBody).lines)
+        elif step == "refund":
+            action = RefundReturn(rma_id, _decode_body(raw, ReasonBody).reason)
+        else:
+            raise ApiError(404, "not_found", f"no return step {step!r}")
+        return await self._command(request, action)
+
+    # -- queries -----------------------------------------------------------------------
+
+    async def list_orders(self, request: Request) -> Response:
+        params = request.query_params
+        try:
+            limit = min(int(params.get("limit", "50")), 500)
+            after = int(params.get("cursor", "0"))
+        except ValueError:
+            raise ApiError(422, "invalid_query", "cursor and limit are integers") from None
+        if limit < 1:
+            raise ApiError(422, "invalid_query", "limit must be at least 1")
+        orders = await self.store.read(
+            partial(
+                list_orders,
+                status=params.get("status"),
+                channel=params.get("channel"),
+                text=params.get("q"),
+                after=after,
+                limit=limit,
+            )
+        )
+        next_cursor = orders[-1].cursor if len(orders) == limit else None
+        return json_response(OrderPage(tuple(orders), next_cursor))
+
+    async def show(self, request: Request) -> Response:
+        order_id = request.path_params["order_id"]
+        blob = await self.store.read(partial(fetch_state, order_id=order_id))
+        if blob is None:
+            raise ApiError(404, "order_not_found", f"no order {order_id!r}")
+        return json_response(decode_state(blob))
+
+    async def events(self, request: Request) -> Response:
+        order_id = request.path_params["order_id"]
+        stored = await self.store.read_stream(order_stream(order_id))
+        if not stored:
+            raise ApiError(404, "order_not_found", f"no order {order_id!r}")
+        return json_response(
+            [
+                EventRecord(e.seq, e.version, e.recorded_at.isoformat(), decode_event(e.payload))
+                for e in stored
+            ]
+        )
+
+    # -- the route table ---------------------------------------------------------------
+
+    def routes(self) -> list[ApiRoute]:
+        order = "/v1/orders/{order_id}"
+        errors = {404: None, 409: None, 422: None}
+
+        def action(path: str, handler: Any, summary: str, body: Any, ok: int = 200) -> ApiRoute:
+            return ApiRoute(
+                path,
+                "POST",
+                handler,
+                summary,
+                admin=True,
+                request=body,
+                responses={ok: OrderState, **errors},
+                tags=("orders",),
+            )
+
+        return [
+            ApiRoute(
+                "/v1/channels/{channel}/orders",
+                "POST",
+                self.intake,
+                "Webhook intake: a signed canonical order; 202 once durable, 200 for a redelivery",
+                request=Order,
+                responses={
+                    200: Accepted,
+                    202: Accepted,
+                    400: None,
+                    401: None,
+                    404: None,
+                    413: None,
+                    422: None,
+                    503: None,
+                },
+                tags=("intake",),
+            ),
+            ApiRoute(
+                "/v1/orders",
+                "GET",
+                self.list_orders,
+                "Orders in arrival order; filters status, channel, q (number, name, e-mail); "
+                "cursor pagination",
+                admin=True,
+                responses={200: OrderPage, 422: None},
+                tags=("orders",),
+            ),
+            ApiRoute(
+                order,
+                "GET",
+                self.show,
+                "One order: lines, status history, invoices, credit notes, returns",
+                admin=True,
+                responses={200: OrderState, 404: None},
+                tags=("orders",),
+            ),
+            ApiRoute(
+                order + "/events",
+                "GET",
+                self.events,
+                "The order's event history, oldest first",
+                admin=True,
+                responses={200: list[EventRecord], 404: None},
+                tags=("orders",),
+            ),
+            action(order + "/status", self.change_status, "Change the status", StatusBody),
+            action(order + "/release", self.release_hold, "Release a hold", ReasonBody),
+            action(order + "/payments", self.record_payment, "Record a payment", PaymentBody),
+            action(
+                order + "/shipments", self.record_shipment, "Record shipped units", ShipmentBody
+            ),
+            action(order + "/invoice", self.issue_invoice, "Issue the drafted invoice", None),
+            action(order + "/cancel", self.cancel, "Cancel the order or some lines", CancelBody),
+            action(order + "/copy", self.copy, "Copy as a repeat or replacement", CopyBody, 201),
+            action(order + "/returns", self.request_return, "Request a return", ReturnBody, 201),
+            action(
+                order + "/returns/{rma_id}/{step}",
+                self.return_step,
+                "Return steps: approve, reject, receive (lines with condition), refund",
+                None,
+            ),
+        ]

@@ -1,0 +1,539 @@
+"""The order desk: owns every order's state; every change is an event appended through it.
+
+Why it pipelines: intake must not run at the speed of one fsync. The desk hands each message to
+its own task (bounded by `concurrency`, so back-pressure still reaches the mailbox and from
+there the HTTP layer), and those tasks' appends meet in the event store's group commit. Each
+caller is answered only after its own events are committed.
+
+Why changes to one order are serialised: a decision is computed from the order's state, so two
+concurrent operator actions on one order would both decide on the same state. A per-order lock
+(FIFO) makes the second wait for the first's commit; orders do not wait for each other.
+
+State: the last committed `OrderState` of recently used orders, in an LRU cache; an order not
+in the cache is loaded from the orders projection (one row). The cache only ever holds
+committed state, so a refused or failed append changes nothing. After a restart the cache
+starts empty, which is always correct.
+
+Decisions are the pure functions of `somsd.domain`; the desk only supplies ids, the clock and
+the current `OrderPolicy`, and maps the store's answers.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from functools import partial
+
+import msgspec
+import structlog
+import trio
+from prometheus_client import CollectorRegistry, Counter
+
+from somsd.actor import Actor, Reply, ReplyError
+from somsd.domain.cancellation import cancel_lines, cancel_order
+from somsd.domain.errors import DomainError
+from somsd.domain.events import (
+    CreditNoteIssued,
+    InvoiceIssued,
+    LineQuantity,
+    OrderEvent,
+    OrderHeld,
+    ReturnedLine,
+    decode_event,
+    encode_event,
+)
+from somsd.domain.invoicing import issue_invoice
+from somsd.domain.lifecycle import (
+    change_status,
+    receive_order,
+    record_payment,
+    record_shipment,
+    release_hold,
+)
+from somsd.domain.order import Order
+from somsd.domain.policy import OrderPolicy
+from somsd.domain.reorder import copy_order
+from somsd.domain.returns import (
+    approve_return,
+    receive_return,
+    refund_return,
+    reject_return,
+    request_return,
+)
+from somsd.domain.state import OrderState, apply
+from somsd.projections.orders import (
+    decode_state,
+    fetch_state,
+    order_id_of_stream,
+    order_stream,
+)
+from somsd.store import (
+    Appended,
+    Duplicate,
+    EventStore,
+    IdempotencyKey,
+    NewEvent,
+    VersionConflict,
+    utc_now,
+)
+
+__all__ = [
+    "ApproveReturn",
+    "CancelOrder",
+    "ChangeStatus",
+    "CopyOrder",
+    "DeskMessage",
+    "IssueInvoice",
+    "OrderCommand",
+    "OrderDesk",
+    "OrderNotFound",
+    "ReceiveOrder",
+    "ReceiveReturn",
+    "Received",
+    "RecordPayment",
+    "RecordShipment",
+    "RefundReturn",
+    "RejectReturn",
+    "ReleaseHold",
+    "RequestReturn",
+]
+
+log = structlog.get_logger("actors.order_desk")
+
+ACTOR = "order-desk"
+
+
+class OrderNotFound(DomainError):
+    code = "order_not_found"
+
+
+# -- what operators (and later actors) ask of an existing order -----------------------------
+
+
+class ChangeStatus(msgspec.Struct, frozen=True, tag=True):
+    status: str
+    reason: str
+
+
+class ReleaseHold(msgspec.Struct, frozen=True, tag=True):
+    reason: str
+
+
+class RecordPayment(msgspec.Struct, frozen=True, tag=True):
+    amount: Decimal
+    payment_id: str
+    reference: str = ""
+
+
+class RecordShipment(msgspec.Struct, frozen=True, tag=True):
+    lines: tuple[LineQuantity, ...]
+    shipment_id: str
+    location: str = ""
+    tracking_number: str = ""
+
+
+class IssueInvoice(msgspec.Struct, frozen=True, tag=True):
+    pass
+
+
+class CancelOrder(msgspec.Struct, frozen=True, tag=True):
+    reason: str
+    lines: tuple[LineQuantity, ...] | None = None  # None: the whole order
+
+
+class RequestReturn(msgspec.Struct, frozen=True, tag=True):
+    lines: tuple[LineQuantity, ...]
+    reason: str
+
+
+class ApproveReturn(msgspec.Struct, frozen=True, tag=True):
+    rma_id: str
+    reason: str = ""
+
+
+class RejectReturn(msgspec.Struct, frozen=True, tag=True):
+    rma_id: str
+    reason: str
+
+
+class ReceiveReturn(msgspec.Struct, frozen=True, tag=True):
+    rma_id: str
+    lines: tuple[ReturnedLine, ...]
+
+
+class RefundReturn(msgspec.Struct, frozen=True, tag=True):
+    rma_id: str
+    reason: str = ""
+
+
+class CopyOrder(msgspec.Struct, frozen=True, tag=True):
+    reason: str
+    replacement: bool = False
+    lines: tuple[LineQuantity, ...] | None = None
+
+
+OrderAction = (
+    ChangeStatus
+    | ReleaseHold
+    | RecordPayment
+    | RecordShipment
+    | IssueInvoice
+    | CancelOrder
+    | RequestReturn
+    | ApproveReturn
+    | RejectReturn
+    | ReceiveReturn
+    | RefundReturn
+    | CopyOrder
+)
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+class Received(msgspec.Struct, frozen=True):
+    order_id: str
+    duplicate: bool
+
+
+class ReceiveOrder(msgspec.Struct, frozen=True, tag=True):
+    channel: str
+    order: Order
+    reply: Reply[Received]
+
+
+class OrderCommand(msgspec.Struct, frozen=True, tag=True):
+    """`action` on order `order_id`, decided by `user`; answered with the committed state.
+
+    For `CopyOrder` the answer is the new order's state; for `RequestReturn` the new return is
+    the last one in the state's `returns`.
+    """
+
+    order_id: str
+    action: OrderAction
+    user: str  # "user:<login>" for operators, an actor's name otherwise
+    reply: Reply[OrderState]
+
+
+DeskMessage = ReceiveOrder | OrderCommand
+
+
+def new_id(prefix: str) -> str:
+    # 64 random bits: unguessable in URLs, and a collision among a retailer's orders is
+    # as likely as never; the event store's unique stream versions would refuse one anyway.
+    return f"{prefix}{secrets.token_hex(8)}"
+
+
+def to_new_events(events: Sequence[OrderEvent]) -> list[NewEvent]:
+    return [NewEvent(type(event).__name__, encode_event(event)) for event in events]
+
+
+class DeskMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.received = Counter(
+            "somsd_orders_received",
+            "Orders taken in and committed, per channel.",
+            ["channel"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "somsd_orders_duplicate",
+            "Redelivered orders recognised by channel and external id, per channel.",
+            ["channel"],
+            registry=registry,
+        )
+        self.status = Counter(
+            "somsd_order_status",
+            "Orders entering a status (status transitions), per target status.",
+            ["status"],
+            registry=registry,
+        )
+        self.holds = Counter(
+            "somsd_order_holds",
+            "Orders put on hold, per reason code.",
+            ["reason"],
+            registry=registry,
+        )
+        self.documents = Counter(
+            "somsd_documents_issued",
+            "Invoices and credit notes issued, per kind.",
+            ["kind"],
+            registry=registry,
+        )
+
+    def committed(self, before: OrderState | None, events: Sequence[OrderEvent]) -> None:
+        status = before.status if before is not None else None
+        state = before
+        for event in events:
+            state = apply(state, event)
+            if state.status != status:
+                self.status.labels(state.status).inc()
+                status = state.status
+            if isinstance(event, OrderHeld):
+                for reason in event.reasons:
+                    self.holds.labels(reason.code).inc()
+            elif isinstance(event, InvoiceIssued):
+                self.documents.labels("invoice").inc()
+            elif isinstance(event, CreditNoteIssued):
+                self.documents.labels("credit_note").inc()
+
+
+class OrderDesk(Actor[DeskMessage]):
+    def __init__(
+        self,
+        store: EventStore,
+        policy: OrderPolicy,
+        *,
+        registry: CollectorRegistry | None = None,
+        now: Callable[[], datetime] = utc_now,
+        concurrency: int = 512,
+        cache_size: int = 10_000,
+    ) -> None:
+        super().__init__(ACTOR)
+        self.store = store
+        self.policy = policy  # replaced by the composition root on reload
+        self._now = now
+        # 512 in flight covers two full group-commit batches (the store's batch limit is 500)
+        # while the next ones are prepared; more only adds memory and latency.
+        self._concurrency = concurrency
+        self._cache: OrderedDict[str, OrderState] = OrderedDict()
+        self._cache_size = cache_size
+        self._locks: dict[str, trio.Lock] = {}
+        self.metrics = DeskMetrics(registry)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._cache.clear()  # after a restart, only the projection is trusted
+        self._locks.clear()
+        slots = trio.Semaphore(self._concurrency)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for message in self.mailbox:
+                await slots.acquire()
+                nursery.start_soon(self._handle, message, slots)
+
+    async def _handle(self, message: DeskMessage, slots: trio.Semaphore) -> None:
+        try:
+            match message:
+                case ReceiveOrder():
+                    await self._receive(message)
+                case OrderCommand():
+                    await self._command(message)
+        except (DomainError, VersionConflict) as exc:
+            message.reply.fail(exc)
+        except Exception as exc:
+            message.reply.fail(exc)
+            raise  # a store or programming error: let the supervisor restart the desk
+        finally:
+            slots.release()
+            if not message.reply.done:  # cancelled: the desk is stopping or restarting
+                message.reply.fail(ReplyError("the order desk stopped; retry the request"))
+
+    # -- intake ------------------------------------------------------------------------
+
+    async def _receive(self, message: ReceiveOrder) -> None:
+        order_id = new_id("o")
+        events = receive_order(
+            message.order,
+            order_id=order_id,
+            channel=message.channel,
+            policy=self.policy,
+            now=self._now(),
+            actor=ACTOR,
+        )
+        result = await self.store.append(
+            order_stream(order_id),
+            to_new_events(events),
+            expected_version=0,
+            idempotency=IdempotencyKey(f"channel/{message.channel}", message.order.external_id),
+        )
+        if isinstance(result, Duplicate):
+            self.metrics.duplicates.labels(message.channel).inc()
+            message.reply.set(Received(order_id_of_stream(result.stream), duplicate=True))
+            return
+        committed = self._committed_events(events, result)
+        self._remember(None, committed)
+        self.metrics.received.labels(message.channel).inc()
+        log.info(
+            "order_received",
+            order_id=order_id,
+            channel=message.channel,
+            external_id=message.order.external_id,
+        )
+        message.reply.set(Received(order_id, duplicate=False))
+
+    # -- commands on existing orders ---------------------------------------------------
+
+    async def _command(self, command: OrderCommand) -> None:
+        lock = self._locks.setdefault(command.order_id, trio.Lock())
+        try:
+            async with lock:
+                state = await self._load(command.order_id)
+                if isinstance(command.action, CopyOrder):
+                    command.reply.set(await self._copy(state, command.action, command.user))
+                    return
+                events = self._decide(state, command.action, command.user)
+                state = await self._append(state, events)
+                log.info(
+                    "order_changed",
+                    order_id=command.order_id,
+                    action=type(command.action).__name__,
+                    user=command.user,
+                    status=state.status,
+                )
+                command.reply.set(state)
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(command.order_id, None)
+
+    def _decide(self, state: OrderState, action: OrderAction, user: str) -> list[OrderEvent]:
+        policy, now = self.policy, self._now()
+        match action:
+            case ChangeStatus(status=status, reason=reason):
+                return change_status(
+                    state, status, policy=policy, reason=reason, now=now, actor=user
+                )
+            case ReleaseHold(reason=reason):
+                return release_hold(state, policy=policy, reason=reason, now=now, actor=user)
+            case RecordPayment(amount=amount, payment_id=payment_id, reference=reference):
+                return record_payment(
+                    state,
+                    amount,
+                    payment_id=payment_id,
+                    policy=policy,
+                    now=now,
+                    actor=user,
+                    reference=reference,
+                )
+            case RecordShipment():
+                return record_shipment(
+                    state,
+                    action.lines,
+                    shipment_id=action.shipment_id,
+                    policy=policy,
+                    now=now,
+                    actor=user,
+                    location=action.location,
+                    tracking_number=action.tracking_number,
+                )
+            case IssueInvoice():
+                return issue_invoice(state, policy=policy, now=now, actor=user)
+            case CancelOrder(reason=reason, lines=None):
+                return cancel_order(
+                    state,
+                    refund_id=new_id("r"),
+                    policy=policy,
+                    reason=reason,
+                    now=now,
+                    actor=user,
+                )
+            case CancelOrder(reason=reason, lines=lines) if lines is not None:
+                return cancel_lines(
+                    state,
+                    lines,
+                    refund_id=new_id("r"),
+                    policy=policy,
+                    reason=reason,
+                    now=now,
+                    actor=user,
+                )
+            case RequestReturn(lines=lines, reason=reason):
+                return request_return(
+                    state, lines, rma_id=new_id("rma"), reason=reason, now=now, actor=user
+                )
+            case ApproveReturn(rma_id=rma_id, reason=reason):
+                return approve_return(state, rma_id=rma_id, now=now, actor=user, reason=reason)
+            case RejectReturn(rma_id=rma_id, reason=reason):
+                return reject_return(state, rma_id=rma_id, reason=reason, now=now, actor=user)
+            case ReceiveReturn(rma_id=rma_id, lines=lines):
+                return receive_return(state, lines, rma_id=rma_id, now=now, actor=user)
+            case RefundReturn(rma_id=rma_id, reason=reason):
+                return refund_return(
+                    state,
+                    rma_id=rma_id,
+                    refund_id=new_id("r"),
+                    policy=policy,
+                    now=now,
+                    actor=user,
+                    reason=reason,
+                )
+        raise AssertionError(f"unhandled action {action!r}")  # pragma: no cover
+
+    async def _copy(self, original: OrderState, action: CopyOrder, user: str) -> OrderState:
+        """The new order first (its own stream), then the link on the original.
+
+        Two streams cannot be appended atomically; writing the copy first means a crash in
+        between leaves a copy that names its original (`copied_from`) rather than a link to
+        an order that does not exist.
+        """
+        new_order_id = new_id("o")
+        decision = copy_order(
+            original,
+            new_order_id=new_order_id,
+            new_external_id=f"copy-of-{original.order_id}-{new_order_id}",
+            new_number=f"{original.order.number}-{'R' if action.replacement else 'C'}",
+            replacement=action.replacement,
+            policy=self.policy,
+            reason=action.reason,
+            now=self._now(),
+            actor=user,
+            lines=action.lines,
+        )
+        appended = await self.store.append(
+            order_stream(new_order_id),
+            to_new_events(decision.copy),
+            expected_version=0,
+            idempotency=IdempotencyKey("copy", decision.order.external_id),
+        )
+        assert isinstance(appended, Appended)  # the key is new: it can not be a duplicate
+        copy_state = self._remember(None, self._committed_events(decision.copy, appended))
+        await self._append(original, decision.original)
+        return copy_state
+
+    # -- state -------------------------------------------------------------------------
+
+    async def _load(self, order_id: str) -> OrderState:
+        state = self._cache.get(order_id)
+        if state is not None:
+            self._cache.move_to_end(order_id)
+            return state
+
+        blob = await self.store.read(partial(fetch_state, order_id=order_id))
+        if blob is None:
+            raise OrderNotFound(f"no order {order_id!r}")
+        state = decode_state(blob)
+        self._cache_put(state)
+        return state
+
+    async def _append(self, state: OrderState, events: list[OrderEvent]) -> OrderState:
+        if not events:
+            return state
+        result = await self.store.append(
+            order_stream(state.order_id), to_new_events(events), expected_version=state.version
+        )
+        assert isinstance(result, Appended)
+        return self._remember(state, self._committed_events(events, result))
+
+    @staticmethod
+    def _committed_events(events: list[OrderEvent], result: Appended) -> list[OrderEvent]:
+        """The events as stored: with the numbers the store gave invoices and credit notes."""
+        if not result.stamped:
+            return events
+        return [decode_event(event.payload) for event in result.stamped]
+
+    def _remember(self, before: OrderState | None, events: list[OrderEvent]) -> OrderState:
+        state = before
+        for event in events:
+            state = apply(state, event)
+        assert state is not None
+        self.metrics.committed(before, events)
+        self._cache_put(state)
+        return state
+
+    def _cache_put(self, state: OrderState) -> None:
+        self._cache[state.order_id] = state
+        self._cache.move_to_end(state.order_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)

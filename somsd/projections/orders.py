@@ -1,0 +1,279 @@
+"""The order book: the orders projection and the gapless numbering of invoices and credit notes.
+
+Each order's folded `OrderState` is kept as one JSON document beside the columns that queries
+filter and sort on, so `GET /v1/orders/{id}` is one row read and the order desk can load an
+order it has not cached without replaying its stream. The state is computed by the domain's
+`apply`, the same function the desk uses, so the projection and the desk can not disagree and
+`somsd db rebuild` reproduces it exactly.
+
+Numbering: decisions emit `InvoiceIssued`/`CreditNoteIssued` unnumbered. `stamp` gives each
+the next number of its series and year from `document_series`, inside the transaction that
+appends it, and `apply` advances the counter when the numbered event is stored. A request that
+rolls back takes its number back with it, so numbers have neither gaps nor doubles; `apply`
+also refuses a number that is not exactly the next one, so even a buggy caller cannot create a
+gap in the log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+import msgspec
+
+from somsd.domain.events import (
+    UNNUMBERED,
+    CreditNoteIssued,
+    InvoiceIssued,
+    OrderReceived,
+    decode_event,
+)
+from somsd.domain.numbering import NumberSeries, number_documents, parse_number
+from somsd.domain.state import OrderState, apply
+from somsd.store import NewEvent, StoredEvent
+
+__all__ = [
+    "ORDER_STREAM_PREFIX",
+    "OrderBook",
+    "OrderSummary",
+    "decode_state",
+    "fetch_state",
+    "list_orders",
+    "order_id_of_stream",
+    "order_stream",
+]
+
+ORDER_STREAM_PREFIX = "order-"
+
+_state_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(OrderState)
+_DOCUMENT_EVENTS = frozenset({"InvoiceIssued", "CreditNoteIssued"})
+
+
+def order_stream(order_id: str) -> str:
+    return ORDER_STREAM_PREFIX + order_id
+
+
+def order_id_of_stream(stream: str) -> str:
+    return stream.removeprefix(ORDER_STREAM_PREFIX)
+
+
+def decode_state(blob: bytes) -> OrderState:
+    return _state_decoder.decode(blob)
+
+
+class OrderBook:
+    """Projection (`apply`) and stamper (`stamp`) of every `order-*` stream."""
+
+    name = "orders"
+    tables: Sequence[str] = ("orders", "documents", "document_series")
+    ddl: Sequence[str] = (
+        """CREATE TABLE orders (
+            order_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL UNIQUE,   -- OrderReceived's seq: arrival order, the list cursor
+            channel TEXT NOT NULL,
+            external_id TEXT NOT NULL,
+            number TEXT NOT NULL,
+            status TEXT NOT NULL,
+            customer_name TEXT NOT NULL,
+            customer_email TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            total TEXT NOT NULL,
+            placed_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            state BLOB NOT NULL
+        )""",
+        "CREATE INDEX orders_by_status ON orders (status, seq)",
+        "CREATE INDEX orders_by_channel ON orders (channel, seq)",
+        """CREATE TABLE documents (
+            number TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,            -- invoice | credit_note
+            order_id TEXT NOT NULL,
+            issue_date TEXT NOT NULL,
+            gross TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            seq INTEGER NOT NULL
+        )""",
+        "CREATE INDEX documents_by_order ON documents (order_id)",
+        """CREATE TABLE document_series (
+            series TEXT NOT NULL,
+            year INTEGER NOT NULL,
+            last INTEGER NOT NULL,
+            PRIMARY KEY (series, year)
+        )""",
+    )
+
+    # -- stamping: numbers taken inside the appending transaction ------------------------
+
+    def stamp(self, conn: sqlite3.Connection, stream: str, event: NewEvent) -> NewEvent:
+        if event.type not in _DOCUMENT_EVENTS:
+            return event
+        decoded = decode_event(event.payload)
+        assert isinstance(decoded, InvoiceIssued | CreditNoteIssued)
+        if decoded.number != UNNUMBERED:
+            return event
+        year = decoded.issue_date.year
+        row = conn.execute(
+            "SELECT last FROM document_series WHERE series = ? AND year = ?",
+            (decoded.series, year),
+        ).fetchone()
+        series = NumberSeries({(decoded.series, year): row[0]} if row else {})
+        [numbered], _ = number_documents([decoded], series)
+        return NewEvent(event.type, msgspec.json.encode(numbered), event.metadata)
+
+    # -- projection ----------------------------------------------------------------------
+
+    def apply(self, conn: sqlite3.Connection, stored: StoredEvent) -> None:
+        if not stored.stream.startswith(ORDER_STREAM_PREFIX):
+            return
+        event = decode_event(stored.payload)
+        order_id = order_id_of_stream(stored.stream)
+        if isinstance(event, OrderReceived):
+            state = apply(None, event)
+            self._insert(conn, stored, state)
+        else:
+            row = conn.execute(
+                "SELECT state FROM orders WHERE order_id = ?", (order_id,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"{stored.stream}: {stored.type} before OrderReceived")
+            state = apply(decode_state(row[0]), event)
+            self._update(conn, stored, state)
+        if isinstance(event, InvoiceIssued | CreditNoteIssued):
+            self._record_document(conn, stored, event, state)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, stored: StoredEvent, state: OrderState) -> None:
+        order = state.order
+        conn.execute(
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                state.order_id,
+                stored.seq,
+                state.channel,
+                order.external_id,
+                order.number,
+                state.status,
+                order.customer.name,
+                order.customer.email,
+                order.currency,
+                str(order.payment.amount),
+                order.placed_at.isoformat(),
+                stored.recorded_at.isoformat(),
+                stored.version,
+                _state_encoder.encode(state),
+            ),
+        )
+
+    @staticmethod
+    def _update(conn: sqlite3.Connection, stored: StoredEvent, state: OrderState) -> None:
+        conn.execute(
+            "UPDATE orders SET status = ?, total = ?, updated_at = ?, version = ?, state = ? "
+            "WHERE order_id = ?",
+            (
+                state.status,
+                str(state.amount_due),
+                stored.recorded_at.isoformat(),
+                stored.version,
+                _state_encoder.encode(state),
+                state.order_id,
+            ),
+        )
+
+    @staticmethod
+    def _record_document(
+        conn: sqlite3.Connection,
+        stored: StoredEvent,
+        event: InvoiceIssued | CreditNoteIssued,
+        state: OrderState,
+    ) -> None:
+        series, year, sequence = parse_number(event.number)
+        row = conn.execute(
+            "SELECT last FROM document_series WHERE series = ? AND year = ?", (series, year)
+        ).fetchone()
+        last = row[0] if row else 0
+        if sequence != last + 1:
+            raise ValueError(
+                f"{event.number} would leave a gap or a double after {series}-{year} #{last}"
+            )
+        conn.execute(
+            "INSERT INTO document_series VALUES (?, ?, ?) "
+            "ON CONFLICT (series, year) DO UPDATE SET last = excluded.last",
+            (series, year, sequence),
+        )
+        kind = "invoice" if isinstance(event, InvoiceIssued) else "credit_note"
+        conn.execute(
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.number,
+                kind,
+                state.order_id,
+                event.issue_date.isoformat(),
+                str(event.document.gross),
+                state.currency,
+                stored.seq,
+            ),
+        )
+
+
+# -- queries (run by `EventStore.read` on a reader connection) ------------------------------
+
+
+class OrderSummary(msgspec.Struct, frozen=True):
+    order_id: str
+    channel: str
+    external_id: str
+    number: str
+    status: str
+    customer_name: str
+    customer_email: str
+    currency: str
+    total: str
+    placed_at: str
+    updated_at: str
+    cursor: int  # pass as `cursor` to get the orders after this one
+
+
+_SUMMARY_COLUMNS = (
+    "order_id, channel, external_id, number, status, customer_name, customer_email, "
+    "currency, total, placed_at, updated_at, seq"
+)
+
+
+def fetch_state(conn: sqlite3.Connection, order_id: str) -> bytes | None:
+    row = conn.execute("SELECT state FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def list_orders(
+    conn: sqlite3.Connection,
+    *,
+    status: str | None = None,
+    channel: str | None = None,
+    text: str | None = None,
+    after: int = 0,
+    limit: int = 50,
+) -> list[OrderSummary]:
+    """Orders in arrival order after the cursor `after`, filtered; `text` searches the order
+    number, customer name and e-mail (case-insensitive substring)."""
+    clauses: list[str] = ["seq > ?"]
+    params: list[str | int] = [after]
+    if status is not None:
+        clauses.append("status = ?")
+        params.append(status)
+    if channel is not None:
+        clauses.append("channel = ?")
+        params.append(channel)
+    if text:
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        clauses.append(
+            "(number LIKE ? ESCAPE '\\' OR customer_name LIKE ? ESCAPE '\\' "
+            "OR customer_email LIKE ? ESCAPE '\\')"
+        )
+        params.extend([pattern, pattern, pattern])
+    params.append(limit)
+    where = " AND ".join(clauses)  # fixed clause texts only; every value is a bound parameter
+    query = f"SELECT {_SUMMARY_COLUMNS} FROM orders WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608
+    rows = conn.execute(query, params).fetchall()
+    return [OrderSummary(*row) for row in rows]
