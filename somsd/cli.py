@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -159,6 +160,65 @@ def cmd_db_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _order_reader(args: argparse.Namespace) -> Any:
+    """A read-only connection to the event store: works whether or not the daemon runs."""
+    from somsd.store import open_reader
+
+    return open_reader(_database(args))
+
+
+def cmd_orders_list(args: argparse.Namespace) -> int:
+    from somsd.projections.orders import list_orders
+
+    with closing(_order_reader(args)) as conn:
+        orders = list_orders(
+            conn,
+            status=args.status,
+            channel=args.channel,
+            text=args.q,
+            after=args.cursor,
+            limit=args.limit,
+        )
+    print(f"{'order':<19} {'channel':<12} {'number':<14} {'status':<11} {'total':>10}  customer")
+    for o in orders:
+        print(
+            f"{o.order_id:<19} {o.channel:<12} {o.number:<14} {o.status:<11} "
+            f"{o.total:>6} {o.currency}  {o.customer_name} <{o.customer_email}>"
+        )
+    if len(orders) == args.limit:
+        print(f"(more: --cursor {orders[-1].cursor})")
+    return EXIT_OK
+
+
+def cmd_orders_show(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from somsd.projections.orders import fetch_state
+
+    with closing(_order_reader(args)) as conn:
+        blob = fetch_state(conn, args.order_id)
+    if blob is None:
+        raise CliError(f"no order {args.order_id!r}")
+    print(msgspec.json.format(blob, indent=2).decode())
+    return EXIT_OK
+
+
+def cmd_orders_events(args: argparse.Namespace) -> int:
+    from somsd.projections.orders import order_stream
+    from somsd.store import query_stream
+
+    with closing(_order_reader(args)) as conn:
+        events = query_stream(conn, order_stream(args.order_id), 0)
+    if not events:
+        raise CliError(f"no order {args.order_id!r}")
+    for event in events:
+        print(
+            f"{event.version:>3} {event.recorded_at.isoformat()} {event.type:<17} "
+            + event.payload.decode()
+        )
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -197,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "backup":
             sub.add_argument("dest", metavar="DEST", help="file to write the backup to")
         sub.set_defaults(handler=handler)
+    orders = commands.add_parser(
+        "orders", help="read orders", description="read orders from the data dir"
+    )
+    order_commands = orders.add_subparsers(dest="orders_command", required=True, metavar="COMMAND")
+    listing = order_commands.add_parser("list", help="orders in arrival order, filtered")
+    listing.add_argument("--status")
+    listing.add_argument("--channel")
+    listing.add_argument("-q", help="text in the order number, customer name or e-mail")
+    listing.add_argument("--cursor", type=int, default=0, help="list orders after this cursor")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(handler=cmd_orders_list)
+    for name, handler, help_text in (
+        ("show", cmd_orders_show, "one order as JSON: lines, history, invoices, returns"),
+        ("events", cmd_orders_events, "the order's events, oldest first"),
+    ):
+        sub = order_commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("order_id", metavar="ORDER_ID")
+        sub.set_defaults(handler=handler)
+    for sub in (listing, *order_commands.choices.values()):
+        if not any(a.dest == "config" for a in sub._actions):
+            sub.add_argument("-c", "--config", metavar="FILE", help="config file")
     return parser
 
 

@@ -39,7 +39,8 @@ from somsd.store._models import (
     StoredEvent,
 )
 from somsd.store._projection import EventStamper, Projection
-from somsd.store._schema import SCHEMA_VERSION
+from somsd.store._queries import read_stream as query_stream
+from somsd.store._schema import SCHEMA_VERSION, open_reader
 
 # The actor and its parts.
 from somsd.store._store import (
@@ -74,6 +75,8 @@ __all__ = [
     "StoredEvent",
     "VersionConflict",
     "backup_database",
+    "open_reader",
+    "query_stream",
     "rebuild_projections",
     "utc_now",
     "verify_database",
