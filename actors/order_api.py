@@ -209,7 +209,9 @@ class OrderRoutes:
         except InvalidOrder as exc:
             status = 400 if exc.code == "malformed_json" else 422
             raise ApiError(status, exc.code, exc.message, exc.path, problems=exc.problems) from None
-        received: Received = await self._ask(lambda reply: ReceiveOrder(name, order, reply))
+        received: Received = await self._ask(
+            lambda reply: ReceiveOrder(name, order, reply, validated=True)
+        )
         return received
 
     async def _read_limited(self, request: Request) -> bytes:

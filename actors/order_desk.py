@@ -203,6 +203,7 @@ class ReceiveOrder(msgspec.Struct, frozen=True, tag=True):
     channel: str
     order: Order
     reply: Reply[Received]
+    validated: bool = False  # decoded by `decode_order` with the desk's pickup locations
 
 
 class OrderCommand(msgspec.Struct, frozen=True, tag=True):
@@ -264,21 +265,18 @@ class DeskMetrics:
             registry=registry,
         )
 
-    def committed(self, before: OrderState | None, events: Sequence[OrderEvent]) -> None:
-        status = before.status if before is not None else None
-        state = before
-        for event in events:
-            state = apply(state, event)
-            if state.status != status:
-                self.status.labels(state.status).inc()
-                status = state.status
-            if isinstance(event, OrderHeld):
-                for reason in event.reasons:
-                    self.holds.labels(reason.code).inc()
-            elif isinstance(event, InvoiceIssued):
-                self.documents.labels("invoice").inc()
-            elif isinstance(event, CreditNoteIssued):
-                self.documents.labels("credit_note").inc()
+    def event_committed(
+        self, before: OrderState | None, after: OrderState, event: OrderEvent
+    ) -> None:
+        if before is None or after.status != before.status:
+            self.status.labels(after.status).inc()
+        if isinstance(event, OrderHeld):
+            for reason in event.reasons:
+                self.holds.labels(reason.code).inc()
+        elif isinstance(event, InvoiceIssued):
+            self.documents.labels("invoice").inc()
+        elif isinstance(event, CreditNoteIssued):
+            self.documents.labels("credit_note").inc()
 
 
 class OrderDesk(Actor[DeskMessage]):
@@ -342,10 +340,12 @@ class OrderDesk(Actor[DeskMessage]):
             policy=self.policy,
             now=self._now(),
             actor=ACTOR,
+            validated=message.validated,
         )
+        new_events = to_new_events(events)
         result = await self.store.append(
             order_stream(order_id),
-            to_new_events(events),
+            new_events,
             expected_version=0,
             idempotency=IdempotencyKey(f"channel/{message.channel}", message.order.external_id),
         )
@@ -353,8 +353,7 @@ class OrderDesk(Actor[DeskMessage]):
             self.metrics.duplicates.labels(message.channel).inc()
             message.reply.set(Received(order_id_of_stream(result.stream), duplicate=True))
             return
-        committed = self._committed_events(events, result)
-        self._remember(None, committed)
+        self._remember(None, self._committed_events(events, new_events, result))
         self.metrics.received.labels(message.channel).inc()
         log.info(
             "order_received",
@@ -481,14 +480,17 @@ class OrderDesk(Actor[DeskMessage]):
             actor=user,
             lines=action.lines,
         )
+        new_events = to_new_events(decision.copy)
         appended = await self.store.append(
             order_stream(new_order_id),
-            to_new_events(decision.copy),
+            new_events,
             expected_version=0,
             idempotency=IdempotencyKey("copy", decision.order.external_id),
         )
         assert isinstance(appended, Appended)  # the key is new: it can not be a duplicate
-        copy_state = self._remember(None, self._committed_events(decision.copy, appended))
+        copy_state = self._remember(
+            None, self._committed_events(decision.copy, new_events, appended)
+        )
         await self._append(original, decision.original)
         return copy_state
 
@@ -510,25 +512,33 @@ class OrderDesk(Actor[DeskMessage]):
     async def _append(self, state: OrderState, events: list[OrderEvent]) -> OrderState:
         if not events:
             return state
+        new_events = to_new_events(events)
         result = await self.store.append(
-            order_stream(state.order_id), to_new_events(events), expected_version=state.version
+            order_stream(state.order_id), new_events, expected_version=state.version
         )
         assert isinstance(result, Appended)
-        return self._remember(state, self._committed_events(events, result))
+        return self._remember(state, self._committed_events(events, new_events, result))
 
     @staticmethod
-    def _committed_events(events: list[OrderEvent], result: Appended) -> list[OrderEvent]:
+    def _committed_events(
+        events: list[OrderEvent], submitted: list[NewEvent], result: Appended
+    ) -> list[OrderEvent]:
         """The events as stored: with the numbers the store gave invoices and credit notes."""
         if not result.stamped:
             return events
-        return [decode_event(event.payload) for event in result.stamped]
+        return [
+            event if stored is sent else decode_event(stored.payload)
+            for event, sent, stored in zip(events, submitted, result.stamped, strict=True)
+        ]
 
     def _remember(self, before: OrderState | None, events: list[OrderEvent]) -> OrderState:
+        """Fold committed events into the cache, counting what the metrics count on the way."""
         state = before
         for event in events:
+            previous = state
             state = apply(state, event)
+            self.metrics.event_committed(previous, state, event)
         assert state is not None
-        self.metrics.committed(before, events)
         self._cache_put(state)
         return state
 

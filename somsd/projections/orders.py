@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import msgspec
 
 from somsd.domain.events import (
-    UNNUMBERED,
     CreditNoteIssued,
     InvoiceIssued,
     OrderReceived,
@@ -106,51 +105,70 @@ class OrderBook:
 
     # -- stamping: numbers taken inside the appending transaction ------------------------
 
-    def stamp(self, conn: sqlite3.Connection, stream: str, event: NewEvent) -> NewEvent:
-        if event.type not in _DOCUMENT_EVENTS:
-            return event
-        decoded = decode_event(event.payload)
-        assert isinstance(decoded, InvoiceIssued | CreditNoteIssued)
-        if decoded.number != UNNUMBERED:
-            return event
-        year = decoded.issue_date.year
-        row = conn.execute(
-            "SELECT last FROM document_series WHERE series = ? AND year = ?",
-            (decoded.series, year),
-        ).fetchone()
-        series = NumberSeries({(decoded.series, year): row[0]} if row else {})
-        [numbered], _ = number_documents([decoded], series)
-        return NewEvent(event.type, msgspec.json.encode(numbered), event.metadata)
+    def stamp(
+        self, conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
+    ) -> Sequence[NewEvent]:
+        documents = [i for i, event in enumerate(events) if event.type in _DOCUMENT_EVENTS]
+        if not documents:
+            return events
+        decoded = [decode_event(events[i].payload) for i in documents]
+        counters: dict[tuple[str, int], int] = {}
+        for event in decoded:
+            assert isinstance(event, InvoiceIssued | CreditNoteIssued)
+            key = (event.series, event.issue_date.year)
+            if key not in counters:
+                row = conn.execute(
+                    "SELECT last FROM document_series WHERE series = ? AND year = ?", key
+                ).fetchone()
+                counters[key] = row[0] if row else 0
+        numbered, _ = number_documents(decoded, NumberSeries(counters))
+        stamped = list(events)
+        for index, before, after in zip(documents, decoded, numbered, strict=True):
+            if after is not before:
+                stamped[index] = NewEvent(
+                    events[index].type, msgspec.json.encode(after), events[index].metadata
+                )
+        return stamped
 
     # -- projection ----------------------------------------------------------------------
 
     def apply(self, conn: sqlite3.Connection, stored: StoredEvent) -> None:
-        if not stored.stream.startswith(ORDER_STREAM_PREFIX):
+        """One event (replays); the writer uses `apply_append` for a whole append."""
+        self.apply_append(conn, [stored])
+
+    def apply_append(self, conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+        """Fold one append's events into the order's row: one read and one write per append."""
+        if not events or not events[0].stream.startswith(ORDER_STREAM_PREFIX):
             return
-        event = decode_event(stored.payload)
-        order_id = order_id_of_stream(stored.stream)
-        if isinstance(event, OrderReceived):
-            state = apply(None, event)
-            self._insert(conn, stored, state)
-        else:
-            row = conn.execute(
-                "SELECT state FROM orders WHERE order_id = ?", (order_id,)
-            ).fetchone()
+        first, last = events[0], events[-1]
+        decoded = [decode_event(stored.payload) for stored in events]
+        state: OrderState | None = None
+        if not isinstance(decoded[0], OrderReceived):
+            query = "SELECT state FROM orders WHERE order_id = ?"
+            row = conn.execute(query, (order_id_of_stream(first.stream),)).fetchone()
             if row is None:
-                raise ValueError(f"{stored.stream}: {stored.type} before OrderReceived")
-            state = apply(decode_state(row[0]), event)
-            self._update(conn, stored, state)
-        if isinstance(event, InvoiceIssued | CreditNoteIssued):
-            self._record_document(conn, stored, event, state)
+                raise ValueError(f"{first.stream}: {first.type} before OrderReceived")
+            state = decode_state(row[0])
+        for stored, event in zip(events, decoded, strict=True):
+            state = apply(state, event)
+            if isinstance(event, InvoiceIssued | CreditNoteIssued):
+                self._record_document(conn, stored, event, state)
+        assert state is not None
+        if isinstance(decoded[0], OrderReceived):
+            self._insert(conn, first, last, state)
+        else:
+            self._update(conn, last, state)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, stored: StoredEvent, state: OrderState) -> None:
+    def _insert(
+        conn: sqlite3.Connection, first: StoredEvent, stored: StoredEvent, state: OrderState
+    ) -> None:
         order = state.order
         conn.execute(
             "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 state.order_id,
-                stored.seq,
+                first.seq,
                 state.channel,
                 order.external_id,
                 order.number,
@@ -158,7 +176,7 @@ class OrderBook:
                 order.customer.name,
                 order.customer.email,
                 order.currency,
-                str(order.payment.amount),
+                str(state.amount_due),
                 order.placed_at.isoformat(),
                 stored.recorded_at.isoformat(),
                 stored.version,

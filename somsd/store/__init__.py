@@ -38,7 +38,7 @@ from somsd.store._models import (
     OutboxState,
     StoredEvent,
 )
-from somsd.store._projection import EventStamper, Projection
+from somsd.store._projection import AppendProjection, EventStamper, Projection
 from somsd.store._queries import read_stream as query_stream
 from somsd.store._schema import SCHEMA_VERSION, open_reader
 
@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_DRAIN_DEADLINE",
     "DEFAULT_LOCK_TIMEOUT",
     "SCHEMA_VERSION",
+    "AppendProjection",
     "Appended",
     "Clock",
     "Duplicate",

@@ -74,7 +74,8 @@ class Appended(msgspec.Struct, frozen=True, gc=False):
     last_seq: int
     version: int
     # The events as stored, when a stamping projection changed any of them (invoice numbers);
-    # empty when they were stored exactly as submitted.
+    # empty when they were stored exactly as submitted. Unchanged events are the very objects
+    # submitted, so a caller can tell which ones changed with `is`.
     stamped: tuple[NewEvent, ...] = ()
 
 

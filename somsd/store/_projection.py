@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 
 from somsd.store._models import NewEvent, StoredEvent
 
-__all__ = ["EventStamper", "Projection"]
+__all__ = ["AppendProjection", "EventStamper", "Projection"]
 
 
 class Projection(Protocol):
@@ -42,13 +42,29 @@ class Projection(Protocol):
 
 
 @runtime_checkable
+class AppendProjection(Protocol):
+    """A projection that can take all events of one append at once.
+
+    An order's intake appends several events to one stream; a projection that keeps one row
+    per stream then reads, folds and writes that row once instead of once per event. The writer
+    prefers `apply_append` when a projection has it; replays (rebuild, verify) still call
+    `apply` per event, so both must produce the same tables.
+    """
+
+    def apply_append(self, conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None: ...
+
+
+@runtime_checkable
 class EventStamper(Protocol):
     """A projection that also fills in facts only the log's order can decide.
 
     Gapless invoice numbers are the example: the next number depends on every invoice committed
     before, so it is taken inside the appending transaction, from the projection's own counter
-    table, just before the event is inserted. A rolled-back request takes its number back with
-    it, so numbers have no gaps. `stamp` returns the event to store (or the same one).
+    table, just before the events are inserted. A rolled-back request takes its numbers back
+    with it, so numbers have no gaps. `stamp` sees all events of one append (so two documents
+    in one append get consecutive numbers) and returns the events to store.
     """
 
-    def stamp(self, conn: sqlite3.Connection, stream: str, event: NewEvent) -> NewEvent: ...
+    def stamp(
+        self, conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
+    ) -> Sequence[NewEvent]: ...

@@ -30,7 +30,7 @@ from somsd.store._models import (
     OutboxItem,
     StoredEvent,
 )
-from somsd.store._projection import EventStamper, Projection
+from somsd.store._projection import AppendProjection, EventStamper, Projection
 from somsd.store._schema import immediate_transaction
 from somsd.store._time import to_text
 
@@ -153,15 +153,12 @@ class BatchWriter:
         if expected is not None and expected != version:
             return VersionConflict(stream, expected, version)
         projections = self._projections
-        stampers = self._stampers
-        stamped: list[NewEvent] = []
+        events = request.events
+        for stamper in self._stampers:
+            events = stamper.stamp(self.conn, stream, events)
+        stored_events: list[StoredEvent] = []
         first_seq = last_seq = 0
-        for submitted in request.events:
-            event = submitted
-            for stamper in stampers:
-                event = stamper.stamp(self.conn, stream, event)
-            if stampers:
-                stamped.append(event)
+        for event in events:
             version += 1
             metadata = _encode_metadata(event.metadata) if event.metadata else _EMPTY_METADATA
             cursor.execute(
@@ -171,10 +168,16 @@ class BatchWriter:
             if not first_seq:
                 first_seq = last_seq
             if projections:
-                stored = StoredEvent(
-                    last_seq, stream, version, event.type, event.payload, event.metadata, now
+                stored_events.append(
+                    StoredEvent(
+                        last_seq, stream, version, event.type, event.payload, event.metadata, now
+                    )
                 )
-                for projection in projections:
+        for projection in projections:
+            if isinstance(projection, AppendProjection):
+                projection.apply_append(self.conn, stored_events)
+            else:
+                for stored in stored_events:
                     projection.apply(self.conn, stored)
         if request.outbox:
             cursor.executemany(
@@ -186,13 +189,13 @@ class BatchWriter:
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
                 (key.source, key.external_id, stream, first_seq, now_text),
             )
-        changed = any(a is not b for a, b in zip(stamped, request.events, strict=False))
+        changed = any(a is not b for a, b in zip(events, request.events, strict=True))
         return Appended(
             stream=stream,
             first_seq=first_seq,
             last_seq=last_seq,
             version=version,
-            stamped=tuple(stamped) if changed else (),
+            stamped=tuple(events) if changed else (),
         )
 
     def _change_outbox(self, change: OutboxChange, now_text: str) -> None:

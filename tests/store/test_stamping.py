@@ -24,12 +24,18 @@ class TicketNumbers:
     ddl: Sequence[str] = ("CREATE TABLE ticket_counter (last INTEGER NOT NULL)",)
     tables: Sequence[str] = ("ticket_counter",)
 
-    def stamp(self, conn: sqlite3.Connection, stream: str, event: NewEvent) -> NewEvent:
-        if event.type != "ticket":
-            return event
+    def stamp(
+        self, conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
+    ) -> Sequence[NewEvent]:
         row = conn.execute("SELECT last FROM ticket_counter").fetchone()
-        payload = msgspec.json.encode(Ticket((row[0] if row else 0) + 1))
-        return NewEvent(event.type, payload, event.metadata)
+        last = row[0] if row else 0
+        stamped = []
+        for event in events:
+            if event.type == "ticket":
+                last += 1
+                event = NewEvent(event.type, msgspec.json.encode(Ticket(last)), event.metadata)  # noqa: PLW2901
+            stamped.append(event)
+        return stamped
 
     def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
         if event.type != "ticket":
