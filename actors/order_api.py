@@ -322,9 +322,10 @@ class OrderRoutes:
         orders = await self.store.read(
             partial(
                 list_orders,
-                status=params.get("status"),
-                channel=params.get("channel"),
-                text=params.get("q"),
+                # An empty parameter is what a blank form field sends: no filter.
+                status=params.get("status") or None,
+                channel=params.get("channel") or None,
+                text=params.get("q") or None,
                 after=after,
                 limit=limit,
             )
@@ -397,6 +398,13 @@ class OrderRoutes:
                 admin=True,
                 responses={200: OrderPage, 422: None},
                 tags=("orders",),
+                query=(
+                    ("status", "string", "only orders in this status"),
+                    ("channel", "string", "only orders from this channel"),
+                    ("q", "string", "text in the order number, customer name or e-mail"),
+                    ("cursor", "integer", "next_cursor of the previous page"),
+                    ("limit", "integer", "page size, 1 to 500 (default 50)"),
+                ),
             ),
             ApiRoute(
                 order,

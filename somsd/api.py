@@ -101,6 +101,7 @@ class ApiRoute:
     request: Any = None  # msgspec type of the JSON body, for the OpenAPI document
     responses: dict[int, Any] = field(default_factory=dict)  # status -> msgspec type or None
     tags: tuple[str, ...] = ()
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON schema type, description)
 
 
 @dataclass
@@ -188,6 +189,10 @@ def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]
             {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
             for part in route.path.split("/")
             if part.startswith("{")
+        ]
+        params += [
+            {"name": name, "in": "query", "schema": {"type": kind}, "description": text}
+            for name, kind, text in route.query
         ]
         if params:
             operation["parameters"] = params

@@ -76,6 +76,7 @@ class OrderBook:
             status TEXT NOT NULL,
             customer_name TEXT NOT NULL,
             customer_email TEXT NOT NULL,
+            search TEXT NOT NULL,          -- number, name and e-mail, casefolded (Unicode)
             currency TEXT NOT NULL,
             total TEXT NOT NULL,
             placed_at TEXT NOT NULL,
@@ -165,7 +166,7 @@ class OrderBook:
     ) -> None:
         order = state.order
         conn.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 state.order_id,
                 first.seq,
@@ -175,6 +176,8 @@ class OrderBook:
                 state.status,
                 order.customer.name,
                 order.customer.email,
+                # SQLite's LIKE folds ASCII only; a casefolded copy makes "jörg" find "Jörg".
+                f"{order.number}\n{order.customer.name}\n{order.customer.email}".casefold(),
                 order.currency,
                 str(state.amount_due),
                 order.placed_at.isoformat(),
@@ -284,12 +287,10 @@ def list_orders(
         clauses.append("channel = ?")
         params.append(channel)
     if text:
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        clauses.append(
-            "(number LIKE ? ESCAPE '\\' OR customer_name LIKE ? ESCAPE '\\' "
-            "OR customer_email LIKE ? ESCAPE '\\')"
-        )
-        params.extend([pattern, pattern, pattern])
+        folded = text.casefold()
+        escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("search LIKE ? ESCAPE '\\'")
+        params.append(f"%{escaped}%")
     params.append(limit)
     where = " AND ".join(clauses)  # fixed clause texts only; every value is a bound parameter
     query = f"SELECT {_SUMMARY_COLUMNS} FROM orders WHERE {where} ORDER BY seq LIMIT ?"  # noqa: S608
