@@ -129,5 +129,11 @@ class Actor(Generic[M]):
     async def ask(self, make_request: Callable[[Reply[R]], M]) -> R:
         """Send a request built around a fresh `Reply` and wait for the answer."""
         reply: Reply[R] = Reply()
-        await self.mailbox.send(make_request(reply))
+        request = make_request(reply)
+        try:
+            # No scheduling point when there is room: the caller waits on the reply anyway, and
+            # skipping the extra yield is measurable on the intake path (bench/intake.py).
+            self.mailbox.send_nowait(request)
+        except trio.WouldBlock:
+            await self.mailbox.send(request)
         return await reply.wait()

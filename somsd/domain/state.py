@@ -191,9 +191,14 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
 
     def billable_document(self) -> InvoiceDocument:
         """The invoice the order would get now: billable units and the shipping."""
+        cached = _last_billable
+        if cached is not None and cached[0] is self:
+            return cached[1]
         units = {index: line.billable for index, line in enumerate(self.lines)}
         shipping = [] if self.canceled else shipping_by_rate(self.order, units)
-        return build_document(self.order, "invoice", units, shipping=shipping)
+        document = build_document(self.order, "invoice", units, shipping=shipping)
+        _remember_billable((self, document))
+        return document
 
     def find_return(self, rma_id: str) -> ReturnState | None:
         return next((rma for rma in self.returns if rma.rma_id == rma_id), None)
@@ -205,6 +210,19 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def units_shipped(self) -> int:
         return sum(line.shipped for line in self.lines)
+
+
+# One decision asks for the same state's billable document up to three times (amount_due,
+# paid_in_full, the invoice itself); building it is most of intake's domain time (cProfile of
+# receive_order). States are immutable, so the last one's document is kept and found by
+# identity. The cache holds a reference to its state, so the identity can not be reused; the
+# tuple is swapped in one assignment, so threads (desk, store writer) only ever see a whole pair.
+_last_billable: tuple[OrderState, InvoiceDocument] | None = None
+
+
+def _remember_billable(pair: tuple[OrderState, InvoiceDocument]) -> None:
+    global _last_billable  # noqa: PLW0603  # a one-entry cache, see above
+    _last_billable = pair
 
 
 class Decision:
