@@ -40,14 +40,17 @@ __all__ = [
     "Duration",
     "ErpConfig",
     "HoldsConfig",
+    "InventoryConfig",
     "InvoicingConfig",
     "ListenAddress",
     "LocationConfig",
     "MetricsConfig",
+    "RateConfig",
     "RoutingConfig",
     "RoutingWeights",
     "SecretFile",
     "StatusConfig",
+    "StoreAddress",
     "load_config",
     "parse_config",
 ]
@@ -179,6 +182,26 @@ class ChannelConfig(_Table, frozen=True):
     locations: tuple[str, ...] = ()
     sync_stock: bool = True
     hide_sold_out: bool = True
+    low_stock_threshold: int | None = None  # ATP at or below this raises a low-stock alert
+
+
+class RateConfig(_Table, frozen=True):
+    """What shipping from a location costs and takes, for routing (not for billing)."""
+
+    carrier: str
+    cost: float  # in the shop's currency, only compared with other rates
+    days: float
+    countries: tuple[str, ...] = ()  # empty: every country the location ships to
+
+
+class StoreAddress(_Table, frozen=True):
+    """Where a transfer for click & collect is delivered."""
+
+    name: str
+    street: str
+    zip: str
+    city: str
+    country: str = "DE"
 
 
 class LocationConfig(_Table, frozen=True):
@@ -186,6 +209,13 @@ class LocationConfig(_Table, frozen=True):
     kind: Literal["warehouse", "store"] = "warehouse"
     adapter: Literal["rest", "selectline", "csv", "manual"] = "manual"
     url: str | None = None
+    token_file: SecretFile | None = None  # bearer token for adapter "rest"
+    callback_secret_file: SecretFile | None = None  # HMAC key of the 3PL's status callbacks
+    poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("15s"))
+    outbound_dir: str | None = None  # adapter "csv": fulfilment files written here
+    inbound_dir: str | None = None  # adapter "csv": status and stock files read from here
+    address: StoreAddress | None = None
+    rates: tuple[RateConfig, ...] = ()
     country: str = "DE"
     lat: float | None = None
     lon: float | None = None
@@ -235,6 +265,13 @@ class InvoicingConfig(_Table, frozen=True):
     timezone: str = "Europe/Berlin"
 
 
+class InventoryConfig(_Table, frozen=True):
+    # A burst of changes to one SKU is pushed to shops once: after `push_quiet` without a
+    # change, at the latest `push_max_delay` after the first; sold-out changes go at once.
+    push_quiet: Duration = msgspec.field(default_factory=lambda: Duration("2s"))
+    push_max_delay: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+
+
 class HoldsConfig(_Table, frozen=True):
     """Orders matching a rule wait in on-hold for an operator (incomplete addresses always)."""
 
@@ -262,6 +299,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     invoicing: InvoicingConfig = msgspec.field(default_factory=InvoicingConfig)
     holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)
+    inventory: InventoryConfig = msgspec.field(default_factory=InventoryConfig)
     status: tuple[StatusConfig, ...] = ()
     source: str = "<memory>"
 
@@ -298,6 +336,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "routing": RoutingConfig,
     "invoicing": InvoicingConfig,
     "holds": HoldsConfig,
+    "inventory": InventoryConfig,
     "status": StatusConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
@@ -457,6 +496,10 @@ def _check_references(config: Config) -> list[str]:
             problems.append(f"location[{index}]: give both lat and lon, or neither")
         if location.adapter == "rest" and location.url is None:
             problems.append(f"location[{index}].url: required for adapter rest")
+        if location.adapter == "csv":
+            for key in ("outbound_dir", "inbound_dir"):
+                if getattr(location, key) is None:
+                    problems.append(f"location[{index}].{key}: required for adapter csv")
     weights = config.routing.weights
     for name in weights.__struct_fields__:
         if getattr(weights, name) < 0:
