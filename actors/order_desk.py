@@ -289,8 +289,13 @@ class OrderDesk(Actor[DeskMessage]):
         now: Callable[[], datetime] = utc_now,
         concurrency: int = 512,
         cache_size: int = 10_000,
+        on_committed: Callable[[OrderState, Sequence[OrderEvent]], None] | None = None,
     ) -> None:
         super().__init__(ACTOR)
+        # Called (synchronously, on the desk's task) after events of an order are committed,
+        # with the order's new state: how the router learns of accepted and released orders.
+        # It must not block; a listener that has work to do queues it for its own actor.
+        self.on_committed = on_committed
         self.store = store
         self.policy = policy  # replaced by the composition root on reload
         self._now = now
@@ -540,6 +545,8 @@ class OrderDesk(Actor[DeskMessage]):
             self.metrics.event_committed(previous, state, event)
         assert state is not None
         self._cache_put(state)
+        if self.on_committed is not None and events:
+            self.on_committed(state, events)
         return state
 
     def _cache_put(self, state: OrderState) -> None:
