@@ -56,13 +56,8 @@ from somsd.domain.errors import (
 from somsd.domain.events import LineQuantity, OrderEvent, ReturnedLine, decode_event
 from somsd.domain.order import Order, decode_order
 from somsd.domain.state import OrderState
-from somsd.projections.orders import (
-    OrderSummary,
-    decode_state,
-    fetch_state,
-    list_orders,
-    order_stream,
-)
+from somsd.projections.fulfilments import OrderDetail, read_order_detail
+from somsd.projections.orders import OrderSummary, list_orders, order_stream
 from somsd.signing import SIGNATURE_HEADER, SignatureError, verify_signature
 from somsd.store import EventStore
 
@@ -335,10 +330,10 @@ class OrderRoutes:
 
     async def show(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
-        blob = await self.store.read(partial(fetch_state, order_id=order_id))
-        if blob is None:
+        detail = await self.store.read(partial(read_order_detail, order_id=order_id))
+        if detail is None:
             raise ApiError(404, "order_not_found", f"no order {order_id!r}")
-        return json_response(decode_state(blob))
+        return json_response(detail)
 
     async def events(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
@@ -410,9 +405,10 @@ class OrderRoutes:
                 order,
                 "GET",
                 self.show,
-                "One order: lines, status history, invoices, credit notes, returns",
+                "One order: lines, status history, invoices, credit notes, returns, routing "
+                "decisions with every candidate's score and rejection, fulfilments",
                 admin=True,
-                responses={200: OrderState, 404: None},
+                responses={200: OrderDetail, 404: None},
                 tags=("orders",),
             ),
             ApiRoute(

@@ -33,13 +33,21 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.fulfilment import FulfilmentDesk
+from actors.fulfilment_api import FulfilmentRoutes
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
+from actors.inventory import Inventory, channel_stock_policies, debounce_policy, safety_stock
+from actors.inventory_api import InventoryRoutes
+from actors.location import LocationActor, LocationRoutes
 from actors.order_api import OrderRoutes
 from actors.order_desk import OrderDesk
+from actors.outbox import OutboxDispatcher
+from actors.outbox_api import DeadLetterRoutes
+from actors.router import Router
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
-from somsd.config import ChannelConfig, Config, ConfigError, load_config
+from somsd.config import ChannelConfig, Config, ConfigError, LocationConfig, load_config
 from somsd.domain.holds import HoldRules
 from somsd.domain.policy import InvoicingPolicy, OrderPolicy
 from somsd.domain.status import build_status_machine
@@ -99,8 +107,28 @@ class Daemon:
             all_projections(),
             registry=self.metrics.registry,
         )
-        self.desk = OrderDesk(self.store, order_policy(config), registry=self.metrics.registry)
-        self.metrics.track_mailbox(self.desk.name, self.desk.mailbox)
+        registry = self.metrics.registry
+        self.desk = OrderDesk(self.store, order_policy(config), registry=registry)
+        self.inventory = Inventory(
+            self.store,
+            safety=safety_stock(config.location),
+            channels=channel_stock_policies(config.channel),
+            debounce=debounce_policy(config.inventory),
+            registry=registry,
+        )
+        self.fulfilments = FulfilmentDesk(
+            self.store, self.inventory, self.desk, config=config, registry=registry
+        )
+        self.router = Router(
+            self.store, self.inventory, self.fulfilments, config=config, registry=registry
+        )
+        self.dispatcher = OutboxDispatcher(self.store, registry=registry)
+        # The hooks only queue work for the actor they belong to; see each actor's docstring.
+        self.desk.on_committed = self.router.order_committed
+        self.inventory.on_stock_added = self.router.stock_added
+        self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
+        for actor in self.core_actors:
+            self.metrics.track_mailbox(actor.name, actor.mailbox)
         self.order_routes = OrderRoutes(
             self.desk,
             self.store,
@@ -110,9 +138,11 @@ class Daemon:
         )
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
-        self.integration_actors: dict[str, IntegrationActor] = {}
+        self.integration_actors: dict[str, IntegrationActor | LocationActor] = {}
         self.core = Supervisor(
-            "core", [ChildSpec(self.desk.name, self.desk.run)], metrics=self.metrics
+            "core",
+            [ChildSpec(actor.name, actor.run) for actor in (*self.core_actors, self.dispatcher)],
+            metrics=self.metrics,
         )
         self.integrations = Supervisor(
             "integrations",
@@ -147,7 +177,13 @@ class Daemon:
     # -- wiring -------------------------------------------------------------------------
 
     def _integration_spec(self, name: str, section: msgspec.Struct) -> ChildSpec:
-        actor = IntegrationActor(name, section)
+        actor: IntegrationActor | LocationActor
+        if isinstance(section, LocationConfig):
+            actor = LocationActor(
+                section, store=self.store, dispatcher=self.dispatcher, sink=self.fulfilments
+            )
+        else:
+            actor = IntegrationActor(name, section)
         self.integration_actors[name] = actor
         self.metrics.track_mailbox(name, actor.mailbox)
         return ChildSpec(name, actor.run)
@@ -155,7 +191,19 @@ class Daemon:
     def _listener(self, name: str) -> HttpListener:
         drain = self.config.daemon.drain_timeout.seconds
         if name == "api":
-            routes = [*self.order_routes.routes(), *self._admin_routes()]
+            routes = [
+                *self.order_routes.routes(),
+                *InventoryRoutes(
+                    self.inventory,
+                    locations=lambda: {location.name for location in self.config.location},
+                    channels=lambda: channel_stock_policies(self.config.channel),
+                    on_oversold=self.fulfilments.reroute_oversold,
+                ).routes(),
+                *FulfilmentRoutes(self.fulfilments, self.store).routes(),
+                *DeadLetterRoutes(self.store, self.dispatcher).routes(),
+                *LocationRoutes(self._location_actors).routes(),
+                *self._admin_routes(),
+            ]
             app = build_api_app(routes, self.api_state, version=__version__)
             return HttpListener("api", app, self.config.api.listen, graceful_timeout=drain)
         app = build_metrics_app(self.metrics)
@@ -164,6 +212,13 @@ class Daemon:
     @staticmethod
     def _listener_spec(listener: HttpListener) -> ChildSpec:
         return ChildSpec(listener.name, listener.run, stop=listener.stop)
+
+    def _location_actors(self) -> dict[str, LocationActor]:
+        return {
+            actor.section.name: actor
+            for actor in self.integration_actors.values()
+            if isinstance(actor, LocationActor)
+        }
 
     def _channels(self) -> dict[str, ChannelConfig]:
         return {channel.name: channel for channel in self.config.channel}
@@ -203,7 +258,9 @@ class Daemon:
 
     async def _refresh_outbox_gauges(self) -> None:
         counts = await self.store.outbox_counts()
-        self.metrics.set_outbox_counts(counts.pending, counts.dead)
+        self.metrics.set_outbox_counts(
+            counts.pending, counts.dead, targets=self.dispatcher.status().targets
+        )
 
     # -- queries ------------------------------------------------------------------------
 
@@ -233,13 +290,17 @@ class Daemon:
                     )
                 elif child.name == "store":
                     report = msgspec.structs.replace(report, mailbox_depth=self.store.mailbox.depth)
-                elif child.name == self.desk.name:
-                    report = msgspec.structs.replace(report, mailbox_depth=self.desk.mailbox.depth)
+                elif child.name in self._core_mailboxes():
+                    depth = self._core_mailboxes()[child.name]
+                    report = msgspec.structs.replace(report, mailbox_depth=depth)
                 reports.append(report)
         return ActorsReport(self.is_ready(), self.config_loaded_at, tuple(reports))
 
+    def _core_mailboxes(self) -> dict[str, int]:
+        return {actor.name: actor.mailbox.depth for actor in self.core_actors}
+
     @staticmethod
-    async def _describe(actor: IntegrationActor) -> IntegrationStatus | None:
+    async def _describe(actor: IntegrationActor | LocationActor) -> IntegrationStatus | None:
         # A busy actor must not stall the admin view; one second is far above a healthy
         # actor's answer time (microseconds) and far below an operator's patience.
         with trio.move_on_after(1.0):
@@ -292,6 +353,13 @@ class Daemon:
         register_secret_values(secret.reveal() for secret in new.secrets())
         set_level(new.daemon.log_level)
         self.desk.policy = order_policy(new)
+        self.inventory.reconfigure(
+            safety=safety_stock(new.location),
+            channels=channel_stock_policies(new.channel),
+            debounce=debounce_policy(new.inventory),
+        )
+        self.router.configure(new)
+        self.fulfilments.configure(new)
         changed: list[str] = []
         old_sections, new_sections = old.integrations(), new.integrations()
         for name in old_sections.keys() - new_sections.keys():

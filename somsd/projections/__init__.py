@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from somsd.projections.fulfilments import FulfilmentBook
 from somsd.projections.orders import OrderBook
+from somsd.projections.stock import StockLevels
 from somsd.store import Projection
 
 __all__ = ["all_projections"]
 
 
 def all_projections() -> list[Projection]:
-    return [OrderBook()]
+    return [OrderBook(), StockLevels(), FulfilmentBook()]

@@ -1,0 +1,282 @@
+"""HTTP routes for store and warehouse work: the pick list and one step per request.
+
+`GET /v1/fulfillments?location=&state=` is a location's pick list: without `state`, the open
+fulfilments (requested, accepted, picked, packed, ready_for_pickup). Fulfilments are sorted by
+their first SKU, then oldest first, and each one's lines by SKU - a picker walks the shelves by
+bin, then SKU, and there is no bin data yet, so SKU order is the nearest stand-in (and batches
+single-line orders of one SKU together). Pages are `{"fulfillments": [...], "next_cursor"}`
+like `GET /v1/orders`; the cursor is an offset, so a list changing between pages may repeat or
+skip an entry - re-read from the start after working a page, as the store simulator does.
+
+`POST /v1/fulfillments/{id}/{accept,pick,pack,ship,reject,ready,picked-up}` moves one step.
+Bodies are those proposed in `adapters/storesim/wire.py`: ship takes `carrier` and
+`tracking_number`, reject takes `lines` and a `reason`, picked-up takes the customer's
+`pickup_code`; the others take none (or `{}`). A step may skip ahead (pick without accepting)
+but never go back: an illegal step is 409 with the allowed steps in the message, as is a wrong
+pickup code; an unknown fulfilment is 404. Every answer is the fulfilment as it now stands.
+
+Reject reasons are the stock book's (`stock_missing`, `damaged`, `declined`); `out_of_stock`
+and `other`, the names store staff and 3PL protocols use, are accepted as aliases of
+`stock_missing` and `declined`. Missing and damaged units are written off at the location.
+All routes need the admin token; `X-Somsd-User` names the person for the history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Annotated, Any, Final, Literal, get_args
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors.fulfilment import FulfilmentDesk
+from somsd.actor import ReplyError
+from somsd.api import ApiError, ApiRoute, json_response
+from somsd.domain.atp import RejectionReason, StockLine
+from somsd.domain.errors import Conflict, DomainError
+from somsd.projections.fulfilments import (
+    OPEN_STATES,
+    FulfilmentNotFound,
+    FulfilmentPage,
+    FulfilmentStatus,
+    FulfilmentView,
+    Step,
+    fetch_fulfilment,
+    list_fulfilments,
+)
+from somsd.store import EventStore
+
+__all__ = ["FulfilmentRoutes", "PickupBody", "RejectBody", "ShipBody"]
+
+_STATES: Final = frozenset(get_args(FulfilmentStatus))
+# Page size: a store's open work fits in one page; 500 bounds one answer's size.
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 500
+
+ApiRejectReason = Literal["stock_missing", "damaged", "declined", "out_of_stock", "other"]
+_REASON_ALIASES: Final[dict[str, RejectionReason]] = {
+    "out_of_stock": "stock_missing",
+    "other": "declined",
+}
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+class ShipBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    carrier: NonEmpty
+    tracking_number: NonEmpty
+
+
+class RejectLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    sku: NonEmpty
+    quantity: Quantity
+
+
+class RejectBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    lines: Annotated[tuple[RejectLine, ...], msgspec.Meta(min_length=1)]
+    reason: ApiRejectReason
+
+
+class PickupBody(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pickup_code: Annotated[str, msgspec.Meta(pattern=r"^\s*\d{6}\s*$")]
+
+
+class EmptyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    pass
+
+
+def _decode(raw: bytes, type_: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        raise ApiError(422, "invalid_body", message, path.rstrip("`") or "$") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}", "$") from None
+
+
+def _api_error(exc: DomainError) -> ApiError:
+    if isinstance(exc, FulfilmentNotFound):
+        return ApiError(404, exc.code, exc.message)
+    if isinstance(exc, Conflict):
+        return ApiError(409, exc.code, exc.message, exc.path)
+    return ApiError(422, exc.code, exc.message, exc.path)
+
+
+class FulfilmentRoutes:
+    """Builds the fulfilment routes around the fulfilment desk and the store."""
+
+    def __init__(self, fulfilments: FulfilmentDesk, store: EventStore) -> None:
+        self.fulfilments = fulfilments
+        self.store = store
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def list_work(self, request: Request) -> Response:
+        params = request.query_params
+        state = params.get("state") or None
+        if state is not None and state not in _STATES:
+            raise ApiError(
+                422,
+                "invalid_query",
+                f"unknown state {state!r}; use one of {', '.join(sorted(_STATES))}",
+            )
+        try:
+            limit = min(int(params.get("limit", str(DEFAULT_LIMIT))), MAX_LIMIT)
+            offset = int(params.get("cursor", "0"))
+        except ValueError:
+            raise ApiError(422, "invalid_query", "cursor and limit are integers") from None
+        if limit < 1 or offset < 0:
+            raise ApiError(422, "invalid_query", "limit must be at least 1, cursor at least 0")
+        states = (state,) if state is not None else tuple(OPEN_STATES)
+        found = await self.store.read(
+            partial(
+                list_fulfilments,
+                location=params.get("location") or None,
+                states=states,
+                offset=offset,
+                limit=limit,
+            )
+        )
+        next_cursor = offset + limit if len(found) == limit else None
+        return json_response(
+            FulfilmentPage(tuple(FulfilmentView.of(item) for item in found), next_cursor)
+        )
+
+    async def show(self, request: Request) -> Response:
+        fulfilment_id = request.path_params["fulfilment_id"]
+        state = await self.store.read(partial(fetch_fulfilment, fulfilment_id=fulfilment_id))
+        if state is None:
+            raise ApiError(404, "fulfillment_not_found", f"no fulfilment {fulfilment_id!r}")
+        return json_response(FulfilmentView.of(state))
+
+    # -- steps -----------------------------------------------------------------------------
+
+    async def _answer(self, work: Callable[[], Awaitable[FulfilmentView]]) -> Response:
+        try:
+            return json_response(await work())
+        except DomainError as exc:
+            raise _api_error(exc) from None
+        except ReplyError as exc:
+            raise ApiError(503, "unavailable", str(exc)) from None
+
+    def _plain_step(self, step: Step) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            _decode(await request.body(), EmptyBody)
+            return await self._answer(
+                partial(
+                    self.fulfilments.step,
+                    request.path_params["fulfilment_id"],
+                    step,
+                    actor=_user(request),
+                )
+            )
+
+        return handler
+
+    async def ship(self, request: Request) -> Response:
+        body: ShipBody = _decode(await request.body(), ShipBody)
+        return await self._answer(
+            partial(
+                self.fulfilments.step,
+                request.path_params["fulfilment_id"],
+                "ship",
+                actor=_user(request),
+                carrier=body.carrier,
+                tracking_number=body.tracking_number,
+            )
+        )
+
+    async def picked_up(self, request: Request) -> Response:
+        body: PickupBody = _decode(await request.body(), PickupBody)
+        return await self._answer(
+            partial(
+                self.fulfilments.step,
+                request.path_params["fulfilment_id"],
+                "picked-up",
+                actor=_user(request),
+                pickup_code=body.pickup_code.strip(),
+            )
+        )
+
+    async def reject(self, request: Request) -> Response:
+        body: RejectBody = _decode(await request.body(), RejectBody)
+        reason: RejectionReason = _REASON_ALIASES.get(body.reason) or body.reason  # type: ignore[assignment]  # the aliases are exactly the Literal's extra values
+        lines = tuple(StockLine(line.sku, line.quantity) for line in body.lines)
+        return await self._answer(
+            partial(
+                self.fulfilments.reject,
+                request.path_params["fulfilment_id"],
+                lines,
+                reason,
+                actor=_user(request),
+            )
+        )
+
+    # -- the route table -------------------------------------------------------------------
+
+    def routes(self) -> list[ApiRoute]:
+        base = "/v1/fulfillments/{fulfilment_id}"
+        errors: dict[int, Any] = {404: None, 409: None, 422: None, 503: None}
+
+        def step(name: str, handler: Any, summary: str, body: Any = None) -> ApiRoute:
+            return ApiRoute(
+                f"{base}/{name}",
+                "POST",
+                handler,
+                summary,
+                admin=True,
+                request=body,
+                responses={200: FulfilmentView, **errors},
+                tags=("fulfillments",),
+            )
+
+        return [
+            ApiRoute(
+                "/v1/fulfillments",
+                "GET",
+                self.list_work,
+                "A location's pick list: open fulfilments (or those in `state`), by SKU",
+                admin=True,
+                responses={200: FulfilmentPage, 422: None},
+                tags=("fulfillments",),
+                query=(
+                    ("location", "string", "only this location's fulfilments"),
+                    ("state", "string", "only fulfilments in this state (default: open ones)"),
+                    ("cursor", "integer", "next_cursor of the previous page"),
+                    ("limit", "integer", f"page size, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"),
+                ),
+            ),
+            ApiRoute(
+                base,
+                "GET",
+                self.show,
+                "One fulfilment with its lines, history and allowed steps",
+                admin=True,
+                responses={200: FulfilmentView, 404: None},
+                tags=("fulfillments",),
+            ),
+            step("accept", self._plain_step("accept"), "The location takes the fulfilment on"),
+            step("pick", self._plain_step("pick"), "Picked from the shelves"),
+            step("pack", self._plain_step("pack"), "Packed"),
+            step("ship", self.ship, "Handed to the carrier (ship and transfer)", ShipBody),
+            step(
+                "reject",
+                self.reject,
+                "Refuse units; they are written off if missing or damaged and routed elsewhere",
+                RejectBody,
+            ),
+            step("ready", self._plain_step("ready"), "Click & collect: waiting at the counter"),
+            step(
+                "picked-up",
+                self.picked_up,
+                "Click & collect: handed over against the customer's pickup code",
+                PickupBody,
+            ),
+        ]
+
+
+def _user(request: Request) -> str:
+    return "user:" + (request.headers.get("x-somsd-user") or "admin")
