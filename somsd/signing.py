@@ -5,8 +5,9 @@ fresh timestamp, and the five-minute window bounds how long a captured one stays
 Within the window a replay is deliberately not refused: it is byte for byte what a sender's
 quick retry looks like (timestamps have one-second resolution), and refusing it with 401 would
 make a sender give up on an order somsd already holds. Such a request is recognised by its
-external id, answered as a duplicate and changes nothing. Comparison is constant-time, and several `v1=` values are accepted so a sender can
-sign with an old and a new key while a key is rotated.
+external id, answered as a duplicate and changes nothing. Comparison is constant-time, and
+several `v1=` values are accepted so a sender can sign with an old and a new key while a key is
+rotated.
 
 Pure: the clock reading comes in as an argument.
 """
