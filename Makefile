@@ -25,9 +25,7 @@ system-deps:
 	fi
 
 demo: $(STAMP)
-	@echo "somsd demo: API http://127.0.0.1:8470 (admin token in config/demo-secrets/admin.token),"
-	@echo "metrics http://127.0.0.1:9470/metrics, data in var/demo. Stop with Ctrl-C."
-	$(BIN)/somsd run -c config/demo.toml
+	$(BIN)/somsd demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check somsd actors adapters tests bench

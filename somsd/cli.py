@@ -53,6 +53,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(_config_path(args))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    import trio
+
+    from somsd.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        orders=args.orders,
+        data_dir=Path(args.data_dir),
+        error_rate=args.error_rate,
+        outage_after=args.outage_after,
+        live=not args.no_live and sys.stdout.isatty(),
+    )
+    return trio.run(run_demo, options)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
     print(
@@ -193,13 +208,13 @@ def cmd_orders_list(args: argparse.Namespace) -> int:
 def cmd_orders_show(args: argparse.Namespace) -> int:
     import msgspec
 
-    from somsd.projections.orders import fetch_state
+    from somsd.projections.fulfilments import read_order_detail
 
     with closing(_order_reader(args)) as conn:
-        blob = fetch_state(conn, args.order_id)
-    if blob is None:
+        detail = read_order_detail(conn, args.order_id)
+    if detail is None:
         raise CliError(f"no order {args.order_id!r}")
-    print(msgspec.json.format(blob, indent=2).decode())
+    print(msgspec.json.format(msgspec.json.encode(detail), indent=2).decode())
     return EXIT_OK
 
 
@@ -240,6 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     command("run", cmd_run, "run the daemon")
+    demo = commands.add_parser(
+        "demo",
+        help="the daemon with simulated shop, 3PL and stores on loopback",
+        description="the daemon with simulated shop, 3PL and stores on loopback",
+    )
+    demo.add_argument("--orders", type=int, help="place N orders, exit 0 once all are final")
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
+    demo.add_argument("--error-rate", type=float, default=0.0, help="3PL answers 500 this often")
+    demo.add_argument("--outage-after", type=float, help="seconds until the 3PL goes down for 10 s")
+    demo.add_argument("--no-live", action="store_true", help="no live view, just the summary")
+    demo.set_defaults(handler=cmd_demo)
     command("check-config", cmd_check_config, "validate the config; exit 0 valid, 2 invalid")
     command("reload", cmd_reload, "ask the running daemon to reload its config")
     command("status", cmd_status, "actors, states, restarts and mailbox depths")
@@ -269,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(handler=cmd_orders_list)
     for name, handler, help_text in (
-        ("show", cmd_orders_show, "one order as JSON: lines, history, invoices, returns"),
+        ("show", cmd_orders_show, "one order as JSON, with its routing and fulfilments"),
         ("events", cmd_orders_events, "the order's events, oldest first"),
     ):
         sub = order_commands.add_parser(name, help=help_text, description=help_text)

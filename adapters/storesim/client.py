@@ -24,6 +24,7 @@ from adapters.errors import PermanentUpstreamError, status_error, translate_http
 from adapters.storesim.errors import FulfillmentGone, StepRefused
 from adapters.storesim.wire import (
     FulfillmentState,
+    PickupBody,
     RejectBody,
     ShipBody,
     Step,
@@ -94,9 +95,9 @@ class StoreClient:
         """Click & collect: the parcel waits at the counter."""
         return await self._step(fulfillment_id, "ready")
 
-    async def confirm_pickup(self, fulfillment_id: str) -> WorkItem:
-        """Click & collect: the customer took it."""
-        return await self._step(fulfillment_id, "picked-up")
+    async def confirm_pickup(self, fulfillment_id: str, *, pickup_code: str) -> WorkItem:
+        """Click & collect: the customer showed `pickup_code` and took the parcel."""
+        return await self._step(fulfillment_id, "picked-up", PickupBody(pickup_code=pickup_code))
 
     async def _step(
         self, fulfillment_id: str, step: Step, body: msgspec.Struct | None = None

@@ -21,6 +21,7 @@ Nothing is retried blindly, so two simulators on one location would at worst see
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -76,9 +77,13 @@ class StoreSimulator:
         knobs: StoreKnobs | None = None,
         carrier: str = "dhl",
         seed: int = 0,
+        customer_code: Callable[[WorkItem], Awaitable[str | None]] | None = None,
     ) -> None:
         self.client = client
         self.location = location
+        # The customer at the counter: how they know their pickup code (somsd tells customers,
+        # never the store's work list), e.g. read from the order's detail.
+        self.customer_code = customer_code
         self.knobs = knobs or StoreKnobs()
         self.carrier = carrier
         self.steps: list[tuple[str, Step]] = []  # (fulfilment id, step) done, in order
@@ -147,7 +152,10 @@ class StoreSimulator:
             case "ready":
                 return await self.client.mark_ready(item.id)
             case "picked-up":
-                return await self.client.confirm_pickup(item.id)
+                code = await self.customer_code(item) if self.customer_code else None
+                if code is None:
+                    raise ValueError(f"no pickup code for {item.id}; the customer can not collect")
+                return await self.client.confirm_pickup(item.id, pickup_code=code)
             case "reject":
                 raise ValueError("a rejection needs lines; it is not a plain step")
 

@@ -21,6 +21,7 @@ from somsd.domain.atp import RejectionReason
 __all__ = [
     "FINAL_STATES",
     "FulfillmentState",
+    "PickupBody",
     "RejectBody",
     "ShipBody",
     "Step",
@@ -71,6 +72,12 @@ class WorkPage(msgspec.Struct, frozen=True, kw_only=True):
 class ShipBody(msgspec.Struct, frozen=True, kw_only=True):
     carrier: str
     tracking_number: str
+
+
+class PickupBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Handover at the counter: the code the customer got when the parcel was ready."""
+
+    pickup_code: str
 
 
 class RejectBody(msgspec.Struct, frozen=True, kw_only=True):

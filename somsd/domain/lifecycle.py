@@ -211,6 +211,7 @@ def record_payment(
         )
     )
     invoice_when_paid(decision, policy=policy, now=now, actor=actor)
+    complete_if_done(decision, policy=policy, now=now, actor=actor, reason="paid in full")
     return decision.events
 
 
@@ -255,9 +256,19 @@ def record_shipment(
 def complete_if_done(
     decision: Decision, *, policy: OrderPolicy, now: datetime, actor: str, reason: str
 ) -> None:
-    """Complete the order once nothing is left to ship and something shipped."""
+    """Complete the order once nothing is left to ship, something shipped and it is paid.
+
+    Payment is part of "done" (the issue's lifecycle): an invoice order that shipped stays in
+    processing until its money is recorded, which is what makes unpaid shipped orders visible
+    to operators as `status=processing`. An operator can still complete it by hand.
+    """
     state = decision.state
-    if state.units_open == 0 and state.units_shipped and policy.machine.can(state.status, COMPLETE):
+    if (
+        state.units_open == 0
+        and state.units_shipped
+        and state.paid_in_full
+        and policy.machine.can(state.status, COMPLETE)
+    ):
         decision.emit(
             StatusChanged(
                 at=now, actor=actor, from_status=state.status, to_status=COMPLETE, reason=reason

@@ -176,16 +176,17 @@ def test_next_step_follows_the_fulfilment_state() -> None:
     assert next_step(item("a", "shipped")) is None
 
 
+async def known_code(item: WorkItem) -> str:
+    """The customer in these tests always brings the right code."""
+    return "123456"
+
+
 async def test_store_works_its_pick_list_to_final_states(
     stand_in_client: tuple[StandInFulfilmentApi, StoreClient], nursery: trio.Nursery
 ) -> None:
     """Every open fulfilment of the location is picked, packed and shipped or handed over."""
     api, client = stand_in_client
-    store = StoreSimulator(
-        client,
-        "store-essen",
-        knobs=fast(),
-    )
+    store = StoreSimulator(client, "store-essen", knobs=fast(), customer_code=known_code)
     await run_until_all_final(api, store, nursery)
     done = {fid: [step for (i, step, _) in api.posts if i == fid] for fid in api.items}
     assert done == {
@@ -195,6 +196,8 @@ async def test_store_works_its_pick_list_to_final_states(
         "f-done": [],
         "f-elsewhere": [],  # another location's work
     }
+    handover = next(body for (i, step, body) in api.posts if step == "picked-up")
+    assert handover == {"pickup_code": "123456"}
     ship_body = next(body for (i, step, body) in api.posts if (i, step) == ("f-ship", "ship"))
     assert ship_body["carrier"] == "dhl"
     assert len(str(ship_body["tracking_number"])) == 20
@@ -253,7 +256,7 @@ async def test_simulator_survives_an_outage_and_carries_on(
     """While somsd answers 503 the store notes the errors; afterwards it finishes the work."""
     api, client = stand_in_client
     api.outage = True
-    store = StoreSimulator(client, "store-essen", knobs=fast())
+    store = StoreSimulator(client, "store-essen", knobs=fast(), customer_code=known_code)
     await nursery.start(store.run)
     await wait_until(lambda: bool(store.errors), budget=BUDGET)
     api.outage = False

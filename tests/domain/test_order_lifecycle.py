@@ -504,3 +504,25 @@ def test_invoice_is_issued_at_intake_with_the_document_and_date() -> None:
     assert invoice.issue_date.isoformat() == "2026-11-21"
     assert invoice.document.gross == Decimal("29.90")
     assert not isinstance(invoice, InvoiceDrafted)
+
+
+def test_shipped_unpaid_order_completes_only_when_its_money_arrives() -> None:
+    """An invoice order that shipped stays in processing; the payment completes it."""
+    order = sample_order(payment_method="invoice", payment_status="pending")
+    log = received(order)
+    shipped = record_shipment(
+        log.state("o-1"),
+        [LineQuantity(0, 2)],
+        shipment_id="s-1",
+        policy=POLICY,
+        now=NOW,
+        actor="location/wh-dortmund",
+    )
+    log.commit("o-1", shipped)
+    assert log.state("o-1").status == "processing"
+    paid = record_payment(
+        log.state("o-1"), order.payment.amount, payment_id="p-1", policy=POLICY, now=NOW, actor=DESK
+    )
+    assert kinds(paid) == ["PaymentRecorded", "StatusChanged"]
+    log.commit("o-1", paid)
+    assert log.state("o-1").status == "complete"
