@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import structlog
 import trio
 
 from adapters.storesim import StoreClient, StoreKnobs, StoreSimulator, WorkItem
@@ -142,6 +143,12 @@ def _free(address: str) -> str:
     return address
 
 
+# Lines the daemon logs for every order or step: the counters show them better than a log tail.
+_ROUTINE_EVENTS = frozenset(
+    {"order_received", "order_changed", "fulfilment_step", "order_routed", "stock_reserved"}
+)
+
+
 class DaemonProcess:
     """`somsd run` as a child process; its bound URLs come from its own log."""
 
@@ -169,8 +176,8 @@ class DaemonProcess:
                     self.ready.set()
                 if line.startswith(("<3>", "<4>", "<2>")):
                     state.errors.append(f"{entry.get('actor', '')} {event}".strip())
-                elif event not in ("order_received", "order_changed"):
-                    state.log_lines.append(event)
+                elif event not in _ROUTINE_EVENTS:
+                    state.log_lines.append(f"{entry.get('actor', '')} {event}".strip())
 
 
 @asynccontextmanager
@@ -277,9 +284,12 @@ async def watch(admin: httpx.AsyncClient, metrics_url: str, state: DemoState) ->
 
 def _interesting_metrics(text: str) -> dict[str, float]:
     wanted = (
+        "somsd_routing_decisions_total",
+        "somsd_stock_reservations_total",
+        "somsd_channel_stock_changes_total",
+        "somsd_stock_low_alerts_total",
         "somsd_upstream_requests_total",
         "somsd_dead_letters",
-        "somsd_channel_stock_changes_total",
         "somsd_actor_restarts_total",
         "somsd_orders_duplicate_total",
     )
@@ -287,6 +297,8 @@ def _interesting_metrics(text: str) -> dict[str, float]:
     for line in text.splitlines():
         if line.startswith(wanted):
             name, _, value = line.rpartition(" ")
+            if name.startswith("somsd_actor_restarts_total") and float(value) == 0:
+                continue  # only restarts that happened are news
             found[name] = found.get(name, 0.0) + float(value)
     return found
 
@@ -306,7 +318,7 @@ def render(state: DemoState, daemon: DaemonProcess, started: float, options: Dem
     )
     orders.add_row("[dim]payments booked by the ERP", str(state.payments_booked))
 
-    work = Table(title="fulfilments by location", expand=True)
+    work = Table(title="routed to: fulfilments by location", expand=True)
     work.add_column("location")
     work.add_column("state")
     work.add_column("n", justify="right")
@@ -333,6 +345,18 @@ def render(state: DemoState, daemon: DaemonProcess, started: float, options: Dem
     )
 
 
+def _log_into(state: DemoState) -> None:
+    """The simulators' own log lines go to the view's error panel, not over the live screen."""
+
+    def keep(logger: object, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        if method in ("warning", "error", "critical", "exception"):
+            detail = event.get("error") or event.get("location") or ""
+            state.errors.append(f"{event.get('event')}: {detail}"[:160])
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[keep])
+
+
 async def run_demo(options: DemoOptions) -> int:
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -341,6 +365,7 @@ async def run_demo(options: DemoOptions) -> int:
     (data_dir / f"{CHANNEL}.secret").write_text(shop_secret + "\n")
     (data_dir / "threepl.token").write_text(threepl_token + "\n")
     state = DemoState()
+    _log_into(state)
     knobs = ThreePLKnobs(error_rate=options.error_rate, step_delay=0.3)
     threepl = ThreePLSimulator(
         knobs=knobs,
