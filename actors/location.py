@@ -612,12 +612,17 @@ class LocationActor(Actor[LocationMessage]):
     # -- pollers ---------------------------------------------------------------------------
 
     async def _every(self, interval: float, what: str, step: Callable[[], Awaitable[None]]) -> None:
-        """Run `step` now and then every `interval` seconds; a failure waits for the next run.
+        """Run `step` now and then every `interval` seconds; after a failure, sooner.
 
-        Transient upstream failures are logged by the monitor (once per outage); anything else
-        once per distinct problem, so a wrong token does not log a line every poll.
+        A failed step is retried after 1 s, doubling up to `interval`: with a five-minute stock
+        interval, a 3PL that was down at start-up must not leave its stock unknown (and every
+        order routed elsewhere) for five minutes. Transient upstream failures are logged by the
+        monitor (once per outage); anything else once per distinct problem, so a wrong token
+        does not log a line every poll.
         """
+        failures = 0
         while True:
+            failures += 1
             try:
                 await step()
             except TransientUpstreamError:
@@ -627,12 +632,13 @@ class LocationActor(Actor[LocationMessage]):
             except Exception as exc:  # a sink refusing, or a bug: the traceback says where
                 self._note_problem(what, f"{type(exc).__name__}: {exc}", exc)
             else:
+                failures = 0
                 if what == "poll":
                     self._last_poll_at = self._clock()
                 solved = self._problems.pop(what, None)
                 if solved is not None:
                     log.info("location_problem_solved", location=self.section.name, step=what)
-            await trio.sleep(interval)
+            await trio.sleep(min(interval, 2.0 ** (failures - 1)) if failures else interval)
 
     def _note_problem(self, what: str, detail: str, error: Exception | None) -> None:
         """Log a step's problem once, not once per poll (a wrong token would flood the log)."""

@@ -179,7 +179,7 @@ class ChannelConfig(_Table, frozen=True):
     secret_key_file: SecretFile | None = None
     secret_file: SecretFile | None = None
     poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
-    locations: tuple[str, ...] = ()
+    locations: tuple[str, ...] = ()  # who may fulfil this channel's orders; empty: every location
     sync_stock: bool = True
     hide_sold_out: bool = True
     low_stock_threshold: int | None = None  # ATP at or below this raises a low-stock alert
@@ -446,6 +446,14 @@ def parse_config(
             daemon,
             data_dir=str(config_dir / daemon.data_dir),
             pid_file=str(config_dir / daemon.pid_file) if daemon.pid_file else None,
+        )
+    if sections.get("channel") and sections.get("location"):
+        # No `locations` on a channel means every location may fulfil it: the common case of
+        # one shop and its warehouses needs no list, and a new location serves it at once.
+        everywhere = tuple(location.name for location in sections["location"])
+        sections["channel"] = tuple(
+            channel if channel.locations else msgspec.structs.replace(channel, locations=everywhere)
+            for channel in sections["channel"]
         )
     config = Config(**sections, source=source)
     problems = _check_references(config)

@@ -198,3 +198,9 @@ def test_check_config_accepts_a_valid_file(tmp_path: Path) -> None:
     result = somsd_cli("check-config", "-c", str(tmp_path / "demo.toml"))
     assert result.returncode == 0, result.stderr
     assert "ok (1 channels, 5 locations" in result.stdout
+
+
+def test_a_channel_without_locations_is_served_by_every_location(tmp_path: Path) -> None:
+    text = WEBHOOK + '\n[[location]]\nname = "wh-1"\n\n[[location]]\nname = "store-1"\n'
+    config = load_config(write_config(tmp_path, text))
+    assert config.channel[0].locations == ("wh-1", "store-1")

@@ -57,7 +57,7 @@ async def test_reload_restarts_only_the_changed_actor(tmp_path: Path) -> None:
         assert before["channel/alpha"]["handled"] == 1
         assert before["channel/beta"]["state"] == "running"
 
-        config.write_text(config.read_text().replace("locations = []", 'locations = ["wh-1"]'))
+        config.write_text(config.read_text().replace("locations = []", "hide_sold_out = false"))
         mark = len(daemon.notifications)
         daemon.signal(signal.SIGHUP)
         reloading = await daemon.wait_notification("RELOADING=1", after=mark)
