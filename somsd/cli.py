@@ -63,6 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         error_rate=args.error_rate,
         outage_after=args.outage_after,
+        timeout=args.timeout,
         live=not args.no_live and sys.stdout.isatty(),
     )
     return trio.run(run_demo, options)
@@ -264,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
     demo.add_argument("--error-rate", type=float, default=0.0, help="3PL answers 500 this often")
     demo.add_argument("--outage-after", type=float, help="seconds until the 3PL goes down for 10 s")
+    demo.add_argument(
+        "--timeout", type=float, default=120.0, help="with --orders: give up after this long"
+    )
     demo.add_argument("--no-live", action="store_true", help="no live view, just the summary")
     demo.set_defaults(handler=cmd_demo)
     command("check-config", cmd_check_config, "validate the config; exit 0 valid, 2 invalid")
