@@ -63,7 +63,7 @@ import httpx
 import msgspec
 import structlog
 import trio
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.integration import Describe, IntegrationStatus
@@ -91,7 +91,7 @@ from adapters.threepl import (
 )
 from adapters.threepl.wire import RequestLine, ShipTo
 from somsd.actor import Actor, Reply, ReplyError
-from somsd.api import ApiError, ApiRoute, json_response
+from somsd.api import ApiError, ApiRoute, json_response, read_limited_body
 from somsd.config import LocationConfig
 from somsd.domain.atp import RejectionReason, StockReport
 from somsd.domain.order import Address, Order
@@ -865,20 +865,6 @@ class LocationRoutes:
         raise ApiError(401, "bad_signature", str(failure))
 
     async def _read_limited(self, request: Request) -> bytes:
-        limit = self._max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "body_too_large", f"callback bodies are at most {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(
-                        413, "body_too_large", f"callback bodies are at most {limit} bytes"
-                    )
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise ApiError(400, "client_disconnected", "the body ended early") from None
-        return b"".join(chunks)
+        return await read_limited_body(
+            request, self._max_body_bytes, limit_name="the callback limit"
+        )

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 from prometheus_client import CollectorRegistry, Histogram
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.order_desk import (
@@ -45,7 +45,7 @@ from actors.order_desk import (
     new_id,
 )
 from somsd.actor import ReplyError
-from somsd.api import ApiError, ApiRoute, json_response
+from somsd.api import ApiError, ApiRoute, json_response, read_limited_body
 from somsd.config import ChannelConfig
 from somsd.domain.errors import (
     Conflict,
@@ -211,22 +211,7 @@ class OrderRoutes:
 
     async def _read_limited(self, request: Request) -> bytes:
         limit = self._max_body_bytes()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "body_too_large", f"body exceeds api.max_body_bytes ({limit})")
-        chunks: list[bytes] = []
-        size = 0
-        try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(
-                        413, "body_too_large", f"body exceeds api.max_body_bytes ({limit})"
-                    )
-                chunks.append(chunk)
-        except ClientDisconnect:
-            raise ApiError(400, "client_disconnected", "the body ended early") from None
-        return b"".join(chunks)
+        return await read_limited_body(request, limit, limit_name="api.max_body_bytes")
 
     async def _ask(self, make: Callable[[Any], Any]) -> Any:
         try:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -32,6 +32,7 @@ __all__ = [
     "ErrorBody",
     "build_api_app",
     "json_response",
+    "read_limited_body",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -72,6 +73,26 @@ class ApiError(Exception):
         self.path = path
         # Anything with `path` and `message` (the domain's Problem) is listed.
         self.problems = tuple(Problem(p.path, p.message) for p in problems)
+
+
+async def read_limited_body(request: Request, limit: int, *, limit_name: str) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `limit` bytes (before it is
+    all in memory), and with 400 if the client hangs up half-way."""
+    too_large = ApiError(413, "body_too_large", f"body exceeds {limit_name} ({limit} bytes)")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "client_disconnected", "the body ended early") from None
+    return b"".join(chunks)
 
 
 def json_response(body: object, status: int = 200) -> Response:
