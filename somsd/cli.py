@@ -56,7 +56,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import trio
 
-    from somsd.demo import DemoOptions, run_demo
+    from somsd.demo import DemoError, DemoOptions, run_demo
+    from somsd.errors import unwrap_exception_group
 
     options = DemoOptions(
         orders=args.orders,
@@ -66,7 +67,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         live=not args.no_live and sys.stdout.isatty(),
     )
-    return trio.run(run_demo, options)
+    try:
+        return trio.run(run_demo, options)
+    except* DemoError as group:
+        raise CliError(str(unwrap_exception_group(group))) from None
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
