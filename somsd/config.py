@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from somsd.domain.countries import is_country_code
 from somsd.domain.status import CustomStatus, status_config_problems
 from somsd.secrets import Secret
 
@@ -51,6 +52,7 @@ __all__ = [
     "SecretFile",
     "StatusConfig",
     "StoreAddress",
+    "data_dir_problem",
     "load_config",
     "parse_config",
 ]
@@ -73,13 +75,19 @@ class Duration:
     __slots__ = ("seconds", "text")
     _UNITS: Mapping[str, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
     _PATTERN = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+    MAX_SECONDS = 30 * 86400
 
     def __init__(self, text: str) -> None:
         match = self._PATTERN.fullmatch(text)
         if match is None:
-            raise ValueError(f'"{text}" is not a duration; write "30s", "5m" or "250ms"')
+            raise ValueError(f'"{text[:40]}" is not a duration; write "30s", "5m" or "250ms"')
+        seconds = float(match[1]) * self._UNITS[match[2]]
+        if not seconds <= self.MAX_SECONDS:
+            # Every timer in somsd is far below this; a larger one is a typo that would
+            # silently disable what it times (and 1e400 digits are infinite as a float).
+            raise ValueError(f'"{text[:40]}" is longer than the longest allowed duration, "30d"')
         self.text = text
-        self.seconds = float(match[1]) * self._UNITS[match[2]]
+        self.seconds = seconds
 
     def __repr__(self) -> str:
         return f"Duration({self.text!r})"
@@ -100,7 +108,7 @@ class ListenAddress:
     def __init__(self, text: str) -> None:
         match = self._PATTERN.fullmatch(text)
         if match is None or not 0 <= int(match[2]) <= 65535:
-            raise ValueError(f'"{text}" is not host:port; write "127.0.0.1:8470"')
+            raise ValueError(f'"{text[:80]}" is not host:port; write "127.0.0.1:8470"')
         self.host = match[1]
         self.port = int(match[2])
 
@@ -143,6 +151,19 @@ class SecretFile:
         return hash(self.path)
 
 
+# Every number in the config has a range: a value outside it is a typo or an attack on a
+# reload (`max_body_bytes = 99999999999999999999` would in effect switch the body limit off).
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Rank = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+Weight = Annotated[float, msgspec.Meta(ge=0.0, le=1000.0)]
+Latitude = Annotated[float, msgspec.Meta(ge=-90.0, le=90.0)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180.0, le=180.0)]
+MIN_BODY_BYTES = 1024
+MAX_BODY_BYTES = 64 * 1024 * 1024
+BodyBytes = Annotated[int, msgspec.Meta(ge=MIN_BODY_BYTES, le=MAX_BODY_BYTES)]
+MAX_MONEY_LIMIT = Decimal(10) ** 12
+
+
 class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every config table: immutable, compared by value, typos rejected."""
 
@@ -164,7 +185,7 @@ class ApiConfig(_Table, frozen=True):
     token_file: SecretFile | None = None
     # A large B2B order with 500 lines is about 150 KB of JSON; 1 MiB leaves room and still
     # stops a client from streaming megabytes into memory.
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: BodyBytes = 1_048_576
 
 
 class MetricsConfig(_Table, frozen=True):
@@ -182,15 +203,15 @@ class ChannelConfig(_Table, frozen=True):
     locations: tuple[str, ...] = ()  # who may fulfil this channel's orders; empty: every location
     sync_stock: bool = True
     hide_sold_out: bool = True
-    low_stock_threshold: int | None = None  # ATP at or below this raises a low-stock alert
+    low_stock_threshold: Count | None = None  # ATP at or below this raises a low-stock alert
 
 
 class RateConfig(_Table, frozen=True):
     """What shipping from a location costs and takes, for routing (not for billing)."""
 
     carrier: str
-    cost: float  # in the shop's currency, only compared with other rates
-    days: float
+    cost: Annotated[float, msgspec.Meta(ge=0.0, le=1e9)]  # shop currency, only compared
+    days: Annotated[float, msgspec.Meta(ge=0.0, le=365.0)]
     countries: tuple[str, ...] = ()  # empty: every country the location ships to
 
 
@@ -217,13 +238,13 @@ class LocationConfig(_Table, frozen=True):
     address: StoreAddress | None = None
     rates: tuple[RateConfig, ...] = ()
     country: str = "DE"
-    lat: float | None = None
-    lon: float | None = None
+    lat: Latitude | None = None
+    lon: Longitude | None = None
     ships_to: tuple[str, ...] = ()
     capabilities: tuple[Literal["ship", "pickup"], ...] = ("ship",)
-    daily_capacity: int | None = None
-    priority: int = 1
-    safety_stock: int = 0
+    daily_capacity: Count | None = None
+    priority: Rank = 1
+    safety_stock: Count = 0
 
 
 class CarrierConfig(_Table, frozen=True):
@@ -243,16 +264,16 @@ class ErpConfig(_Table, frozen=True):
 
 
 class RoutingWeights(_Table, frozen=True):
-    distance: float = 1.0
-    cost: float = 1.0
-    speed: float = 1.0
-    priority: float = 1.0
+    distance: Weight = 1.0
+    cost: Weight = 1.0
+    speed: Weight = 1.0
+    priority: Weight = 1.0
 
 
 class RoutingConfig(_Table, frozen=True):
     weights: RoutingWeights = msgspec.field(default_factory=RoutingWeights)
     allow_split: bool = True
-    max_locations: int = 2
+    max_locations: Annotated[int, msgspec.Meta(ge=1, le=100)] = 2
 
 
 PaymentMethod = Literal["creditcard", "paypal", "invoice", "banktransfer", "check", "cod"]
@@ -360,6 +381,8 @@ class _SecretResolver:
                 text = path.read_text(encoding="utf-8")
             except FileNotFoundError:
                 continue
+            except UnicodeDecodeError:
+                raise ValueError(f'secret file "{path}" is not UTF-8 text') from None
             except OSError as exc:
                 raise ValueError(f'cannot read secret file "{path}": {exc.strerror}') from None
             secret = text.strip()
@@ -386,16 +409,111 @@ def _decode_hook(resolver: _SecretResolver) -> Callable[[type, object], object]:
 _MSGSPEC_PATH = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 
 
+_RANGE_MESSAGE = re.compile(r"Expected `\w+` (?P<op>[<>]=) (?P<limit>[-\d.e+]+)")
+
+
 def _problem(prefix: str, error: msgspec.ValidationError) -> str:
     match = _MSGSPEC_PATH.match(str(error))
     assert match is not None  # the pattern matches any string
     message, path = match["message"], match["path"] or ""
     message = message.replace("Object contains unknown field", "unknown key")
+    bound = _RANGE_MESSAGE.fullmatch(message)
+    if bound is not None:
+        # "Expected `int` <= 67108864" says what msgspec checked; say what to write instead.
+        limit = bound["limit"].removesuffix(".0")
+        if bound["op"] == ">=":
+            message = "must not be negative" if limit == "0" else f"must be at least {limit}"
+        else:
+            message = f"must be at most {limit}"
     if message.startswith("unknown key"):
         # msgspec puts the unknown key in the message, not in the path; join them.
         key = message.removeprefix("unknown key").strip(" `")
         return f"{prefix}{path}.{key}: unknown key (check the spelling)".lstrip(".")
     return f"{prefix}{path}: {message}"
+
+
+_MAX_NESTING = 32  # the deepest real config is 3 tables deep; TOML itself has no limit
+
+
+def _nesting_depth(value: object) -> int:
+    """How deep tables and arrays nest, without recursion (the input may be hostile)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > _MAX_NESTING:
+            break
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _read_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    except (RecursionError, MemoryError):
+        # tomllib recurses once per nesting level: `x = {a={a=...}}` 2,000 deep exhausts the
+        # stack. No config needs that, so it is an invalid file, not a crash.
+        raise ConfigError(source, ["not valid TOML: tables or arrays nested too deeply"]) from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    if _nesting_depth(raw) > _MAX_NESTING:
+        raise ConfigError(
+            source, [f"tables or arrays nested too deeply (more than {_MAX_NESTING} levels)"]
+        )
+    return raw
+
+
+def _decode_table(
+    value: object,
+    type_: Any,
+    hook: Callable[[type, object], object],
+    prefix: str,
+    dropped: set[str],
+) -> tuple[Any, list[str]]:
+    """Decode one table, reporting every bad key, not just the first msgspec meets.
+
+    msgspec stops at the first error; so an unknown or invalid key is reported, left out, and
+    the rest decoded again, until it decodes or a required key is missing. The result is None
+    when the table could not be built at all; `dropped` collects the paths left out, so the
+    rules spanning sections do not report them a second time ("needs the HMAC key file").
+    """
+    problems: list[str] = []
+    if isinstance(value, dict):
+        remaining = dict(value)
+        names = {field.encode_name for field in msgspec.structs.fields(type_)}
+        for key in [k for k in remaining if k not in names]:
+            problems.append(f"{prefix}.{key}: unknown key (check the spelling)")
+            del remaining[key]
+        attempts = len(remaining) + 1
+    else:
+        remaining, attempts = value, 1  # type: ignore[assignment]  # msgspec names the type
+    for _ in range(attempts):
+        try:
+            return msgspec.convert(remaining, type_, dec_hook=hook), problems
+        except msgspec.ValidationError as exc:
+            problems.append(_problem(prefix, exc))
+            key = _first_key(exc)
+            if not isinstance(remaining, dict) or key not in remaining:
+                return None, problems
+            del remaining[key]
+            dropped.add(f"{prefix}.{key}")
+        except RecursionError:
+            problems.append(f"{prefix}: nested too deeply")
+            return None, problems
+    return None, problems
+
+
+def _first_key(error: msgspec.ValidationError) -> str | None:
+    match = _MSGSPEC_PATH.match(str(error))
+    path = (match["path"] if match else None) or ""
+    key = re.match(r"\.([^.\[]+)", path)
+    return key[1] if key else None
 
 
 def parse_config(
@@ -405,17 +523,23 @@ def parse_config(
     config_dir: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Decode and validate TOML text; raise `ConfigError` listing every problem found."""
+    """Decode and validate TOML text; raise `ConfigError` listing every problem found.
+
+    All problems come in one run: unknown keys, bad values and the rules spanning sections
+    (names, references, countries) alike, so an operator fixes a file once, not in rounds.
+    """
     environ = os.environ if environ is None else environ
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    raw = _read_toml(text, source)
     credentials = environ.get("CREDENTIALS_DIRECTORY")
     resolver = _SecretResolver(config_dir or Path.cwd(), Path(credentials) if credentials else None)
     hook = _decode_hook(resolver)
     problems: list[str] = []
     sections: dict[str, Any] = {}
+    # Where each decoded list entry stood in the file, so a later message names the right
+    # index even when an earlier entry could not be decoded at all.
+    indexes: dict[str, list[int]] = {}
+    unbuilt_names: dict[str, set[str]] = {}
+    dropped: set[str] = set()
     for key, value in raw.items():
         section_type = _SECTION_TYPES.get(key)
         if section_type is None:
@@ -426,19 +550,23 @@ def parse_config(
                 problems.append(f"{key}: write it as an array of tables, [[{key}]]")
                 continue
             entries = []
+            indexes[key] = []
             for index, item in enumerate(value):
-                try:
-                    entries.append(msgspec.convert(item, section_type, dec_hook=hook))
-                except msgspec.ValidationError as exc:
-                    problems.append(_problem(f"{key}[{index}]", exc))
+                entry, found = _decode_table(
+                    item, section_type, hook, f"{key}[{index}]", dropped
+                )
+                problems.extend(found)
+                if entry is not None:
+                    entries.append(entry)
+                    indexes[key].append(index)
+                elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                    unbuilt_names.setdefault(key, set()).add(item["name"])
             sections[key] = tuple(entries)
         else:
-            try:
-                sections[key] = msgspec.convert(value, section_type, dec_hook=hook)
-            except msgspec.ValidationError as exc:
-                problems.append(_problem(key, exc))
-    if problems:
-        raise ConfigError(source, problems)
+            entry, found = _decode_table(value, section_type, hook, key, dropped)
+            problems.extend(found)
+            if entry is not None:
+                sections[key] = entry
     if "daemon" in sections and config_dir is not None:
         # Relative paths in [daemon] mean "next to the config file", whatever the cwd is.
         daemon = sections["daemon"]
@@ -456,10 +584,32 @@ def parse_config(
             for channel in sections["channel"]
         )
     config = Config(**sections, source=source)
-    problems = _check_references(config)
+    for problem in _check_references(config, indexes, unbuilt_names.get("location", set())):
+        path = problem.split(":", 1)[0]
+        if not any(path == d or path.startswith((f"{d}.", f"{d}[")) for d in dropped):
+            problems.append(problem)
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def data_dir_problem(config: Config) -> str | None:
+    """Why somsd could not write its data dir, with the fix; None when it can.
+
+    A missing dir is fine when the nearest existing parent is writable (somsd creates it).
+    """
+    path = Path(config.daemon.data_dir)
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f'daemon.data_dir: "{probe}" is not a directory; point data_dir at a directory'
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return (
+            f'daemon.data_dir: "{probe}" is not writable by this user (uid {os.getuid()}); '
+            f'fix it with: chown somsd: "{probe}" (or set data_dir to a writable directory)'
+        )
+    return None
 
 
 def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -472,22 +622,37 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     return parse_config(text, source=str(path), config_dir=path.resolve().parent, environ=environ)
 
 
-def _check_references(config: Config) -> list[str]:
-    """Rules that span sections: unique names, known locations, required keys per kind."""
+def _check_references(
+    config: Config,
+    indexes: Mapping[str, list[int]] | None = None,
+    unbuilt_locations: set[str] | frozenset[str] = frozenset(),
+) -> list[str]:
+    """Rules that span sections: unique names, known locations, required keys per kind.
+
+    `indexes` maps each list section to the file position of each decoded entry (missing: they
+    are all there); `unbuilt_locations` are names of locations that failed to decode, so a
+    channel naming one is not reported a second time.
+    """
     problems: list[str] = []
+
+    def indexed(kind: str) -> list[tuple[int, Any]]:
+        entries = getattr(config, kind)
+        positions = (indexes or {}).get(kind) or list(range(len(entries)))
+        return list(zip(positions, entries, strict=True))
+
     for kind in ("channel", "location", "carrier", "erp", "status"):
         seen: set[str] = set()
-        for index, entry in enumerate(getattr(config, kind)):
+        for index, entry in indexed(kind):
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", entry.name):
                 problems.append(
-                    f'{kind}[{index}].name: "{entry.name}" must be lower-case letters, digits, '
-                    "'-' or '_' (it appears in URLs and metric labels)"
+                    f'{kind}[{index}].name: "{entry.name[:80]}" must be lower-case letters, '
+                    "digits, '-' or '_' (it appears in URLs and metric labels)"
                 )
             if entry.name in seen:
                 problems.append(f'{kind}[{index}].name: "{entry.name}" is used twice')
             seen.add(entry.name)
-    locations = {loc.name for loc in config.location}
-    for index, channel in enumerate(config.channel):
+    locations = {loc.name for loc in config.location} | set(unbuilt_locations)
+    for index, channel in indexed("channel"):
         for j, name in enumerate(channel.locations):
             if name not in locations:
                 problems.append(f'channel[{index}].locations[{j}]: unknown location "{name}"')
@@ -499,7 +664,9 @@ def _check_references(config: Config) -> list[str]:
             for key in ("url", "public_key", "secret_key_file"):
                 if getattr(channel, key) is None:
                     problems.append(f"channel[{index}].{key}: required for kind smartstore")
-    for index, location in enumerate(config.location):
+        if channel.poll_interval.seconds <= 0:
+            problems.append(f"channel[{index}].poll_interval: must be longer than 0s")
+    for index, location in indexed("location"):
         if (location.lat is None) != (location.lon is None):
             problems.append(f"location[{index}]: give both lat and lon, or neither")
         if location.adapter == "rest" and location.url is None:
@@ -508,23 +675,43 @@ def _check_references(config: Config) -> list[str]:
             for key in ("outbound_dir", "inbound_dir"):
                 if getattr(location, key) is None:
                     problems.append(f"location[{index}].{key}: required for adapter csv")
+        if location.poll_interval.seconds <= 0:
+            problems.append(f"location[{index}].poll_interval: must be longer than 0s")
+        problems.extend(_country_problems(f"location[{index}]", location))
     weights = config.routing.weights
     for name in weights.__struct_fields__:
         if getattr(weights, name) < 0:
             problems.append(f"routing.weights.{name}: must not be negative")
     if config.routing.max_locations < 1:
         problems.append("routing.max_locations: must be at least 1")
-    if config.api.max_body_bytes < 1024:
+    if config.api.max_body_bytes < MIN_BODY_BYTES:
         problems.append("api.max_body_bytes: must be at least 1024")
     try:
         zoneinfo.ZoneInfo(config.invoicing.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         problems.append(
-            f'invoicing.timezone: unknown time zone "{config.invoicing.timezone}"; '
+            f'invoicing.timezone: unknown time zone "{config.invoicing.timezone[:80]}"; '
             'write an IANA name such as "Europe/Berlin"'
         )
     for currency, limit in config.holds.unpaid_limits.items():
-        if limit < 0:
+        if not limit.is_finite() or limit > MAX_MONEY_LIMIT:
+            problems.append(f"holds.unpaid_limits.{currency}: must be at most {MAX_MONEY_LIMIT}")
+        elif limit < 0:
             problems.append(f"holds.unpaid_limits.{currency}: must not be negative")
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     return problems
+
+
+def _country_problems(prefix: str, location: LocationConfig) -> list[str]:
+    """Countries are ISO 3166-1 alpha-2 codes: "Germany" or "de" would match no address."""
+    found: list[tuple[str, str]] = [(f"{prefix}.country", location.country)]
+    found += [(f"{prefix}.ships_to[{i}]", c) for i, c in enumerate(location.ships_to)]
+    if location.address is not None:
+        found.append((f"{prefix}.address.country", location.address.country))
+    for r, rate in enumerate(location.rates):
+        found += [(f"{prefix}.rates[{r}].countries[{i}]", c) for i, c in enumerate(rate.countries)]
+    return [
+        f'{path}: "{code[:40]}" is not an ISO 3166-1 alpha-2 country code; write e.g. "DE"'
+        for path, code in found
+        if not is_country_code(code)
+    ]

@@ -38,8 +38,11 @@ class Secret:
 
     def __eq__(self, other: object) -> bool:
         # Equality lets a reload see that a secret file's content changed (restart the actor)
-        # without ever printing either value.
-        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+        # without ever printing either value. Compared as UTF-8 bytes: `compare_digest`
+        # refuses a str holding non-ASCII characters, and a secret file may hold any text.
+        return isinstance(other, Secret) and hmac.compare_digest(
+            self._value.encode(), other._value.encode()
+        )
 
     def __hash__(self) -> int:
         return hash(self._value)
