@@ -185,7 +185,12 @@ def _wrap(route: ApiRoute, state: ApiState) -> Handler:
         try:
             return await route.handler(request)
         except ApiError as exc:
-            return error_response(exc.status, exc.code, exc.message, exc.path, exc.problems)
+            response = error_response(exc.status, exc.code, exc.message, exc.path, exc.problems)
+            if exc.status == 413:
+                # The rest of the refused body is never read, so the connection cannot carry
+                # another request: say so, or a keep-alive client's next request fails.
+                response.headers["Connection"] = "close"
+            return response
 
     return endpoint
 

@@ -74,7 +74,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from somsd.config import data_dir_problem
+
     config = _load(args)
+    problem = data_dir_problem(config)
+    if problem is not None:
+        raise ConfigError(config.source, [problem])
     print(
         f"{config.source}: ok ({len(config.channel)} channels, {len(config.location)} "
         f"locations, {len(config.carrier)} carriers, {len(config.erp)} ERPs)"

@@ -668,7 +668,8 @@ def _check_references(
             problems.append(f"channel[{index}].poll_interval: must be longer than 0s")
     for index, location in indexed("location"):
         if (location.lat is None) != (location.lon is None):
-            problems.append(f"location[{index}]: give both lat and lon, or neither")
+            missing = "lat" if location.lat is None else "lon"
+            problems.append(f"location[{index}].{missing}: give both lat and lon, or neither")
         if location.adapter == "rest" and location.url is None:
             problems.append(f"location[{index}].url: required for adapter rest")
         if location.adapter == "csv":

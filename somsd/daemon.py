@@ -20,8 +20,11 @@ commits what is queued last of all.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import socket
+import sys
 import time
 import zoneinfo
 from collections.abc import Mapping
@@ -47,12 +50,19 @@ from actors.router import Router
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
-from somsd.config import ChannelConfig, Config, ConfigError, LocationConfig, load_config
+from somsd.config import (
+    ChannelConfig,
+    Config,
+    ConfigError,
+    LocationConfig,
+    data_dir_problem,
+    load_config,
+)
 from somsd.domain.holds import HoldRules
 from somsd.domain.policy import InvoicingPolicy, OrderPolicy
 from somsd.domain.status import build_status_machine
 from somsd.errors import unwrap_exception_group
-from somsd.http import HttpListener
+from somsd.http import HttpListener, ListenError, bind_listener
 from somsd.logs import configure_logging, register_secret_values, set_level
 from somsd.metrics import KernelMetrics, build_metrics_app
 from somsd.notify import Notifier
@@ -66,6 +76,7 @@ __all__ = ["Daemon", "ReloadResult", "run_daemon"]
 log = structlog.get_logger("somsd.daemon")
 
 DATABASE_FILE = "somsd.db"
+LOCK_FILE = "somsd.lock"
 
 
 class ReloadResult(msgspec.Struct, frozen=True):
@@ -321,13 +332,24 @@ class Daemon:
             await self._reload_wanted.wait()
             self._reload_wanted = trio.Event()
             waiters, self._reload_waiters = self._reload_waiters, []
-            result, restart_listeners = await self._reload()
+            try:
+                result, restart_listeners = await self._reload()
+            except Exception as exc:
+                # Whatever goes wrong in a reload, the daemon keeps running on what it has.
+                log.exception("config_reload_failed", reason=f"{type(exc).__name__}: {exc}")
+                self.metrics.reload_failed()
+                result, restart_listeners = (
+                    ReloadResult(applied=False, problems=(f"reload failed: {exc}",)),
+                    {},
+                )
             for waiter in waiters:
                 waiter.set(result)
             # Listeners restart after the replies went out: the admin request that asked for
-            # this reload is itself in flight on the API listener.
-            for name in restart_listeners:
+            # this reload is itself in flight on the API listener. Their new sockets are
+            # already bound, so the switch cannot fail on a busy port.
+            for name, sock in restart_listeners.items():
                 self.listeners[name] = self._listener(name)
+                self.listeners[name].adopt(sock)
                 await self.edge.replace_child(self._listener_spec(self.listeners[name]))
 
     def _load_reloadable(self) -> Config:
@@ -339,7 +361,21 @@ class Daemon:
             )
         return new
 
-    async def _reload(self) -> tuple[ReloadResult, list[str]]:
+    def _bind_changed_listeners(self, new: Config) -> dict[str, socket.socket]:
+        """Bind every listener whose address changed; on a busy port bind none (`ListenError`)."""
+        bound: dict[str, socket.socket] = {}
+        try:
+            for name in ("api", "metrics"):
+                listen = getattr(new, name).listen
+                if getattr(self.config, name).listen != listen:
+                    bound[name] = bind_listener(listen)
+        except ListenError:
+            for sock in bound.values():
+                sock.close()
+            raise
+        return bound
+
+    async def _reload(self) -> tuple[ReloadResult, dict[str, socket.socket]]:
         self.notifier.reloading()
         log.info("config_reload_started", path=str(self.config_path))
         try:
@@ -348,7 +384,17 @@ class Daemon:
             log.error("config_reload_rejected", problems=exc.problems)  # noqa: TRY400  # a user error, no traceback
             self.metrics.reload_rejected()
             self.notifier.ready(status=f"running; last reload rejected: {exc.problems[0]}")
-            return ReloadResult(applied=False, problems=tuple(exc.problems)), []
+            return ReloadResult(applied=False, problems=tuple(exc.problems)), {}
+        try:
+            listeners = self._bind_changed_listeners(new)
+        except ListenError as exc:
+            # A valid config that cannot take effect: nothing of it is applied and the old
+            # listeners keep serving. Counted as "failed", not "invalid": the file is fine,
+            # the machine is not (another process holds the port).
+            log.error("config_reload_failed", reason=str(exc))  # noqa: TRY400  # no traceback
+            self.metrics.reload_failed()
+            self.notifier.ready(status=f"running; last reload failed: {exc}")
+            return ReloadResult(applied=False, problems=(str(exc),)), {}
         old, self.config = self.config, new
         register_secret_values(secret.reveal() for secret in new.secrets())
         set_level(new.daemon.log_level)
@@ -376,11 +422,6 @@ class Daemon:
         for table in ("routing", "invoicing", "holds", "status", "daemon", "api", "metrics"):
             if getattr(old, table) != getattr(new, table):
                 changed.append(table)
-        listeners = [
-            name
-            for name in ("api", "metrics")
-            if getattr(old, name).listen != getattr(new, name).listen
-        ]
         self.config_loaded_at = time.time()
         self.metrics.reload_succeeded()
         log.info("config_reloaded", changed=sorted(changed))
@@ -465,9 +506,65 @@ def order_policy(config: Config) -> OrderPolicy:
     )
 
 
+class StartupError(Exception):
+    """somsd cannot start; the message names what and how to fix it (one line, no traceback)."""
+
+
+def lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir for this process: an exclusive `flock` on its lock file.
+
+    Two daemons on one store would both write and both poll the 3PLs. The lock is held as long
+    as the returned descriptor is open, so it ends with the process however it ends.
+    """
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StartupError(
+            f'data dir "{data_dir}" is not writable ({exc.strerror}); fix it with: '
+            f'chown somsd: "{data_dir}" (or set daemon.data_dir to a writable directory)'
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StartupError(
+            f'data dir "{data_dir}" is in use by another somsd (pid {holder}); '
+            "stop it first or give this one its own daemon.data_dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def prepare_startup(daemon: Daemon) -> int:
+    """Everything that can refuse a start, before any actor runs: data dir, lock, ports."""
+    data_dir = Path(daemon.config.daemon.data_dir)
+    problem = data_dir_problem(daemon.config)
+    if problem is not None:
+        raise StartupError(problem)
+    lock = lock_data_dir(data_dir)
+    try:
+        for listener in daemon.listeners.values():
+            listener.bind()
+    except ListenError as exc:
+        os.close(lock)
+        raise StartupError(f"{exc.strerror}; free the port or change the listen address") from None
+    return lock
+
+
 def run_daemon(config_path: Path) -> int:
     """Entry point of `somsd run`: exit 0 after a clean stop, 1 on failure, 2 on bad config."""
     config = load_config(config_path)  # ConfigError is reported by the CLI
     configure_logging(config.daemon.log_level)
     daemon = Daemon(config_path, config)
-    return trio.run(daemon.run)
+    try:
+        lock = prepare_startup(daemon)
+    except StartupError as exc:
+        print(f"somsd: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return trio.run(daemon.run)
+    finally:
+        os.close(lock)

@@ -82,7 +82,7 @@ class KernelMetrics:
         )
         self.config_reloads = Counter(
             "somsd_config_reloads",
-            "Config reload attempts by result (success, invalid).",
+            "Config reload attempts by result (success, invalid; failed: valid, could not apply).",
             ["result"],
             registry=self.registry,
         )
@@ -103,7 +103,7 @@ class KernelMetrics:
             ["target"],
             registry=self.registry,
         )
-        for result in ("success", "invalid"):
+        for result in ("success", "invalid", "failed"):
             self.config_reloads.labels(result)  # export zeros so alerts can use rate()
         self._mailboxes = _MailboxDepths()
         self.registry.register(self._mailboxes)
@@ -135,6 +135,10 @@ class KernelMetrics:
 
     def reload_rejected(self) -> None:
         self.config_reloads.labels("invalid").inc()
+
+    def reload_failed(self) -> None:
+        """A valid config that could not take effect (its new port is busy); the old one runs."""
+        self.config_reloads.labels("failed").inc()
 
     def set_outbox_counts(
         self, pending: Mapping[str, int], dead: Mapping[str, int], targets: Iterable[str] = ()

@@ -227,8 +227,11 @@ def test_unopenable_data_dir_fails_start_with_exit_1(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 1
-    assert "somsd_failed" in result.stdout
-    assert "Traceback" not in result.stderr
+    # One line naming the path and the fix, before any actor started.
+    assert result.stderr.splitlines() == [
+        f'somsd: daemon.data_dir: "{blocker}" is not a directory; point data_dir at a directory'
+    ]
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 async def test_watchdog_pings_while_the_loop_runs(tmp_path: Path) -> None:
