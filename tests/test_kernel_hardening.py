@@ -3,6 +3,7 @@ per data dir, busy ports named, clear start-up failures, HTTP connection hygiene
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+from somsd.domain.testing import sample_line
 from somsd.http import READ_TIMEOUT_SECONDS
 from tests.harness import DaemonProcess, running_daemon, write_daemon_config
 from tests.orders.shop import (
@@ -273,3 +275,33 @@ async def test_a_stalled_request_header_is_cut_off(tmp_path: Path) -> None:
         await stream.aclose()
         async with httpx.AsyncClient() as client:
             assert (await client.get(daemon.api + "/readyz")).status_code == 200
+
+
+async def test_verify_is_clean_after_orders_with_several_shipments(tmp_path: Path) -> None:
+    """Issue 15.10: an order shipped in five parts verifies clean from a fresh process (another
+    hash seed, so another set order) while the daemon runs and after it stopped."""
+    config = webhook_config(tmp_path)
+    lines = [sample_line(sku=f"SKU-{n}", quantity=1, unit_price="5.00") for n in range(5)]
+    async with running_daemon(config) as daemon, httpx.AsyncClient(base_url=daemon.api) as shop:
+        async with daemon.admin() as admin:
+            for order in range(3):
+                order_id = await accept(shop, order_body(f"multi-ship-{order}", lines=lines))
+                for line in range(5):
+                    response = await admin.post(
+                        f"/v1/orders/{order_id}/shipments",
+                        json={
+                            "lines": [{"line": line, "quantity": 1}],
+                            "shipment_id": f"shp-{order}-{line}-{'z' * line}",
+                        },
+                    )
+                    assert response.status_code == 200, response.text
+        for seed in ("1", "2", "3"):
+            verify = subprocess.run(
+                [sys.executable, "-m", "somsd", "db", "verify", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={**os.environ, "PYTHONHASHSEED": seed},
+            )
+            assert verify.returncode == 0, verify.stdout + verify.stderr
