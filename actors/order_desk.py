@@ -76,6 +76,7 @@ from somsd.store import (
     EventStore,
     IdempotencyKey,
     NewEvent,
+    StoreUnavailable,
     VersionConflict,
     utc_now,
 )
@@ -324,7 +325,9 @@ class OrderDesk(Actor[DeskMessage]):
                     await self._receive(message)
                 case OrderCommand():
                     await self._command(message)
-        except (DomainError, VersionConflict) as exc:
+        except (DomainError, VersionConflict, StoreUnavailable) as exc:
+            # StoreUnavailable (a full disk): fail the request, not the desk; a restart would
+            # not make the store writable.
             message.reply.fail(exc)
         except Exception as exc:
             message.reply.fail(exc)

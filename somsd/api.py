@@ -24,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from somsd.secrets import Secret
+from somsd.store import StoreUnavailable
 
 __all__ = [
     "ApiError",
@@ -132,10 +133,13 @@ class ApiState:
     is_ready: Callable[[], bool]
     admin_tokens: Callable[[], Sequence[Secret]]
     accepting: bool = True
+    # Why the daemon is not ready, for /readyz (e.g. the store's disk is full); None: no reason.
+    not_ready_reason: Callable[[], str | None] = lambda: None
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
+    reason: str | None = None
 
 
 _PROBES = frozenset({"/healthz", "/readyz"})
@@ -190,6 +194,11 @@ def _wrap(route: ApiRoute, state: ApiState) -> Handler:
                 # The rest of the refused body is never read, so the connection cannot carry
                 # another request: say so, or a keep-alive client's next request fails.
                 response.headers["Connection"] = "close"
+            return response
+        except StoreUnavailable as exc:
+            # The store cannot write (a full disk): a state the client waits out, not a bug.
+            response = error_response(503, "store_unavailable", str(exc))
+            response.headers["Retry-After"] = "5"
             return response
 
     return endpoint
@@ -277,7 +286,7 @@ def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) 
     async def readyz(request: Request) -> Response:
         if state.accepting and state.is_ready():
             return json_response(Health("ready"))
-        return json_response(Health("not ready"), 503)
+        return json_response(Health("not ready", state.not_ready_reason()), 503)
 
     kernel = [
         ApiRoute(

@@ -160,7 +160,11 @@ class Daemon:
             [self._integration_spec(name, s) for name, s in config.integrations().items()],
             metrics=self.metrics,
         )
-        self.api_state = ApiState(is_ready=self.is_ready, admin_tokens=self._admin_tokens)
+        self.api_state = ApiState(
+            is_ready=self.is_ready,
+            admin_tokens=self._admin_tokens,
+            not_ready_reason=self.not_ready_reason,
+        )
         self.listeners = {
             "api": self._listener("api"),
             "metrics": self._listener("metrics"),
@@ -276,7 +280,14 @@ class Daemon:
     # -- queries ------------------------------------------------------------------------
 
     def is_ready(self) -> bool:
+        if self.store.disk_full:
+            return False
         return all(s.all_running for s in (self.root, self.core, self.integrations, self.edge))
+
+    def not_ready_reason(self) -> str | None:
+        if self.store.disk_full:
+            return self.store.disk_full_reason
+        return None
 
     async def actors_report(self) -> ActorsReport:
         reports: list[ActorReport] = []

@@ -21,6 +21,7 @@ from somsd.store._admin import backup_database, rebuild_projections, verify_data
 from somsd.store._errors import (
     OutboxTransitionError,
     RequestFailed,
+    StoreDiskFull,
     StoreError,
     StoreUnavailable,
     VersionConflict,
@@ -71,6 +72,7 @@ __all__ = [
     "OutboxTransitionError",
     "Projection",
     "RequestFailed",
+    "StoreDiskFull",
     "StoreError",
     "StoreUnavailable",
     "StoredEvent",

@@ -7,7 +7,9 @@ StoreError
 ├── RequestFailed          this request's writes failed and were rolled back; the rest of its
 │                          batch committed (a projection raised, a constraint was violated)
 └── StoreUnavailable       the whole batch failed (disk error, lock held elsewhere) or the
-                           store is not open; nothing of it was committed, retrying is safe
+    │                      store is not open; nothing of it was committed, retrying is safe
+    └── StoreDiskFull      the disk holding the store is full: a state, not a crash; somsd
+                           resumes by itself when space is freed
 ```
 
 `Duplicate` is not an error: a redelivered order is an expected, successful outcome.
@@ -15,12 +17,17 @@ StoreError
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 __all__ = [
     "OutboxTransitionError",
     "RequestFailed",
+    "StoreDiskFull",
     "StoreError",
     "StoreUnavailable",
     "VersionConflict",
+    "is_disk_full",
 ]
 
 
@@ -58,3 +65,15 @@ class RequestFailed(StoreError):
 
 class StoreUnavailable(StoreError):
     """Nothing of the request was committed because the store or its batch failed."""
+
+
+class StoreDiskFull(StoreUnavailable):
+    """The disk holding the store is full (SQLITE_FULL, ENOSPC); nothing was written."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for SQLite's "database or disk is full" and the OS's ENOSPC / EDQUOT."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -8,7 +8,7 @@ the kernel's (somsd/metrics.py); it fills them from `EventStore.outbox_counts()`
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["StoreMetrics"]
 
@@ -37,5 +37,10 @@ class StoreMetrics:
         self.failed_batches = Counter(
             "somsd_eventlog_failed_batches",
             "Event-log transactions that failed as a whole; every request in them failed.",
+            registry=registry,
+        )
+        self.disk_full = Gauge(
+            "somsd_store_disk_full",
+            "1 while the disk holding the event store is full and writes are refused, else 0.",
             registry=registry,
         )

@@ -16,6 +16,7 @@ a crash and the requests already queued are written by the next run.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +31,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from somsd.actor import DEFAULT_MAILBOX_SIZE, Actor, Reply
-from somsd.store._errors import StoreError, StoreUnavailable
+from somsd.store._errors import StoreDiskFull, StoreError, StoreUnavailable, is_disk_full
 from somsd.store._metrics import StoreMetrics
 from somsd.store._models import (
     Appended,
@@ -121,6 +122,7 @@ class EventStore(Actor[WriteRequest]):
         self._read_limiter = trio.CapacityLimiter(readers)
         self._idle_readers: list[sqlite3.Connection] = []
         self._running = False
+        self.disk_full = False  # see _enter_disk_full; read by the daemon's readiness
 
     # -- the writer ---------------------------------------------------------------------------
 
@@ -175,10 +177,12 @@ class EventStore(Actor[WriteRequest]):
 
     async def _serve(self, writer: BatchWriter) -> None:
         limit = self._batch_limit - 1
-        while True:
-            batch = [await self.mailbox.receive()]
-            batch += self.mailbox.drain_nowait(limit)
-            await self._commit(writer, batch)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_disk_space)
+            while True:
+                batch = [await self.mailbox.receive()]
+                batch += self.mailbox.drain_nowait(limit)
+                await self._commit(writer, batch)
 
     async def _drain(self, writer: BatchWriter) -> None:
         if writer.conn.in_transaction:
@@ -200,13 +204,61 @@ class EventStore(Actor[WriteRequest]):
                     writer.write, batch, now, limiter=self._write_limiter, abandon_on_cancel=False
                 )
             except Exception as exc:
+                if is_disk_full(exc):
+                    self._enter_disk_full(exc)
                 self._fail_batch(batch, exc)
                 if writer.conn.in_transaction:
                     # The rollback failed too; this connection can not be trusted. Crash so
                     # the supervisor restarts run(), which opens a fresh one.
                     raise StoreError("event store connection stuck in a transaction") from exc
                 return
+        if self.disk_full:
+            self._leave_disk_full("a write succeeded")
         self._answer(batch, outcomes)
+
+    # -- a full disk ----------------------------------------------------------------------------
+
+    # Free space that counts as "space is back": SQLite needs room for a batch's WAL frames
+    # (a few pages per request) and the checkpoint; 1 MiB holds hundreds of orders.
+    DISK_SPACE_BACK_BYTES = 1024 * 1024
+    DISK_CHECK_INTERVAL = 1.0
+
+    @property
+    def disk_full_reason(self) -> str:
+        return (
+            f"the disk holding the event store ({self.path.parent}) is full; "
+            "free space there, somsd resumes by itself"
+        )
+
+    def _enter_disk_full(self, exc: Exception) -> None:
+        """A full disk is a state: every write fails at once with the reason until space is
+        back, and nothing crashes (a restart would not free a byte)."""
+        if not self.disk_full:
+            self.disk_full = True
+            self._metrics.disk_full.set(1)
+            log.error("event_store_disk_full", path=str(self.path), error=str(exc))
+
+    def _leave_disk_full(self, why: str) -> None:
+        self.disk_full = False
+        self._metrics.disk_full.set(0)
+        log.info("event_store_disk_space_back", path=str(self.path), why=why)
+
+    def _free_bytes(self) -> int:
+        stats = os.statvfs(self.path.parent)
+        return stats.f_bavail * stats.f_frsize
+
+    async def _watch_disk_space(self) -> None:
+        """While the disk is full, look once a second whether space came back, so readiness
+        recovers without waiting for a write to try."""
+        while True:
+            await trio.sleep(self.DISK_CHECK_INTERVAL)
+            if self.disk_full:
+                try:
+                    free = await trio.to_thread.run_sync(self._free_bytes)
+                except OSError:
+                    continue
+                if free >= self.DISK_SPACE_BACK_BYTES:
+                    self._leave_disk_full(f"{free} bytes free")
 
     def _answer(self, batch: list[WriteRequest], outcomes: list[Outcome]) -> None:
         acked = time.perf_counter()
@@ -232,6 +284,12 @@ class EventStore(Actor[WriteRequest]):
         )
         for request in batch:
             # One exception object per reply: each waiter raises it with its own traceback.
+            failure: StoreUnavailable
+            if self.disk_full:
+                failure = StoreDiskFull(f"nothing was written: {self.disk_full_reason}")
+                failure.__cause__ = exc
+                request.reply.fail(failure)
+                continue
             failure = StoreUnavailable(
                 f"event store {self.path}: the batch holding this request failed and was "
                 f"rolled back ({type(exc).__name__}: {exc}); nothing was written, retry later"

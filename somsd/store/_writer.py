@@ -21,7 +21,13 @@ from datetime import datetime
 import msgspec
 
 from somsd.actor import Reply
-from somsd.store._errors import OutboxTransitionError, RequestFailed, StoreError, VersionConflict
+from somsd.store._errors import (
+    OutboxTransitionError,
+    RequestFailed,
+    StoreError,
+    VersionConflict,
+    is_disk_full,
+)
 from somsd.store._models import (
     Appended,
     Duplicate,
@@ -128,9 +134,11 @@ class BatchWriter:
                         self._change_outbox(request, now_text)
                         outcome = None
                 except Exception as exc:
-                    if not self.conn.in_transaction:
+                    if not self.conn.in_transaction or is_disk_full(exc):
                         # SQLite rolled the whole transaction back itself (SQLITE_FULL,
                         # SQLITE_IOERR...): earlier requests are gone too, the batch fails.
+                        # A full disk fails the batch even when SQLite kept the transaction:
+                        # its commit could not be written either.
                         raise
                     cursor.execute("ROLLBACK TO request")
                     outcome = exc if isinstance(exc, StoreError) else _failed(request, exc)
