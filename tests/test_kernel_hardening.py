@@ -103,9 +103,8 @@ async def test_reload_to_a_busy_port_fails_and_keeps_the_old_listener(tmp_path: 
         async with running_daemon(config) as daemon:
             old_api = daemon.api
             for table in ("api", "metrics"):
-                config.write_text(
-                    good.replace(f'[{table}]\nlisten = "127.0.0.1:0"', f'[{table}]\nlisten = "{taken}"')
-                )
+                old, new = f'[{table}]\nlisten = "127.0.0.1:0"', f'[{table}]\nlisten = "{taken}"'
+                config.write_text(good.replace(old, new))
                 assert await reload_by_sighup(daemon) == "config_reload_failed"
                 failed = [e for e in daemon.log if e.get("event") == "config_reload_failed"][-1]
                 assert taken in failed["reason"]
@@ -296,12 +295,12 @@ async def test_verify_is_clean_after_orders_with_several_shipments(tmp_path: Pat
                     )
                     assert response.status_code == 200, response.text
         for seed in ("1", "2", "3"):
-            verify = subprocess.run(
-                [sys.executable, "-m", "somsd", "db", "verify", "-c", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-                env={**os.environ, "PYTHONHASHSEED": seed},
-            )
-            assert verify.returncode == 0, verify.stdout + verify.stderr
+            with trio.fail_after(60):
+                verify = await trio.run_process(
+                    [sys.executable, "-m", "somsd", "db", "verify", "-c", str(config)],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env={**os.environ, "PYTHONHASHSEED": seed},
+                )
+            assert verify.returncode == 0, verify.stderr.decode()
