@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, Final
 
 import msgspec
 from prometheus_client import CollectorRegistry, Histogram
@@ -45,7 +45,14 @@ from actors.order_desk import (
     new_id,
 )
 from somsd.actor import ReplyError
-from somsd.api import ApiError, ApiRoute, json_response, read_limited_body
+from somsd.api import (
+    ApiError,
+    ApiRoute,
+    decode_body,
+    json_response,
+    query_int,
+    read_limited_body,
+)
 from somsd.config import ChannelConfig
 from somsd.domain.errors import (
     Conflict,
@@ -83,8 +90,23 @@ class ReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: str = ""
 
 
+# Money travels as a decimal string: a JSON float has no exact decimal value, and JSON numbers
+# have no upper bound. Up to 10^9 (no single payment of a shop order comes near) with at most
+# three decimals (the finest minor unit in ISO 4217); the currency's own precision is the
+# domain's check (`require_amount`).
+PAYMENT_AMOUNT_PATTERN: Final = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,3})?$"
+PaymentAmount = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=PAYMENT_AMOUNT_PATTERN,
+        description='a decimal string in the currency\'s minor units, e.g. "82.19"',
+        examples=["82.19"],
+    ),
+]
+
+
 class PaymentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    amount: Decimal
+    amount: PaymentAmount
     payment_id: str = ""
     reference: str = ""
 
@@ -123,14 +145,24 @@ class EventRecord(msgspec.Struct, frozen=True):
     event: OrderEvent
 
 
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    return decoder
+
+
 def _decode_body(raw: bytes, type_: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        raise ApiError(422, "invalid_body", message, path.rstrip("`") or "$") from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}", "$") from None
+    return decode_body(raw, _decoder(type_))
+
+
+# Cursors are event-store sequence numbers and SQLite integers are 64-bit: anything beyond
+# cannot name an order and would overflow the query.
+MAX_CURSOR: Final = 2**63 - 1
+MAX_PAGE: Final = 500
 
 
 def _domain_error(exc: DomainError) -> ApiError:
@@ -242,7 +274,9 @@ class OrderRoutes:
     async def record_payment(self, request: Request) -> Response:
         body: PaymentBody = _decode_body(await request.body(), PaymentBody)
         payment_id = body.payment_id or new_id("p")
-        return await self._command(request, RecordPayment(body.amount, payment_id, body.reference))
+        return await self._command(
+            request, RecordPayment(Decimal(body.amount), payment_id, body.reference)
+        )
 
     async def record_shipment(self, request: Request) -> Response:
         body: ShipmentBody = _decode_body(await request.body(), ShipmentBody)
@@ -292,13 +326,8 @@ class OrderRoutes:
 
     async def list_orders(self, request: Request) -> Response:
         params = request.query_params
-        try:
-            limit = min(int(params.get("limit", "50")), 500)
-            after = int(params.get("cursor", "0"))
-        except ValueError:
-            raise ApiError(422, "invalid_query", "cursor and limit are integers") from None
-        if limit < 1:
-            raise ApiError(422, "invalid_query", "limit must be at least 1")
+        limit = query_int(params, "limit", 50, 1, MAX_PAGE)
+        after = query_int(params, "cursor", 0, 0, MAX_CURSOR)
         orders = await self.store.read(
             partial(
                 list_orders,
@@ -336,7 +365,7 @@ class OrderRoutes:
 
     def routes(self) -> list[ApiRoute]:
         order = "/v1/orders/{order_id}"
-        errors = {404: None, 409: None, 422: None}
+        errors = {400: None, 404: None, 409: None, 422: None}
 
         def action(path: str, handler: Any, summary: str, body: Any, ok: int = 200) -> ApiRoute:
             return ApiRoute(
@@ -382,8 +411,16 @@ class OrderRoutes:
                     ("status", "string", "only orders in this status"),
                     ("channel", "string", "only orders from this channel"),
                     ("q", "string", "text in the order number, customer name or e-mail"),
-                    ("cursor", "integer", "next_cursor of the previous page"),
-                    ("limit", "integer", "page size, 1 to 500 (default 50)"),
+                    (
+                        "cursor",
+                        {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
+                        "next_cursor of the previous page",
+                    ),
+                    (
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                        f"page size, 1 to {MAX_PAGE} (default 50)",
+                    ),
                 ),
             ),
             ApiRoute(
