@@ -246,7 +246,11 @@ class FulfilmentRoutes:
                 tags=("fulfillments",),
                 query=(
                     ("location", "string", "only this location's fulfilments"),
-                    ("state", "string", "only fulfilments in this state (default: open ones)"),
+                    (
+                        "state",
+                        {"type": "string", "enum": ["", *sorted(_STATES)]},
+                        "only fulfilments in this state (default, or empty: open ones)",
+                    ),
                     (
                         "cursor",
                         {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},

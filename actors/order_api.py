@@ -81,20 +81,29 @@ class OrderPage(msgspec.Struct, frozen=True):
     next_cursor: int | None  # null: no more orders
 
 
+# A reason the domain requires (`require_reason`): stated in the schema so generated clients
+# send one; the check and its `reason_required` error stay the domain's.
+RequiredReason = Annotated[str, msgspec.Meta(extra_json_schema={"minLength": 1, "pattern": r"\S"})]
+
+
 class StatusBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    status: str
-    reason: str
+    status: Annotated[str, msgspec.Meta(extra_json_schema={"minLength": 1})]
+    reason: RequiredReason
 
 
 class ReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: str = ""
 
 
+class RequiredReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: RequiredReason
+
+
 # Money travels as a decimal string: a JSON float has no exact decimal value, and JSON numbers
 # have no upper bound. Up to 10^9 (no single payment of a shop order comes near) with at most
 # three decimals (the finest minor unit in ISO 4217); the currency's own precision is the
 # domain's check (`require_amount`).
-PAYMENT_AMOUNT_PATTERN: Final = r"^(0|[1-9][0-9]{0,8})(\.[0-9]{1,3})?$"
+PAYMENT_AMOUNT_PATTERN: Final = r"^(?=.*[1-9])(0|[1-9][0-9]{0,8})(\.[0-9]{1,3})?$"  # > 0
 PaymentAmount = Annotated[
     str,
     msgspec.Meta(
@@ -119,19 +128,19 @@ class ShipmentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CancelBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    reason: str
+    reason: RequiredReason
     lines: tuple[LineQuantity, ...] | None = None
 
 
 class CopyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    reason: str
+    reason: RequiredReason
     replacement: bool = False
     lines: tuple[LineQuantity, ...] | None = None
 
 
 class ReturnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lines: tuple[LineQuantity, ...]
-    reason: str
+    reason: RequiredReason
 
 
 class ReceivedLinesBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -268,7 +277,7 @@ class OrderRoutes:
         return await self._command(request, ChangeStatus(body.status, body.reason))
 
     async def release_hold(self, request: Request) -> Response:
-        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        body: RequiredReasonBody = _decode_body(await request.body() or b"{}", RequiredReasonBody)
         return await self._command(request, ReleaseHold(body.reason))
 
     async def record_payment(self, request: Request) -> Response:
@@ -306,21 +315,30 @@ class OrderRoutes:
         response.status_code = 201
         return response
 
-    async def return_step(self, request: Request) -> Response:
-        rma_id, step = request.path_params["rma_id"], request.path_params["step"]
+    async def approve_return(self, request: Request) -> Response:
+        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        return await self._command(
+            request, ApproveReturn(request.path_params["rma_id"], body.reason)
+        )
+
+    async def reject_return(self, request: Request) -> Response:
         raw = await request.body() or b"{}"
-        action: OrderAction
-        if step == "approve":
-            action = ApproveReturn(rma_id, _decode_body(raw, ReasonBody).reason)
-        elif step == "reject":
-            action = RejectReturn(rma_id, _decode_body(raw, ReasonBody).reason)
-        elif step == "receive":
-            action = ReceiveReturn(rma_id, _decode_body(raw, ReceivedLinesBody).lines)
-        elif step == "refund":
-            action = RefundReturn(rma_id, _decode_body(raw, ReasonBody).reason)
-        else:
-            raise ApiError(404, "not_found", f"no return step {step!r}")
-        return await self._command(request, action)
+        body: RequiredReasonBody = _decode_body(raw, RequiredReasonBody)
+        return await self._command(
+            request, RejectReturn(request.path_params["rma_id"], body.reason)
+        )
+
+    async def receive_return(self, request: Request) -> Response:
+        body: ReceivedLinesBody = _decode_body(await request.body() or b"{}", ReceivedLinesBody)
+        return await self._command(
+            request, ReceiveReturn(request.path_params["rma_id"], body.lines)
+        )
+
+    async def refund_return(self, request: Request) -> Response:
+        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        return await self._command(
+            request, RefundReturn(request.path_params["rma_id"], body.reason)
+        )
 
     # -- queries -----------------------------------------------------------------------
 
@@ -443,7 +461,7 @@ class OrderRoutes:
                 tags=("orders",),
             ),
             action(order + "/status", self.change_status, "Change the status", StatusBody),
-            action(order + "/release", self.release_hold, "Release a hold", ReasonBody),
+            action(order + "/release", self.release_hold, "Release a hold", RequiredReasonBody),
             action(order + "/payments", self.record_payment, "Record a payment", PaymentBody),
             action(
                 order + "/shipments", self.record_shipment, "Record shipped units", ShipmentBody
@@ -453,9 +471,27 @@ class OrderRoutes:
             action(order + "/copy", self.copy, "Copy as a repeat or replacement", CopyBody, 201),
             action(order + "/returns", self.request_return, "Request a return", ReturnBody, 201),
             action(
-                order + "/returns/{rma_id}/{step}",
-                self.return_step,
-                "Return steps: approve, reject, receive (lines with condition), refund",
-                None,
+                order + "/returns/{rma_id}/approve",
+                self.approve_return,
+                "Approve a return",
+                ReasonBody,
+            ),
+            action(
+                order + "/returns/{rma_id}/reject",
+                self.reject_return,
+                "Reject a return",
+                RequiredReasonBody,
+            ),
+            action(
+                order + "/returns/{rma_id}/receive",
+                self.receive_return,
+                "Receive returned lines with their condition",
+                ReceivedLinesBody,
+            ),
+            action(
+                order + "/returns/{rma_id}/refund",
+                self.refund_return,
+                "Refund a return",
+                ReasonBody,
             ),
         ]

@@ -118,7 +118,7 @@ def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
 def query_int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     """A whole-number query parameter within [low, high], or 422 naming it and the range."""
     text = params.get(name)
-    if text is None or text == "":
+    if text is None:
         return default
     # ASCII digits only (`str.isdigit` accepts "²", which `int` refuses) and no longer than
     # the bound: converting thousands of digits is work a request must not cause.

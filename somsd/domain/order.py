@@ -280,8 +280,7 @@ def _check_lines(lines: Sequence[OrderLine], currency: str | None, problems: lis
             problems.append(
                 Problem(
                     f"{path}.tax_rate",
-                    f"must have at most four decimals (like \"19\" or \"7.7\"), "
-                    f"not {line.tax_rate}",
+                    f'must have at most four decimals (like "19" or "7.7"), not {line.tax_rate}',
                 )
             )
     return amounts_valid
