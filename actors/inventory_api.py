@@ -23,8 +23,9 @@ from starlette.responses import Response
 
 from actors.inventory import GetPositions, Inventory, ReportStock
 from somsd.actor import ReplyError
-from somsd.api import ApiError, ApiRoute, json_response
+from somsd.api import ApiError, ApiRoute, decode_body, json_response
 from somsd.domain.atp import (
+    MAX_ON_HAND,
     ChannelStockPolicy,
     Oversold,
     StaleCount,
@@ -41,11 +42,13 @@ __all__ = ["InventoryRoutes"]
 # would otherwise make every honest report after it look stale until that time came. Five
 # minutes covers clocks that NTP keeps in sync and still catches a wrong day or time zone.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+# SKUs are short codes; a longer one is a mapping error, not an article.
+MAX_SKU_LENGTH = 200
 
 
 class CountBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    sku: Annotated[str, msgspec.Meta(min_length=1)]
-    on_hand: Annotated[int, msgspec.Meta(ge=0)]
+    sku: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SKU_LENGTH)]
+    on_hand: Annotated[int, msgspec.Meta(ge=0, le=MAX_ON_HAND)]
 
 
 class ReportBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -90,13 +93,7 @@ _body_decoder = msgspec.json.Decoder(StockReportBody)
 
 def _decode_report(raw: bytes) -> tuple[datetime | None, tuple[CountBody, ...], bool, str]:
     """(as_of or None for "now", counts, complete, JSON path of the counts array)."""
-    try:
-        body = _body_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        raise ApiError(422, "invalid_body", message, path.rstrip("`") or "$") from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}", "$") from None
+    body = decode_body(raw, _body_decoder)
     if isinstance(body, ReportBody):
         return body.as_of, body.counts, body.complete, "$.counts"
     return None, tuple(body), False, "$"
@@ -127,6 +124,8 @@ class InventoryRoutes:
             return await self.inventory.ask(make)
         except ReplyError as exc:
             raise ApiError(503, "unavailable", str(exc)) from None
+        except ValueError as exc:  # the actor refused the request itself (a count out of range)
+            raise ApiError(422, "invalid_body", str(exc)) from None
 
     async def report_stock(self, request: Request) -> Response:
         location = request.path_params["location"]

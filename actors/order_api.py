@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
-from typing import Any
+from typing import Annotated, Any, Final
 
 import msgspec
 from prometheus_client import CollectorRegistry, Histogram
@@ -45,7 +45,14 @@ from actors.order_desk import (
     new_id,
 )
 from somsd.actor import ReplyError
-from somsd.api import ApiError, ApiRoute, json_response, read_limited_body
+from somsd.api import (
+    ApiError,
+    ApiRoute,
+    decode_body,
+    json_response,
+    query_int,
+    read_limited_body,
+)
 from somsd.config import ChannelConfig
 from somsd.domain.errors import (
     Conflict,
@@ -74,17 +81,41 @@ class OrderPage(msgspec.Struct, frozen=True):
     next_cursor: int | None  # null: no more orders
 
 
+# A reason the domain requires (`require_reason`): stated in the schema so generated clients
+# send one; the check and its `reason_required` error stay the domain's.
+RequiredReason = Annotated[str, msgspec.Meta(extra_json_schema={"minLength": 1, "pattern": r"\S"})]
+
+
 class StatusBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    status: str
-    reason: str
+    status: Annotated[str, msgspec.Meta(extra_json_schema={"minLength": 1})]
+    reason: RequiredReason
 
 
 class ReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: str = ""
 
 
+class RequiredReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: RequiredReason
+
+
+# Money travels as a decimal string: a JSON float has no exact decimal value, and JSON numbers
+# have no upper bound. Up to 10^9 (no single payment of a shop order comes near) with at most
+# three decimals (the finest minor unit in ISO 4217); the currency's own precision is the
+# domain's check (`require_amount`).
+PAYMENT_AMOUNT_PATTERN: Final = r"^(?=.*[1-9])(0|[1-9][0-9]{0,8})(\.[0-9]{1,3})?$"  # > 0
+PaymentAmount = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=PAYMENT_AMOUNT_PATTERN,
+        description='a decimal string in the currency\'s minor units, e.g. "82.19"',
+        examples=["82.19"],
+    ),
+]
+
+
 class PaymentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    amount: Decimal
+    amount: PaymentAmount
     payment_id: str = ""
     reference: str = ""
 
@@ -97,19 +128,19 @@ class ShipmentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class CancelBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    reason: str
+    reason: RequiredReason
     lines: tuple[LineQuantity, ...] | None = None
 
 
 class CopyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    reason: str
+    reason: RequiredReason
     replacement: bool = False
     lines: tuple[LineQuantity, ...] | None = None
 
 
 class ReturnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     lines: tuple[LineQuantity, ...]
-    reason: str
+    reason: RequiredReason
 
 
 class ReceivedLinesBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -123,14 +154,24 @@ class EventRecord(msgspec.Struct, frozen=True):
     event: OrderEvent
 
 
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    decoder = _decoders.get(type_)
+    if decoder is None:
+        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
+    return decoder
+
+
 def _decode_body(raw: bytes, type_: type[Any]) -> Any:
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        raise ApiError(422, "invalid_body", message, path.rstrip("`") or "$") from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}", "$") from None
+    return decode_body(raw, _decoder(type_))
+
+
+# Cursors are event-store sequence numbers and SQLite integers are 64-bit: anything beyond
+# cannot name an order and would overflow the query.
+MAX_CURSOR: Final = 2**63 - 1
+MAX_PAGE: Final = 500
 
 
 def _domain_error(exc: DomainError) -> ApiError:
@@ -236,13 +277,15 @@ class OrderRoutes:
         return await self._command(request, ChangeStatus(body.status, body.reason))
 
     async def release_hold(self, request: Request) -> Response:
-        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        body: RequiredReasonBody = _decode_body(await request.body() or b"{}", RequiredReasonBody)
         return await self._command(request, ReleaseHold(body.reason))
 
     async def record_payment(self, request: Request) -> Response:
         body: PaymentBody = _decode_body(await request.body(), PaymentBody)
         payment_id = body.payment_id or new_id("p")
-        return await self._command(request, RecordPayment(body.amount, payment_id, body.reference))
+        return await self._command(
+            request, RecordPayment(Decimal(body.amount), payment_id, body.reference)
+        )
 
     async def record_shipment(self, request: Request) -> Response:
         body: ShipmentBody = _decode_body(await request.body(), ShipmentBody)
@@ -272,33 +315,37 @@ class OrderRoutes:
         response.status_code = 201
         return response
 
-    async def return_step(self, request: Request) -> Response:
-        rma_id, step = request.path_params["rma_id"], request.path_params["step"]
+    async def approve_return(self, request: Request) -> Response:
+        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        return await self._command(
+            request, ApproveReturn(request.path_params["rma_id"], body.reason)
+        )
+
+    async def reject_return(self, request: Request) -> Response:
         raw = await request.body() or b"{}"
-        action: OrderAction
-        if step == "approve":
-            action = ApproveReturn(rma_id, _decode_body(raw, ReasonBody).reason)
-        elif step == "reject":
-            action = RejectReturn(rma_id, _decode_body(raw, ReasonBody).reason)
-        elif step == "receive":
-            action = ReceiveReturn(rma_id, _decode_body(raw, ReceivedLinesBody).lines)
-        elif step == "refund":
-            action = RefundReturn(rma_id, _decode_body(raw, ReasonBody).reason)
-        else:
-            raise ApiError(404, "not_found", f"no return step {step!r}")
-        return await self._command(request, action)
+        body: RequiredReasonBody = _decode_body(raw, RequiredReasonBody)
+        return await self._command(
+            request, RejectReturn(request.path_params["rma_id"], body.reason)
+        )
+
+    async def receive_return(self, request: Request) -> Response:
+        body: ReceivedLinesBody = _decode_body(await request.body() or b"{}", ReceivedLinesBody)
+        return await self._command(
+            request, ReceiveReturn(request.path_params["rma_id"], body.lines)
+        )
+
+    async def refund_return(self, request: Request) -> Response:
+        body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
+        return await self._command(
+            request, RefundReturn(request.path_params["rma_id"], body.reason)
+        )
 
     # -- queries -----------------------------------------------------------------------
 
     async def list_orders(self, request: Request) -> Response:
         params = request.query_params
-        try:
-            limit = min(int(params.get("limit", "50")), 500)
-            after = int(params.get("cursor", "0"))
-        except ValueError:
-            raise ApiError(422, "invalid_query", "cursor and limit are integers") from None
-        if limit < 1:
-            raise ApiError(422, "invalid_query", "limit must be at least 1")
+        limit = query_int(params, "limit", 50, 1, MAX_PAGE)
+        after = query_int(params, "cursor", 0, 0, MAX_CURSOR)
         orders = await self.store.read(
             partial(
                 list_orders,
@@ -336,7 +383,7 @@ class OrderRoutes:
 
     def routes(self) -> list[ApiRoute]:
         order = "/v1/orders/{order_id}"
-        errors = {404: None, 409: None, 422: None}
+        errors = {400: None, 404: None, 409: None, 422: None}
 
         def action(path: str, handler: Any, summary: str, body: Any, ok: int = 200) -> ApiRoute:
             return ApiRoute(
@@ -382,8 +429,16 @@ class OrderRoutes:
                     ("status", "string", "only orders in this status"),
                     ("channel", "string", "only orders from this channel"),
                     ("q", "string", "text in the order number, customer name or e-mail"),
-                    ("cursor", "integer", "next_cursor of the previous page"),
-                    ("limit", "integer", "page size, 1 to 500 (default 50)"),
+                    (
+                        "cursor",
+                        {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
+                        "next_cursor of the previous page",
+                    ),
+                    (
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                        f"page size, 1 to {MAX_PAGE} (default 50)",
+                    ),
                 ),
             ),
             ApiRoute(
@@ -406,7 +461,7 @@ class OrderRoutes:
                 tags=("orders",),
             ),
             action(order + "/status", self.change_status, "Change the status", StatusBody),
-            action(order + "/release", self.release_hold, "Release a hold", ReasonBody),
+            action(order + "/release", self.release_hold, "Release a hold", RequiredReasonBody),
             action(order + "/payments", self.record_payment, "Record a payment", PaymentBody),
             action(
                 order + "/shipments", self.record_shipment, "Record shipped units", ShipmentBody
@@ -416,9 +471,27 @@ class OrderRoutes:
             action(order + "/copy", self.copy, "Copy as a repeat or replacement", CopyBody, 201),
             action(order + "/returns", self.request_return, "Request a return", ReturnBody, 201),
             action(
-                order + "/returns/{rma_id}/{step}",
-                self.return_step,
-                "Return steps: approve, reject, receive (lines with condition), refund",
-                None,
+                order + "/returns/{rma_id}/approve",
+                self.approve_return,
+                "Approve a return",
+                ReasonBody,
+            ),
+            action(
+                order + "/returns/{rma_id}/reject",
+                self.reject_return,
+                "Reject a return",
+                RequiredReasonBody,
+            ),
+            action(
+                order + "/returns/{rma_id}/receive",
+                self.receive_return,
+                "Receive returned lines with their condition",
+                ReceivedLinesBody,
+            ),
+            action(
+                order + "/returns/{rma_id}/refund",
+                self.refund_return,
+                "Refund a return",
+                ReasonBody,
             ),
         ]

@@ -33,6 +33,19 @@ DEFAULT_LIMIT: Final = 100
 # which can filter by target.
 MAX_LIMIT: Final = 1000
 
+# Outbox ids are SQLite integers (64-bit); a longer number names no entry.
+MAX_ID: Final = 2**63 - 1
+
+
+def _whole_number(text: str, high: int) -> int | None:
+    """`text` as a number from 0 to `high`, or None. ASCII digits only: `str.isdigit` accepts
+    "²", which `int` refuses, and a bounded length keeps the conversion cheap."""
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))):
+        return None
+    value = int(text)
+    return value if value <= high else None
+
+
 _check_json = msgspec.json.Decoder(msgspec.Raw).decode
 _encode = msgspec.json.Encoder().encode
 
@@ -95,7 +108,11 @@ class DeadLetterRoutes:
                 tags=("outbox",),
                 query=(
                     ("target", "string", "only this target, e.g. location/wh-1"),
-                    ("limit", "integer", f"at most this many (default {DEFAULT_LIMIT})"),
+                    (
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                        f"at most this many (default {DEFAULT_LIMIT})",
+                    ),
                 ),
             ),
             ApiRoute(
@@ -111,19 +128,19 @@ class DeadLetterRoutes:
 
     async def list_dead_letters(self, request: Request) -> Response:
         target = request.query_params.get("target") or None
-        limit_text = request.query_params.get("limit", str(DEFAULT_LIMIT))
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        limit = _whole_number(request.query_params.get("limit", str(DEFAULT_LIMIT)), MAX_LIMIT)
+        if limit is None or limit < 1:
             raise ApiError(
                 400, "invalid_limit", f"limit is a whole number from 1 to {MAX_LIMIT}", "limit"
             )
-        entries = await self.store.dead_letters(target=target, limit=int(limit_text))
+        entries = await self.store.dead_letters(target=target, limit=limit)
         return json_response(DeadLetterPage(tuple(dead_letter(entry) for entry in entries)))
 
     async def retry(self, request: Request) -> Response:
         id_text = request.path_params["id"]
-        if not id_text.isdigit():
+        entry_id = _whole_number(id_text, MAX_ID)
+        if entry_id is None:
             raise ApiError(404, "unknown_dead_letter", f"no outbox entry {id_text!r}")
-        entry_id = int(id_text)
         try:
             await self.store.requeue(entry_id)
         except OutboxTransitionError as exc:

@@ -11,7 +11,7 @@ webhook sender retries elsewhere or later instead of getting a half-processed re
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,9 @@ __all__ = [
     "ApiState",
     "ErrorBody",
     "build_api_app",
+    "decode_body",
     "json_response",
+    "query_int",
     "read_limited_body",
 ]
 
@@ -96,6 +98,40 @@ async def read_limited_body(request: Request, limit: int, *, limit_name: str) ->
     return b"".join(chunks)
 
 
+def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """Decode a JSON request body: 400 `malformed_json` for what is not JSON (or nests too
+    deep to decode), 422 `invalid_body` with the JSON path for what does not fit the type."""
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        raise ApiError(422, "invalid_body", message, path.rstrip("`") or "$") from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"not valid JSON: {exc}", "$") from None
+    except RecursionError:
+        # msgspec guards its recursion with the interpreter's limit; no body of ours nests
+        # more than a few levels, so a body that reaches it is garbage, not a server fault.
+        raise ApiError(
+            400, "malformed_json", "JSON nested too deeply to decode; no somsd body nests so", "$"
+        ) from None
+
+
+def query_int(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high], or 422 naming it and the range."""
+    text = params.get(name)
+    if text is None:
+        return default
+    # ASCII digits only (`str.isdigit` accepts "²", which `int` refuses) and no longer than
+    # the bound: converting thousands of digits is work a request must not cause.
+    if not (text.isascii() and text.isdigit() and len(text) <= len(str(high))) or not (
+        low <= int(text) <= high
+    ):
+        raise ApiError(
+            422, "invalid_query", f"{name} must be a whole number from {low} to {high}", name
+        )
+    return int(text)
+
+
 def json_response(body: object, status: int = 200) -> Response:
     return Response(_encoder.encode(body), status_code=status, media_type="application/json")
 
@@ -123,7 +159,8 @@ class ApiRoute:
     request: Any = None  # msgspec type of the JSON body, for the OpenAPI document
     responses: dict[int, Any] = field(default_factory=dict)  # status -> msgspec type or None
     tags: tuple[str, ...] = ()
-    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON schema type, description)
+    # (name, JSON schema type or a whole JSON schema with the real range, description)
+    query: tuple[tuple[str, str | dict[str, Any], str], ...] = ()
 
 
 @dataclass
@@ -226,7 +263,12 @@ def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]
             if part.startswith("{")
         ]
         params += [
-            {"name": name, "in": "query", "schema": {"type": kind}, "description": text}
+            {
+                "name": name,
+                "in": "query",
+                "schema": {"type": kind} if isinstance(kind, str) else kind,
+                "description": text,
+            }
             for name, kind, text in route.query
         ]
         if params:
@@ -244,12 +286,7 @@ def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]
             if schema is not None:
                 response["content"] = {"application/json": {"schema": schema}}
             operation["responses"][str(status)] = response
-        errors = operation["responses"]
-        if route.admin:
-            errors.setdefault("401", {"description": _REASONS[401]})
-        for code in ("400", "401", "403", "404", "409", "413", "422", "503"):
-            if code in errors:
-                errors[code].setdefault("content", {"application/json": {"schema": error_ref}})
+        _document_errors(route, operation["responses"], error_ref)
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -262,6 +299,29 @@ def build_openapi(routes: Sequence[ApiRoute], *, version: str) -> dict[str, Any]
     }
 
 
+def _document_errors(route: ApiRoute, responses: dict[str, Any], error_ref: Any) -> None:
+    """Add every error status the kernel itself may answer on `route`, so a generated client
+    knows each status it can get: 401/403 from the admin check, 404 for a path naming nothing,
+    400/422 for a body that is not JSON or does not fit, 503 while draining."""
+    implied: set[int] = set()
+    if route.path not in _PROBES:
+        implied.add(503)
+    if route.admin:
+        implied |= {401, 403}
+    if "{" in route.path:
+        implied.add(404)
+    if route.request is not None:
+        implied |= {400, 422}
+    for status in implied:
+        responses.setdefault(str(status), {"description": _REASONS[status]})
+    for code, response in responses.items():
+        if code.startswith(("4", "5")):
+            response.setdefault("content", {"application/json": {"schema": error_ref}})
+    ordered = dict(sorted(responses.items()))
+    responses.clear()
+    responses.update(ordered)
+
+
 _REASONS = {
     200: "OK",
     202: "Accepted",
@@ -269,12 +329,22 @@ _REASONS = {
     400: "Bad request",
     401: "Missing or invalid bearer token",
     403: "Admin API disabled",
+    405: "Method not allowed",
     404: "Not found",
     409: "Conflict",
     413: "Body too large",
     422: "Invalid content",
     503: "Not ready or shutting down",
 }
+
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        # HEAD is answered as GET (Starlette adds it to a GET route's methods).
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return endpoint
 
 
 def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) -> ASGIApp:
@@ -309,9 +379,20 @@ def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) 
     async def not_found(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = "not_found" if exc.status_code == 404 else "method_not_allowed"
-        return error_response(exc.status_code, code, exc.detail)
+        response = error_response(exc.status_code, code, exc.detail)
+        # Starlette names the path's methods in `Allow` on a 405 (RFC 9110 requires it).
+        response.headers.update(exc.headers or {})
+        return response
 
-    starlette_routes = [Route(r.path, _wrap(r, state), methods=[r.method]) for r in all_routes]
-    starlette_routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    # One Starlette route per path with every method it takes: with one route per method,
+    # Starlette would answer a wrong method with the first route's `Allow` only.
+    by_path: dict[str, dict[str, Handler]] = {}
+    for r in all_routes:
+        by_path.setdefault(r.path, {})[r.method.upper()] = _wrap(r, state)
+    by_path.setdefault("/openapi.json", {})["GET"] = openapi
+    starlette_routes = [
+        Route(path, _by_method(handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
+    ]
     app = Starlette(routes=starlette_routes, exception_handlers={HTTPException: not_found})
     return _DrainGate(app, state)

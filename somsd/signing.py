@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -29,6 +30,13 @@ SIGNATURE_HEADER = "X-Somsd-Signature"
 # Five minutes, as the contract says: long enough for clock skew between hosts synchronised by
 # NTP and for a sender's retry queue, short enough to make captured requests useless soon.
 SIGNATURE_TOLERANCE_SECONDS = 300
+# Unix seconds fit in 12 ASCII digits until the year 33658; a longer `t=` is garbage, and
+# converting thousands of digits to an int is work an unauthenticated sender must not cause.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# An HMAC-SHA256 is 64 hex digits; 128 leaves room for upper case or a longer digest later.
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{1,128}")
+# Key rotation needs two values; a handful more costs nothing, thousands would.
+_MAX_SIGNATURES = 8
 
 
 class SignatureError(Exception):
@@ -63,8 +71,18 @@ def verify_signature(
             timestamp = value
         elif name == "v1":
             candidates.append(value)
-    if timestamp is None or not timestamp.isdigit() or not candidates:
-        raise SignatureError(f'malformed {SIGNATURE_HEADER}; expected "t=<unix>,v1=<hex>"')
+    if (
+        timestamp is None
+        or _TIMESTAMP.fullmatch(timestamp) is None
+        or not candidates
+        or len(candidates) > _MAX_SIGNATURES
+        or any(_SIGNATURE.fullmatch(candidate) is None for candidate in candidates)
+    ):
+        # `fullmatch` with ASCII classes: `str.isdigit` accepts "²", which `int` refuses.
+        raise SignatureError(
+            f'malformed {SIGNATURE_HEADER}; expected "t=<unix seconds, up to 12 digits>,'
+            'v1=<hex HMAC-SHA256>"'
+        )
     if abs(now - int(timestamp)) > tolerance:
         raise SignatureError(
             f"signature timestamp outside the {int(tolerance)} s window (check the sender's clock)"
@@ -72,6 +90,6 @@ def verify_signature(
     expected = _digest(key, timestamp, body)
     matched = False
     for candidate in candidates:  # no early exit: timing must not reveal which one matched
-        matched |= hmac.compare_digest(expected, candidate)
+        matched |= hmac.compare_digest(expected, candidate.lower())
     if not matched:
         raise SignatureError("signature does not match the body")

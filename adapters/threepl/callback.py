@@ -40,3 +40,5 @@ def decode_callback(
         return _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidCallback(f"status callback is not readable: {exc}") from exc
+    except RecursionError:  # msgspec stops at the interpreter's recursion limit
+        raise InvalidCallback("status callback is nested too deeply to read") from None

@@ -40,6 +40,7 @@ import msgspec
 
 __all__ = [
     "DEFAULT_DEBOUNCE",
+    "MAX_ON_HAND",
     "WRITE_OFF_REASONS",
     "AvailabilityChange",
     "AvailabilitySnapshot",
@@ -81,6 +82,10 @@ __all__ = [
     "reserve_stock",
     "ship_stock",
 ]
+
+# A billion units of one SKU at one location is beyond any store or warehouse; a larger count
+# is a sender's bug, and refusing it keeps every sum of counts inside SQLite's 64-bit integers.
+MAX_ON_HAND = 10**9
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,6 +473,11 @@ def _on_hand_after_count(level: _Level | None, count: int, as_of: datetime) -> i
 def receive_stock_report(book: StockBook, report: StockReport) -> StockReportDecision:
     """Split a report into rows to apply and stale rows, and flag what it leaves oversold."""
     _require_aware(report.as_of, "StockReport.as_of")
+    for index, row in enumerate(report.counts):
+        if not 0 <= row.on_hand <= MAX_ON_HAND:
+            raise ValueError(
+                f"counts[{index}].on_hand must be from 0 to {MAX_ON_HAND}, not {row.on_hand}"
+            )
     location, as_of = report.location, report.as_of
     latest = {count.sku: count.on_hand for count in report.counts}  # a later row for a SKU wins
     if report.complete:

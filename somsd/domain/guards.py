@@ -13,6 +13,7 @@ from decimal import Decimal
 from somsd.domain.errors import DuplicateCommand, InvalidCommand
 from somsd.domain.events import LineQuantity
 from somsd.domain.money import round_money
+from somsd.domain.order import MAX_AMOUNT
 from somsd.domain.state import LineState, OrderState
 
 __all__ = ["requested_units", "require_amount", "require_new_id", "require_reason"]
@@ -36,10 +37,16 @@ def require_new_id(kind: str, new_id: str, used: Collection[str]) -> None:
 
 
 def require_amount(amount: Decimal, currency: str, path: str = "$.amount") -> Decimal:
-    """A positive, finite amount in whole minor units of `currency`."""
+    """A positive, finite amount in whole minor units of `currency`, at most `MAX_AMOUNT`."""
     if not amount.is_finite() or amount <= 0:
         raise InvalidCommand(
             f"amount must be positive, not {amount}", code="invalid_amount", path=path
+        )
+    if amount > MAX_AMOUNT:
+        raise InvalidCommand(
+            f"{amount} exceeds the largest amount somsd takes ({MAX_AMOUNT})",
+            code="invalid_amount",
+            path=path,
         )
     if round_money(amount, currency) != amount:
         raise InvalidCommand(

@@ -75,6 +75,9 @@ PAYMENT_STATUSES: Final = frozenset(get_args(PaymentStatus))
 # inside the 28 significant digits money arithmetic uses (10^6 x 10^12 = 10^18).
 MAX_QUANTITY: Final = 1_000_000
 MAX_AMOUNT: Final = Decimal(10) ** 12
+# Tax rates are percentages with at most four decimals ("19", "7.7", "8.1234"): finer is no
+# rate any tax authority sets, and an unbounded exponent ("1e-999999") makes arithmetic slow.
+TAX_RATE_QUANTUM: Final = Decimal("0.0001")
 
 
 class Customer(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,6 +165,12 @@ def decode_order(body: bytes, *, known_pickup_locations: Collection[str] | None 
         raise InvalidOrder([_problem_from_msgspec(exc)]) from exc
     except msgspec.DecodeError as exc:
         raise InvalidOrder([Problem("$", f"not valid JSON: {exc}")], code="malformed_json") from exc
+    except RecursionError:
+        # msgspec stops at the interpreter's recursion limit; an order nests four levels.
+        raise InvalidOrder(
+            [Problem("$", "JSON nested too deeply to decode; an order nests a few levels")],
+            code="malformed_json",
+        ) from None
     problems = validate_order(order, known_pickup_locations=known_pickup_locations)
     if problems:
         raise InvalidOrder(problems)
@@ -265,6 +274,13 @@ def _check_lines(lines: Sequence[OrderLine], currency: str | None, problems: lis
             problems.append(
                 Problem(
                     f"{path}.tax_rate", f"must be a percentage from 0 to 100, not {line.tax_rate}"
+                )
+            )
+        elif line.tax_rate.quantize(TAX_RATE_QUANTUM) != line.tax_rate:
+            problems.append(
+                Problem(
+                    f"{path}.tax_rate",
+                    f'must have at most four decimals (like "19" or "7.7"), not {line.tax_rate}',
                 )
             )
     return amounts_valid

@@ -601,7 +601,10 @@ ORDER_ROUTES = {
     ("/v1/orders/{order_id}/cancel", "post"),
     ("/v1/orders/{order_id}/copy", "post"),
     ("/v1/orders/{order_id}/returns", "post"),
-    ("/v1/orders/{order_id}/returns/{rma_id}/{step}", "post"),
+    ("/v1/orders/{order_id}/returns/{rma_id}/approve", "post"),
+    ("/v1/orders/{order_id}/returns/{rma_id}/reject", "post"),
+    ("/v1/orders/{order_id}/returns/{rma_id}/receive", "post"),
+    ("/v1/orders/{order_id}/returns/{rma_id}/refund", "post"),
 }
 
 
