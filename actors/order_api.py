@@ -28,6 +28,7 @@ from actors.order_desk import (
     CancelOrder,
     ChangeStatus,
     CopyOrder,
+    CorrectAddress,
     IssueInvoice,
     OrderAction,
     OrderCommand,
@@ -54,7 +55,7 @@ from somsd.domain.errors import (
     InvalidOrder,
 )
 from somsd.domain.events import LineQuantity, OrderEvent, ReturnedLine, decode_event
-from somsd.domain.order import Order, decode_order
+from somsd.domain.order import Address, Order, decode_order
 from somsd.domain.state import OrderState
 from somsd.projections.fulfilments import OrderDetail, read_order_detail
 from somsd.projections.orders import OrderSummary, list_orders, order_stream
@@ -81,6 +82,12 @@ class StatusBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class ReasonBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: str = ""
+
+
+class AddressBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: str
+    billing_address: Address | None = None
+    shipping_address: Address | None = None
 
 
 class PaymentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -238,6 +245,11 @@ class OrderRoutes:
     async def release_hold(self, request: Request) -> Response:
         body: ReasonBody = _decode_body(await request.body() or b"{}", ReasonBody)
         return await self._command(request, ReleaseHold(body.reason))
+
+    async def correct_address(self, request: Request) -> Response:
+        body: AddressBody = _decode_body(await request.body(), AddressBody)
+        action = CorrectAddress(body.billing_address, body.shipping_address, body.reason)
+        return await self._command(request, action)
 
     async def record_payment(self, request: Request) -> Response:
         body: PaymentBody = _decode_body(await request.body(), PaymentBody)
@@ -407,6 +419,13 @@ class OrderRoutes:
             ),
             action(order + "/status", self.change_status, "Change the status", StatusBody),
             action(order + "/release", self.release_hold, "Release a hold", ReasonBody),
+            action(
+                order + "/address",
+                self.correct_address,
+                "Correct the billing and/or shipping address (validated like intake); an order "
+                "held only for its address is released once the new one passes",
+                AddressBody,
+            ),
             action(order + "/payments", self.record_payment, "Record a payment", PaymentBody),
             action(
                 order + "/shipments", self.record_shipment, "Record shipped units", ShipmentBody

@@ -132,10 +132,13 @@ class ApiState:
     is_ready: Callable[[], bool]
     admin_tokens: Callable[[], Sequence[Secret]]
     accepting: bool = True
+    # Sentences `/readyz` adds as `detail` (e.g. sections without a driver); ready either way.
+    readiness_notes: Callable[[], Sequence[str]] = tuple
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
+    detail: tuple[str, ...] = ()
 
 
 _PROBES = frozenset({"/healthz", "/readyz"})
@@ -270,9 +273,10 @@ def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) 
         return json_response(Health("ok"))
 
     async def readyz(request: Request) -> Response:
+        detail = tuple(state.readiness_notes())
         if state.accepting and state.is_ready():
-            return json_response(Health("ready"))
-        return json_response(Health("not ready"), 503)
+            return json_response(Health("ready", detail))
+        return json_response(Health("not ready", detail), 503)
 
     kernel = [
         ApiRoute(
