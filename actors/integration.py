@@ -8,7 +8,10 @@ mailbox and whatever is queued in it.
 
 The adapters that talk to each kind of system plug in here as they are built (webhook intake,
 Smartstore polling, 3PL delivery, DHL labels); until a kind has one, the actor only answers
-status requests, which is what `GET /v1/admin/actors` and `somsd status` show.
+status requests. Its `driver` says which: the name of what exchanges data with the system, or
+None when nothing does yet. A section without a driver is accepted (the config is valid and the
+driver may come with an upgrade) but never silent: a warning naming the section at start, and
+`no driver` in `GET /v1/admin/actors`, `somsd status` and the `/readyz` detail.
 """
 
 from __future__ import annotations
@@ -41,15 +44,24 @@ IntegrationMessage = Describe
 
 
 class IntegrationActor(Actor[IntegrationMessage]):
-    def __init__(self, name: str, section: msgspec.Struct) -> None:
+    def __init__(self, name: str, section: msgspec.Struct, *, driver: str | None = None) -> None:
         super().__init__(name)
         self.section = section
         self.kind: str = getattr(section, "kind", "")
+        self.driver = driver  # what exchanges data with the system; None: nothing yet
         self.created_at = time.time()
         self.handled = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        log.info("integration_started", kind=self.kind)
+        if self.driver is None:
+            log.warning(
+                "integration_without_driver",
+                section=self.name,
+                kind=self.kind,
+                message=f"{self.name}: somsd has no driver for kind {self.kind!r} yet; "
+                "the section is accepted but nothing is exchanged with that system",
+            )
+        log.info("integration_started", kind=self.kind, driver=self.driver)
         task_status.started()
         async for message in self.mailbox:
             self.handled += 1

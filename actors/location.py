@@ -424,6 +424,9 @@ LocationMessage = Describe | DescribeLocation | HandleCallback
 # -- the actor ------------------------------------------------------------------------------------
 
 
+_DRIVEN_ADAPTERS = frozenset({"rest", "csv", "manual"})
+
+
 class LocationActor(Actor[LocationMessage]):
     """Drives one `[[location]]`'s adapter; see the module docstring."""
 
@@ -449,6 +452,8 @@ class LocationActor(Actor[LocationMessage]):
             )
         self.section = section
         self.kind: str = section.kind
+        # The adapters `_adapter` drives; "manual" is the operator API. Others: no driver yet.
+        self.driver: str | None = section.adapter if section.adapter in _DRIVEN_ADAPTERS else None
         self.target = location_target(section.name)
         self.store = store
         self.dispatcher = dispatcher
@@ -543,6 +548,7 @@ class LocationActor(Actor[LocationMessage]):
             if section.adapter != "manual":
                 log.warning(
                     "location_adapter_not_built",  # status only, like manual
+                    section=self.name,
                     location=section.name,
                     adapter=section.adapter,
                 )

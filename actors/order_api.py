@@ -28,6 +28,7 @@ from actors.order_desk import (
     CancelOrder,
     ChangeStatus,
     CopyOrder,
+    CorrectAddress,
     IssueInvoice,
     OrderAction,
     OrderCommand,
@@ -61,7 +62,7 @@ from somsd.domain.errors import (
     InvalidOrder,
 )
 from somsd.domain.events import LineQuantity, OrderEvent, ReturnedLine, decode_event
-from somsd.domain.order import Order, decode_order
+from somsd.domain.order import Address, Order, decode_order
 from somsd.domain.state import OrderState
 from somsd.projections.fulfilments import OrderDetail, read_order_detail
 from somsd.projections.orders import OrderSummary, list_orders, order_stream
@@ -112,6 +113,12 @@ PaymentAmount = Annotated[
         examples=["82.19"],
     ),
 ]
+
+
+class AddressBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: RequiredReason
+    billing_address: Address | None = None
+    shipping_address: Address | None = None
 
 
 class PaymentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -279,6 +286,11 @@ class OrderRoutes:
     async def release_hold(self, request: Request) -> Response:
         body: RequiredReasonBody = _decode_body(await request.body() or b"{}", RequiredReasonBody)
         return await self._command(request, ReleaseHold(body.reason))
+
+    async def correct_address(self, request: Request) -> Response:
+        body: AddressBody = _decode_body(await request.body(), AddressBody)
+        action = CorrectAddress(body.billing_address, body.shipping_address, body.reason)
+        return await self._command(request, action)
 
     async def record_payment(self, request: Request) -> Response:
         body: PaymentBody = _decode_body(await request.body(), PaymentBody)
@@ -462,6 +474,13 @@ class OrderRoutes:
             ),
             action(order + "/status", self.change_status, "Change the status", StatusBody),
             action(order + "/release", self.release_hold, "Release a hold", RequiredReasonBody),
+            action(
+                order + "/address",
+                self.correct_address,
+                "Correct the billing and/or shipping address (validated like intake); an order "
+                "held only for its address is released once the new one passes",
+                AddressBody,
+            ),
             action(order + "/payments", self.record_payment, "Record a payment", PaymentBody),
             action(
                 order + "/shipments", self.record_shipment, "Record shipped units", ShipmentBody

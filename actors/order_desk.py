@@ -48,12 +48,13 @@ from somsd.domain.events import (
 from somsd.domain.invoicing import issue_invoice
 from somsd.domain.lifecycle import (
     change_status,
+    correct_address,
     receive_order,
     record_payment,
     record_shipment,
     release_hold,
 )
-from somsd.domain.order import Order
+from somsd.domain.order import Address, Order
 from somsd.domain.policy import OrderPolicy
 from somsd.domain.reorder import copy_order
 from somsd.domain.returns import (
@@ -86,6 +87,7 @@ __all__ = [
     "CancelOrder",
     "ChangeStatus",
     "CopyOrder",
+    "CorrectAddress",
     "DeskMessage",
     "IssueInvoice",
     "OrderCommand",
@@ -120,6 +122,12 @@ class ChangeStatus(msgspec.Struct, frozen=True, tag=True):
 
 
 class ReleaseHold(msgspec.Struct, frozen=True, tag=True):
+    reason: str
+
+
+class CorrectAddress(msgspec.Struct, frozen=True, tag=True):
+    billing_address: Address | None
+    shipping_address: Address | None
     reason: str
 
 
@@ -189,6 +197,7 @@ OrderAction = (
     | ReceiveReturn
     | RefundReturn
     | CopyOrder
+    | CorrectAddress
 )
 
 
@@ -404,6 +413,16 @@ class OrderDesk(Actor[DeskMessage]):
                 )
             case ReleaseHold(reason=reason):
                 return release_hold(state, policy=policy, reason=reason, now=now, actor=user)
+            case CorrectAddress():
+                return correct_address(
+                    state,
+                    billing_address=action.billing_address,
+                    shipping_address=action.shipping_address,
+                    policy=policy,
+                    reason=action.reason,
+                    now=now,
+                    actor=user,
+                )
             case RecordPayment(amount=amount, payment_id=payment_id, reference=reference):
                 return record_payment(
                     state,

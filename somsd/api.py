@@ -172,11 +172,14 @@ class ApiState:
     accepting: bool = True
     # Why the daemon is not ready, for /readyz (e.g. the store's disk is full); None: no reason.
     not_ready_reason: Callable[[], str | None] = lambda: None
+    # Sentences `/readyz` adds as `detail` (e.g. sections without a driver); ready either way.
+    readiness_notes: Callable[[], Sequence[str]] = tuple
 
 
 class Health(msgspec.Struct, omit_defaults=True):
     status: str
     reason: str | None = None
+    detail: tuple[str, ...] = ()
 
 
 _PROBES = frozenset({"/healthz", "/readyz"})
@@ -354,9 +357,10 @@ def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) 
         return json_response(Health("ok"))
 
     async def readyz(request: Request) -> Response:
+        detail = tuple(state.readiness_notes())
         if state.accepting and state.is_ready():
-            return json_response(Health("ready"))
-        return json_response(Health("not ready", state.not_ready_reason()), 503)
+            return json_response(Health("ready", detail=detail))
+        return json_response(Health("not ready", state.not_ready_reason(), detail), 503)
 
     kernel = [
         ApiRoute(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sqlite3
 import sys
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -87,7 +88,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _admin_request(config: Config, method: str, path: str) -> Any:
+def _admin_request(
+    config: Config,
+    method: str,
+    path: str,
+    *,
+    body: object = None,
+    params: dict[str, str] | None = None,
+) -> Any:
     import httpx
 
     tokens = config.api.token_file.lines() if config.api.token_file else []
@@ -97,14 +105,31 @@ def _admin_request(config: Config, method: str, path: str) -> Any:
     if host in ("0.0.0.0", "::", "[::]"):  # noqa: S104  # a wildcard bind is reached via loopback
         host = "127.0.0.1"
     url = f"http://{host}:{config.api.listen.port}{path}"
-    headers = {"Authorization": f"Bearer {tokens[0].reveal()}"}
+    headers = {"Authorization": f"Bearer {tokens[0].reveal()}", "X-Somsd-User": _os_user()}
     try:
-        response = httpx.request(method, url, headers=headers, timeout=30)
+        response = httpx.request(
+            method,
+            url,
+            headers=headers,
+            timeout=30,
+            params=params,
+            json=body if body is not None else None,
+        )
     except httpx.HTTPError as exc:
         raise ConnectionError(f"cannot reach somsd at {url}: {exc}") from exc
     if response.status_code in (401, 403):
         raise CliError(f"{url}: {response.json()['error']['message']}")
     return response.json()
+
+
+def _os_user() -> str:
+    """Who acts, for the order history (`user:NAME`): the login running the command."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        return f"uid-{os.getuid()}"
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
@@ -134,11 +159,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     except ConnectionError as exc:
         raise CliError(str(exc)) from None
     print(f"ready: {'yes' if report['ready'] else 'NO'}")
-    print(f"{'actor':<32} {'supervisor':<13} {'state':<9} {'restarts':>8} {'mailbox':>8}")
+    print(f"{'actor':<32} {'supervisor':<13} {'state':<19} {'restarts':>8} {'mailbox':>8}")
     for actor in report["actors"]:
         depth = "" if actor.get("mailbox_depth") is None else actor["mailbox_depth"]
+        state = actor["state"] + (" (no driver)" if actor.get("no_driver") else "")
         print(
-            f"{actor['name']:<32} {actor['supervisor']:<13} {actor['state']:<9} "
+            f"{actor['name']:<32} {actor['supervisor']:<13} {state:<19} "
             f"{actor['restarts']:>8} {depth!s:>8}"
         )
     return EXIT_OK if report["ready"] else EXIT_FAILURE
@@ -157,7 +183,8 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
     from somsd.store import backup_database
 
     source = _database(args)
-    backup_database(source, Path(args.dest))
+    with _progress(f"backing up {source.name}", None):
+        backup_database(source, Path(args.dest))
     print(f"backed up {source} to {args.dest}")
     return EXIT_OK
 
@@ -166,7 +193,9 @@ def cmd_db_verify(args: argparse.Namespace) -> int:
     from somsd.projections import all_projections
     from somsd.store import verify_database
 
-    problems = verify_database(_database(args), all_projections())
+    path = _database(args)
+    with _progress("verifying", _event_count(path)) as advance:
+        problems = verify_database(path, all_projections(), progress=advance)
     for problem in problems:
         print(f"somsd: db verify: {problem}", file=sys.stderr)
     if problems:
@@ -180,7 +209,8 @@ def cmd_db_rebuild(args: argparse.Namespace) -> int:
     from somsd.store import rebuild_projections
 
     path = _database(args)
-    rebuild_projections(path, all_projections())
+    with _progress("replaying events", _event_count(path)) as advance:
+        rebuild_projections(path, all_projections(), progress=advance)
     print(f"rebuilt projections in {path}")
     return EXIT_OK
 
@@ -192,9 +222,36 @@ def _order_reader(args: argparse.Namespace) -> Any:
     return open_reader(_database(args))
 
 
+def _check_status(args: argparse.Namespace) -> None:
+    """An unknown `--status` is a typo, not an empty list: name the statuses there are."""
+    from somsd.domain.status import build_status_machine
+
+    if args.status is None:
+        return
+    statuses = build_status_machine(_load(args).custom_statuses()).statuses
+    if args.status not in statuses:
+        _fail(f"unknown status {args.status!r}; statuses: {', '.join(statuses)}", EXIT_USAGE)
+
+
+def _resolve_order_id(conn: Any, reference: str) -> str:
+    """An order id, or the shop's order number (unique across channels, else say which)."""
+    if conn.execute("SELECT 1 FROM orders WHERE order_id = ?", (reference,)).fetchone():
+        return reference
+    rows = conn.execute(
+        "SELECT order_id, channel FROM orders WHERE number = ? ORDER BY seq", (reference,)
+    ).fetchall()
+    if len(rows) == 1:
+        return str(rows[0][0])
+    if rows:
+        choices = ", ".join(f"{order_id} ({channel})" for order_id, channel in rows)
+        raise CliError(f"order number {reference!r} is in several channels: {choices}")
+    raise CliError(f"no order {reference!r} (neither an order id nor an order number)")
+
+
 def cmd_orders_list(args: argparse.Namespace) -> int:
     from somsd.projections.orders import list_orders
 
+    _check_status(args)
     with closing(_order_reader(args)) as conn:
         orders = list_orders(
             conn,
@@ -221,7 +278,7 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
     from somsd.projections.fulfilments import read_order_detail
 
     with closing(_order_reader(args)) as conn:
-        detail = read_order_detail(conn, args.order_id)
+        detail = read_order_detail(conn, _resolve_order_id(conn, args.order_id))
     if detail is None:
         raise CliError(f"no order {args.order_id!r}")
     print(msgspec.json.format(msgspec.json.encode(detail), indent=2).decode())
@@ -233,7 +290,7 @@ def cmd_orders_events(args: argparse.Namespace) -> int:
     from somsd.store import query_stream
 
     with closing(_order_reader(args)) as conn:
-        events = query_stream(conn, order_stream(args.order_id), 0)
+        events = query_stream(conn, order_stream(_resolve_order_id(conn, args.order_id)), 0)
     if not events:
         raise CliError(f"no order {args.order_id!r}")
     for event in events:
@@ -241,6 +298,186 @@ def cmd_orders_events(args: argparse.Namespace) -> int:
             f"{event.version:>3} {event.recorded_at.isoformat()} {event.type:<17} "
             + event.payload.decode()
         )
+    return EXIT_OK
+
+
+# -- progress on a terminal -------------------------------------------------------------
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar (a spinner when `total` is unknown) while stdout is a terminal;
+    plain output otherwise, so scripts and logs see only the result line."""
+    if not sys.stdout.isatty():
+        yield lambda done: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = (
+        (SpinnerColumn(), TextColumn(label), TimeElapsedColumn())
+        if total is None
+        else (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _event_count(path: Path) -> int:
+    from somsd.store import open_reader
+
+    with closing(open_reader(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+# -- acting through the running daemon's admin API ---------------------------------------
+
+
+def _call(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
+    """One admin API call; an error answer becomes one line naming what the daemon said."""
+    config = _load(args)
+    try:
+        answer = _admin_request(config, method, path, **kwargs)
+    except ConnectionError as exc:
+        raise CliError(str(exc)) from None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if isinstance(error, dict):
+        where = f" (at {error['path']})" if error.get("path") else ""
+        raise CliError(f"{error.get('message', error.get('code'))}{where}")
+    return answer
+
+
+def _segment(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
+
+
+def _print_json(data: object) -> None:
+    import json
+
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    params = {"limit": str(args.limit)} | ({"target": args.target} if args.target else {})
+    page = _call(args, "GET", "/v1/dead-letters", params=params)
+    print(f"{'id':>6} {'target':<24} {'attempts':>8}  {'updated':<25} last error")
+    for entry in page["dead_letters"]:
+        print(
+            f"{entry['id']:>6} {entry['target']:<24} {entry['attempts']:>8}  "
+            f"{entry['updated_at']:<25} {entry['last_error'] or ''}"
+        )
+    return EXIT_OK
+
+
+def cmd_dead_letters_retry(args: argparse.Namespace) -> int:
+    if (args.id is None) == (args.target is None):
+        raise CliError("dead-letters retry: give either an ID or --target TARGET")
+    if args.id is not None:
+        ids = [args.id]
+    else:
+        page = _call(
+            args, "GET", "/v1/dead-letters", params={"target": args.target, "limit": "500"}
+        )
+        ids = [str(entry["id"]) for entry in page["dead_letters"]]
+        if not ids:
+            print(f"no dead letters for {args.target}")
+            return EXIT_OK
+    for entry_id in ids:
+        answer = _call(args, "POST", f"/v1/dead-letters/{_segment(entry_id)}/retry")
+        print(f"requeued {answer['id']}: {answer['state']}")
+    return EXIT_OK
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    _print_json(_call(args, "GET", f"/v1/inventory/{_segment(args.sku)}"))
+    return EXIT_OK
+
+
+def cmd_fulfilments_list(args: argparse.Namespace) -> int:
+    params = {"limit": str(args.limit)}
+    if args.location:
+        params["location"] = args.location
+    if args.state:
+        params["state"] = args.state
+    page = _call(args, "GET", "/v1/fulfillments", params=params)
+    print(f"{'fulfilment':<28} {'location':<14} {'state':<12} {'order':<14} lines")
+    for item in page["fulfillments"]:
+        lines = ", ".join(f"{line['quantity']}x {line['sku']}" for line in item["lines"])
+        print(
+            f"{item['id']:<28} {item['location']:<14} {item['state']:<12} "
+            f"{item['order_number']:<14} {lines}"
+        )
+    return EXIT_OK
+
+
+def cmd_fulfilments_show(args: argparse.Namespace) -> int:
+    _print_json(_call(args, "GET", f"/v1/fulfillments/{_segment(args.fulfilment_id)}"))
+    return EXIT_OK
+
+
+def _acting_order_id(args: argparse.Namespace) -> str:
+    """The order id for an action: an order number is looked up when the data dir is readable."""
+    from somsd.daemon import DATABASE_FILE
+    from somsd.store import StoreError, open_reader
+
+    path = Path(_load(args).daemon.data_dir) / DATABASE_FILE
+    try:
+        with closing(open_reader(path)) as conn:
+            return _resolve_order_id(conn, args.order_id)
+    except (StoreError, OSError, sqlite3.Error):
+        return str(args.order_id)  # no local view of the store: the daemon judges the id
+
+
+def _order_action(args: argparse.Namespace, action: str, body: dict[str, Any]) -> int:
+    order_id = _acting_order_id(args)
+    state = _call(args, "POST", f"/v1/orders/{_segment(order_id)}/{action}", body=body)
+    print(f"{order_id}: {state.get('status', 'ok')}")
+    return EXIT_OK
+
+
+def cmd_orders_release(args: argparse.Namespace) -> int:
+    return _order_action(args, "release", {"reason": args.reason})
+
+
+def cmd_orders_cancel(args: argparse.Namespace) -> int:
+    return _order_action(args, "cancel", {"reason": args.reason})
+
+
+def cmd_orders_payment(args: argparse.Namespace) -> int:
+    body = {"amount": args.amount, "payment_id": args.payment_id, "reference": args.reference}
+    return _order_action(args, "payments", body)
+
+
+def cmd_orders_status(args: argparse.Namespace) -> int:
+    return _order_action(args, "status", {"status": args.status, "reason": args.reason})
+
+
+_ADDRESS_FIELDS = ("name", "company", "street", "zip", "city", "country")
+
+
+def cmd_orders_address(args: argparse.Namespace) -> int:
+    """Correct an address: the order's current one with the given fields replaced."""
+    changes = {f: getattr(args, f) for f in _ADDRESS_FIELDS if getattr(args, f) is not None}
+    if not changes:
+        raise CliError("orders address: give at least one of --" + ", --".join(_ADDRESS_FIELDS))
+    order_id = _acting_order_id(args)
+    order = _call(args, "GET", f"/v1/orders/{_segment(order_id)}")["order"]
+    both = ("billing_address", "shipping_address")
+    which = both if args.to == "both" else (f"{args.to}_address",)
+    body: dict[str, Any] = {"reason": args.reason}
+    for key in which:
+        body[key] = {**order[key], **changes}
+    state = _call(args, "POST", f"/v1/orders/{_segment(order_id)}/address", body=body)
+    print(f"{order_id}: {state.get('status', 'ok')}")
     return EXIT_OK
 
 
@@ -312,12 +549,89 @@ def build_parser() -> argparse.ArgumentParser:
         ("events", cmd_orders_events, "the order's events, oldest first"),
     ):
         sub = order_commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("order_id", metavar="ORDER_ID")
+        sub.add_argument("order_id", metavar="ORDER", help="order id or the shop's order number")
         sub.set_defaults(handler=handler)
+    _add_acting_commands(commands, order_commands)
     for sub in (listing, *order_commands.choices.values()):
         if not any(a.dest == "config" for a in sub._actions):
             sub.add_argument("-c", "--config", metavar="FILE", help="config file")
     return parser
+
+
+def _add_acting_commands(commands: Any, order_commands: Any) -> None:
+    """The commands that act through the running daemon's admin API."""
+
+    def with_config(sub: argparse.ArgumentParser, handler: Any) -> argparse.ArgumentParser:
+        sub.add_argument("-c", "--config", metavar="FILE", help="config file")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    dead = commands.add_parser(
+        "dead-letters", help="outbox entries that gave up", description="list and retry"
+    )
+    dead_commands = dead.add_subparsers(dest="dead_command", required=True, metavar="COMMAND")
+    listing = with_config(
+        dead_commands.add_parser("list", help="dead letters, newest first"), cmd_dead_letters_list
+    )
+    listing.add_argument("--target", help="only this target, e.g. location/wh-1")
+    listing.add_argument("--limit", type=int, default=100)
+    retry = with_config(
+        dead_commands.add_parser("retry", help="requeue one dead letter, or all of a target"),
+        cmd_dead_letters_retry,
+    )
+    retry.add_argument("id", metavar="ID", nargs="?")
+    retry.add_argument("--target", help="requeue every dead letter of this target")
+
+    inventory = with_config(
+        commands.add_parser("inventory", help="one SKU's stock, ATP and channel availability"),
+        cmd_inventory,
+    )
+    inventory.add_argument("sku", metavar="SKU")
+
+    fulfil = commands.add_parser("fulfilments", help="fulfilments at the locations")
+    fulfil_commands = fulfil.add_subparsers(dest="fulfil_command", required=True, metavar="COMMAND")
+    listing = with_config(
+        fulfil_commands.add_parser("list", help="open fulfilments (or those in --state)"),
+        cmd_fulfilments_list,
+    )
+    listing.add_argument("--location")
+    listing.add_argument("--state")
+    listing.add_argument("--limit", type=int, default=100)
+    show = with_config(
+        fulfil_commands.add_parser("show", help="one fulfilment as JSON"), cmd_fulfilments_show
+    )
+    show.add_argument("fulfilment_id", metavar="ID")
+
+    def order_action(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = order_commands.add_parser(
+            name, help=help_text, description=help_text
+        )
+        sub.add_argument("order_id", metavar="ORDER", help="order id or the shop's order number")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    order_action("release", cmd_orders_release, "release a hold").add_argument(
+        "--reason", required=True, help="why (kept in the order's history)"
+    )
+    order_action("cancel", cmd_orders_cancel, "cancel the whole order").add_argument(
+        "--reason", required=True
+    )
+    payment = order_action("payment", cmd_orders_payment, "record a payment that arrived")
+    payment.add_argument("amount", metavar="AMOUNT", help="in the order's currency, e.g. 49.90")
+    payment.add_argument("--payment-id", default="", help="the bank's or PSP's id (dedupes)")
+    payment.add_argument("--reference", default="")
+    status = order_action("status", cmd_orders_status, "move the order to another status")
+    status.add_argument("status", metavar="STATUS")
+    status.add_argument("--reason", required=True)
+    address = order_action(
+        "address",
+        cmd_orders_address,
+        "correct the shipping (default) or billing address; re-checks the address hold",
+    )
+    address.add_argument("--to", choices=("shipping", "billing", "both"), default="shipping")
+    for field in _ADDRESS_FIELDS:
+        address.add_argument(f"--{field}")
+    address.add_argument("--reason", required=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import sys
 import time
 import zoneinfo
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -91,16 +92,22 @@ class ActorReport(msgspec.Struct, frozen=True):
     state: str
     restarts: int
     incarnation: int
-    started_at: float | None
+    started_at: datetime | None  # RFC 3339, UTC, like every other time in the API
     mailbox_depth: int | None = None
     kind: str | None = None
     handled: int | None = None
+    driver: str | None = None  # integration sections: what talks to the system
+    no_driver: bool = False  # an integration section nothing exchanges data with yet
 
 
 class ActorsReport(msgspec.Struct, frozen=True):
     ready: bool
-    config_loaded_at: float
+    config_loaded_at: datetime
     actors: tuple[ActorReport, ...]
+
+
+def _utc(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
 
 
 class Daemon:
@@ -164,6 +171,7 @@ class Daemon:
             is_ready=self.is_ready,
             admin_tokens=self._admin_tokens,
             not_ready_reason=self.not_ready_reason,
+            readiness_notes=self.readiness_notes,
         )
         self.listeners = {
             "api": self._listener("api"),
@@ -198,7 +206,9 @@ class Daemon:
                 section, store=self.store, dispatcher=self.dispatcher, sink=self.fulfilments
             )
         else:
-            actor = IntegrationActor(name, section)
+            # Webhook shops are driven by the intake route; other kinds bring their own actor.
+            webhook = isinstance(section, ChannelConfig) and section.kind == "webhook"
+            actor = IntegrationActor(name, section, driver="webhook intake" if webhook else None)
         self.integration_actors[name] = actor
         self.metrics.track_mailbox(name, actor.mailbox)
         return ChildSpec(name, actor.run)
@@ -299,7 +309,7 @@ class Daemon:
                     child.state,
                     child.restarts,
                     child.incarnation,
-                    child.started_at,
+                    _utc(child.started_at),
                 )
                 actor = self.integration_actors.get(child.name)
                 if actor is not None:
@@ -309,6 +319,8 @@ class Daemon:
                         mailbox_depth=actor.mailbox.depth,
                         kind=actor.kind,
                         handled=status.handled if status else None,
+                        driver=actor.driver,
+                        no_driver=actor.driver is None,
                     )
                 elif child.name == "store":
                     report = msgspec.structs.replace(report, mailbox_depth=self.store.mailbox.depth)
@@ -316,7 +328,16 @@ class Daemon:
                     depth = self._core_mailboxes()[child.name]
                     report = msgspec.structs.replace(report, mailbox_depth=depth)
                 reports.append(report)
-        return ActorsReport(self.is_ready(), self.config_loaded_at, tuple(reports))
+        loaded_at = datetime.fromtimestamp(self.config_loaded_at, UTC)
+        return ActorsReport(self.is_ready(), loaded_at, tuple(reports))
+
+    def readiness_notes(self) -> list[str]:
+        """What `/readyz` adds to its answer: sections that run without a driver."""
+        return [
+            f"{name}: no driver for kind {actor.kind!r}; nothing is exchanged with it"
+            for name, actor in sorted(self.integration_actors.items())
+            if actor.driver is None
+        ]
 
     def _core_mailboxes(self) -> dict[str, int]:
         return {actor.name: actor.mailbox.depth for actor in self.core_actors}

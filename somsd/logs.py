@@ -55,6 +55,7 @@ __all__ = [
     "get_logger",
     "redact_secrets",
     "register_secret_values",
+    "render_console_line",
     "render_journald_line",
     "set_level",
     "unwrap_single_exception_group",
@@ -333,9 +334,52 @@ def render_journald_line(logger: WrappedLogger, method_name: str, event_dict: Ev
         return prefix + _encoder.encode(fallback)
 
 
+_console = structlog.dev.ConsoleRenderer(colors=False, sort_keys=False)
+
+
+def render_console_line(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> bytes:
+    """One readable line for a person at a terminal (`somsd run` with stdout on a TTY).
+
+    The same event dict as the journald line, after redaction; the `exception` list that
+    `dict_tracebacks` made is written as `Type: message` with its frames below the line.
+    """
+    exception = event_dict.pop("exception", None)
+    if isinstance(exception, list):
+        event_dict["exception"] = _exception_text(exception)
+    elif exception is not None:
+        event_dict["exception"] = str(exception)
+    return _console(logger, method_name, event_dict).encode("utf-8", "replace")
+
+
+def _exception_text(chain: list[Any]) -> str:
+    lines: list[str] = []
+    for item in chain:
+        if not isinstance(item, dict):
+            lines.append(str(item))
+            continue
+        lines.append(f"{item.get('exc_type', '?')}: {item.get('exc_value', '')}")
+        for frame in item.get("frames", ()) if isinstance(item.get("frames"), list) else ():
+            if isinstance(frame, dict):
+                lines.append(
+                    f"  {frame.get('filename')}:{frame.get('lineno')} in {frame.get('name')}"
+                )
+    return "\n".join(lines)
+
+
 def _render_text(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
     # ProcessorFormatter insists on str; our handler turns it back into bytes.
     return render_journald_line(logger, method_name, event_dict).decode("utf-8")
+
+
+def _render_console_text(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    return render_console_line(logger, method_name, event_dict).decode("utf-8")
+
+
+def _is_terminal(stream: BinaryIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or exotic stream is no terminal
+        return False
 
 
 # --- Wiring ------------------------------------------------------------------------------------
@@ -364,8 +408,13 @@ def configure_logging(
     *,
     stream: BinaryIO | None = None,
     cache_loggers: bool = True,
+    human: bool | None = None,
 ) -> None:
     """Send structlog and stdlib logging as JSON lines to `stream` (default: stdout).
+
+    `human=True` renders readable console lines instead (structlog's `ConsoleRenderer`, no
+    colours, no `<N>` prefix); the default `None` picks that when the stream is a terminal, so
+    `somsd run` by hand is readable and journald (a pipe) still gets JSON.
 
     Call once at start-up, before the first log line; calling again replaces the setup (tests
     do). `cache_loggers=False` is for tests: a logger cached on first use keeps the processors
@@ -373,6 +422,9 @@ def configure_logging(
     """
     number = _parse_level(level)
     out: BinaryIO = stream if stream is not None else sys.stdout.buffer
+    if human is None:
+        human = _is_terminal(out)
+    renderer: Processor = render_console_line if human else render_journald_line
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     exception_renderer = structlog.processors.ExceptionRenderer(
         structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
@@ -389,7 +441,7 @@ def configure_logging(
         redact_secrets,
     ]
     structlog.configure(
-        processors=[*shared, *finishing, render_journald_line],
+        processors=[*shared, *finishing, renderer],
         wrapper_class=Logger,
         context_class=dict,
         logger_factory=structlog.BytesLoggerFactory(out),
@@ -403,7 +455,7 @@ def configure_logging(
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 *finishing,
-                _render_text,
+                _render_console_text if human else _render_text,
             ],
         )
     )

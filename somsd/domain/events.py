@@ -32,10 +32,11 @@ import msgspec
 
 from somsd.domain.documents import InvoiceDocument
 from somsd.domain.holds import HoldReason
-from somsd.domain.order import Order
+from somsd.domain.order import Address, Order
 
 __all__ = [
     "UNNUMBERED",
+    "AddressCorrected",
     "CreditNoteIssued",
     "EventBase",
     "HoldReleased",
@@ -236,6 +237,14 @@ class OrderCopied(EventBase, frozen=True, kw_only=True):
     reason: str
 
 
+class AddressCorrected(EventBase, frozen=True, kw_only=True):
+    """An operator corrected the billing and/or shipping address (None: that one unchanged)."""
+
+    billing_address: Address | None = None
+    shipping_address: Address | None = None
+    reason: str
+
+
 OrderEvent = (
     OrderReceived
     | OrderAccepted
@@ -256,6 +265,7 @@ OrderEvent = (
     | ReturnReceived
     | ReturnRefunded
     | OrderCopied
+    | AddressCorrected
 )
 
 _encoder = msgspec.json.Encoder()

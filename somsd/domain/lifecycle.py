@@ -17,8 +17,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Final
 
-from somsd.domain.errors import Conflict, IllegalTransition, InvalidOrder
+import msgspec
+
+from somsd.domain.errors import Conflict, IllegalTransition, InvalidCommand, InvalidOrder
 from somsd.domain.events import (
+    AddressCorrected,
     HoldReleased,
     LineQuantity,
     LinesShipped,
@@ -32,7 +35,7 @@ from somsd.domain.events import (
 from somsd.domain.guards import requested_units, require_amount, require_new_id, require_reason
 from somsd.domain.holds import HoldReason, evaluate_holds
 from somsd.domain.invoicing import draft_invoice, invoice_when_paid
-from somsd.domain.order import Order, validate_order
+from somsd.domain.order import Address, Order, validate_order
 from somsd.domain.policy import OrderPolicy
 from somsd.domain.state import Decision, OrderState
 from somsd.domain.status import CANCELED, CLOSED, COMPLETE, NEW, ON_HOLD, PENDING, PROCESSING
@@ -41,6 +44,7 @@ __all__ = [
     "INTAKE_PAYMENT_ID",
     "allowed_transitions",
     "change_status",
+    "correct_address",
     "hold_order",
     "receive_order",
     "record_payment",
@@ -186,6 +190,71 @@ def release_hold(
     decision = Decision(state)
     decision.emit(HoldReleased(at=now, actor=actor, to_status=state.held_from, reason=reason))
     invoice_when_paid(decision, policy=policy, now=now, actor=actor)
+    return decision.events
+
+
+_ADDRESS_HOLD: Final = "address_incomplete"
+
+
+def correct_address(
+    state: OrderState,
+    *,
+    billing_address: Address | None,
+    shipping_address: Address | None,
+    policy: OrderPolicy,
+    reason: str,
+    now: datetime,
+    actor: str,
+) -> list[OrderEvent]:
+    """Replace the billing and/or shipping address, validated like intake, and re-check holds.
+
+    Refused for a final order (it was delivered or canceled: the address is history) and for a
+    correction that changes nothing. An order held only for its address is released when the
+    new address clears that rule; one held for other reasons stays held, with the address
+    reason gone from what a release has to overrule.
+    """
+    reason = require_reason(reason)
+    if billing_address is None and shipping_address is None:
+        raise InvalidCommand("give billing_address, shipping_address or both", path="$")
+    if policy.machine.is_final(state.status):
+        raise Conflict(f'order is "{state.status}"; its address can not change', code="final")
+    corrected = msgspec.structs.replace(
+        state.order,
+        billing_address=billing_address or state.order.billing_address,
+        shipping_address=shipping_address or state.order.shipping_address,
+    )
+    if corrected == state.order:
+        raise Conflict("the address is already so; nothing to correct", code="unchanged")
+    problems = [
+        problem
+        for problem in validate_order(corrected, known_pickup_locations=policy.pickup_locations)
+        if problem.path.startswith(("$.billing_address", "$.shipping_address"))
+    ]
+    if problems:
+        raise InvalidOrder(problems)
+    decision = Decision(state)
+    decision.emit(
+        AddressCorrected(
+            at=now,
+            actor=actor,
+            billing_address=billing_address,
+            shipping_address=shipping_address,
+            reason=reason,
+        )
+    )
+    held_for = {hold.code for hold in state.hold_reasons}
+    if state.status == ON_HOLD and state.held_from is not None and held_for == {_ADDRESS_HOLD}:
+        still = [r for r in evaluate_holds(corrected, policy.holds) if r.code == _ADDRESS_HOLD]
+        if not still:
+            decision.emit(
+                HoldReleased(
+                    at=now,
+                    actor=actor,
+                    to_status=state.held_from,
+                    reason=f"address corrected: {reason}",
+                )
+            )
+            invoice_when_paid(decision, policy=policy, now=now, actor=actor)
     return decision.events
 
 

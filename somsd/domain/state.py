@@ -25,6 +25,7 @@ import msgspec
 from somsd.domain.documents import InvoiceDocument, build_document, shipping_by_rate
 from somsd.domain.events import (
     UNNUMBERED,
+    AddressCorrected,
     CreditNoteIssued,
     HoldReleased,
     InvoiceDrafted,
@@ -381,6 +382,13 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
             )
         case OrderCopied():
             return msgspec.structs.replace(state, copies=(*state.copies, event.new_order_id))
+        case AddressCorrected():
+            order = msgspec.structs.replace(
+                state.order,
+                billing_address=event.billing_address or state.order.billing_address,
+                shipping_address=event.shipping_address or state.order.shipping_address,
+            )
+            return msgspec.structs.replace(state, order=order)
         case OrderReceived():  # pragma: no cover - handled above; keeps the match exhaustive
             raise AssertionError("unreachable")
 

@@ -8,10 +8,11 @@ to fail with `StoreUnavailable` after the writer's lock timeout while it runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -20,6 +21,7 @@ from somsd.store._errors import StoreError
 from somsd.store._projection import Projection
 from somsd.store._queries import iter_events
 from somsd.store._schema import (
+    PROGRESS_EVERY,
     SCHEMA_VERSION,
     check_projections,
     create_projection,
@@ -48,13 +50,15 @@ def backup_database(src: Path, dest: Path) -> None:
     Safe while the daemon writes: the copy is one read transaction on a WAL database. `dest` is
     written next to itself under a temporary name and renamed when complete, so a crash never
     leaves a half backup under the real name. It is a single self-contained file (rollback
-    journal mode), ready to be copied elsewhere or opened by somsd.
+    journal mode), ready to be copied elsewhere or opened by somsd, mode 0600 and owned like
+    `src` (when the caller may give it away, i.e. root backing up the somsd user's store).
     """
     if dest.exists():
         raise StoreError(f"{dest} exists; choose a new backup name or remove the old file")
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     partial.unlink(missing_ok=True)
+    _create_private_like(partial, src)
     source = open_reader(src)
     try:
         target = sqlite3.connect(partial, isolation_level=None)
@@ -73,14 +77,34 @@ def backup_database(src: Path, dest: Path) -> None:
     log.info("event_store_backed_up", source=str(src), backup=str(dest))
 
 
-def verify_database(path: Path, projections: Sequence[Projection] = ()) -> list[str]:
+def _create_private_like(path: Path, like: Path) -> None:
+    """Create `path` empty, mode 0600 and owned like `like`: a backup holds customers' names,
+    addresses and e-mails, so it is as private as the live database, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # the umask can only narrow the mode; this pins it exactly
+        owner = os.stat(like)
+        if (os.geteuid(), os.getegid()) != (owner.st_uid, owner.st_gid):
+            # Not root: the backup stays the caller's, still 0600.
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+    finally:
+        os.close(fd)
+
+
+def verify_database(
+    path: Path,
+    projections: Sequence[Projection] = (),
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[str]:
     """Check the file and return what is wrong with it, one sentence each; [] means healthy.
 
     Checks SQLite's integrity, the schema version, that every stream's versions run 1..n
     without gaps, that every idempotency row points at the first event of its append, and that
     each projection table holds exactly the rows a replay of the whole log into an empty
     in-memory database produces. All checks read one snapshot, so it can run while the daemon
-    writes.
+    writes. `progress` gets the number of events replayed so far (see `replay`).
     """
     projections = check_projections(projections)
     conn = open_reader(path)
@@ -95,13 +119,18 @@ def verify_database(path: Path, projections: Sequence[Projection] = ()) -> list[
             return [f"schema version is {version}, expected {SCHEMA_VERSION}; open it with somsd"]
         problems += _check_streams(conn)
         problems += _check_idempotency(conn)
-        problems += _check_projections(conn, projections)
+        problems += _check_projections(conn, projections, progress)
         return problems
     finally:
         conn.close()
 
 
-def rebuild_projections(path: Path, projections: Sequence[Projection]) -> int:
+def rebuild_projections(
+    path: Path,
+    projections: Sequence[Projection],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Drop and recreate every projection's tables and replay the log into them.
 
     One transaction: readers see the old tables until the new ones are complete, and a failed
@@ -114,7 +143,7 @@ def rebuild_projections(path: Path, projections: Sequence[Projection]) -> int:
         with immediate_transaction(conn):
             for projection in projections:
                 create_projection(conn, projection)
-            count = replay(conn, conn, projections)
+            count = replay(conn, conn, projections, progress=progress)
     finally:
         conn.close()
     log.info(
@@ -161,7 +190,11 @@ def _check_idempotency(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
-def _check_projections(conn: sqlite3.Connection, projections: Sequence[Projection]) -> list[str]:
+def _check_projections(
+    conn: sqlite3.Connection,
+    projections: Sequence[Projection],
+    progress: Callable[[int], None] | None = None,
+) -> list[str]:
     if not projections:
         return []
     have = existing_tables(conn)
@@ -170,7 +203,9 @@ def _check_projections(conn: sqlite3.Connection, projections: Sequence[Projectio
     try:
         for projection in projections:
             create_projection(fresh, projection)
-        for event in iter_events(conn):
+        for count, event in enumerate(iter_events(conn), 1):
+            if progress is not None and count % PROGRESS_EVERY == 0:
+                progress(count)
             for projection in projections:
                 try:
                     projection.apply(fresh, event)

@@ -14,7 +14,7 @@ filled by replaying the log, so adding a projection needs no migration and no ma
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -223,9 +223,16 @@ def create_projection(conn: sqlite3.Connection, projection: Projection) -> None:
 
 
 def replay(
-    source: sqlite3.Connection, target: sqlite3.Connection, projections: Sequence[Projection]
+    source: sqlite3.Connection,
+    target: sqlite3.Connection,
+    projections: Sequence[Projection],
+    *,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Apply every event in `source` to `projections` on `target`; returns the event count."""
+    """Apply every event in `source` to `projections` on `target`; returns the event count.
+
+    `progress` is called with the count so far every `PROGRESS_EVERY` events (a terminal's
+    progress bar; `somsd db rebuild`)."""
     if not projections:
         return 0  # nothing to feed; do not read the whole log for it
     count = 0
@@ -233,7 +240,15 @@ def replay(
         for projection in projections:
             projection.apply(target, event)
         count += 1
+        if progress is not None and count % PROGRESS_EVERY == 0:
+            progress(count)
+    if progress is not None:
+        progress(count)
     return count
+
+
+# Often enough for a progress bar to move smoothly, rare enough to cost nothing per event.
+PROGRESS_EVERY = 500
 
 
 def install_projections(conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
