@@ -735,6 +735,8 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
         stock={item.sku: START_STOCK[REST_LOCATION] for item in DEFAULT_CATALOGUE},
         api_token=threepl_token,
         seed=options.seed,
+        # somsd keeps the 3PL's update cursor in the data dir; this run's must be above it.
+        first_change=int(time.time() * 1000),
     )
     started = time.monotonic()
     async with trio.open_nursery() as nursery:
@@ -747,36 +749,44 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
         config.write_text(demo_config(data_dir, listener.urls[0], api, metrics, shops))
         async with daemon_process(config, state) as daemon:
             headers = {"Authorization": f"Bearer {admin_token}"}
-            async with (
-                httpx.AsyncClient(
-                    base_url=daemon.urls["api"], headers=headers, timeout=30
-                ) as admin,
-                trio.open_nursery() as actors,
-            ):
-                await seed_stock(admin)
-                for location in MANUAL_LOCATIONS:
-                    staff = StoreSimulator(
-                        StoreClient(admin, system=location),
-                        location,
-                        knobs=StoreKnobs(step_delay=0.3, collect_delay=0.5, poll_interval=0.3),
-                        seed=options.seed,
-                        customer_code=partial(customer_code, admin),
+            async with httpx.AsyncClient(
+                base_url=daemon.urls["api"], headers=headers, timeout=30
+            ) as admin:
+                async with trio.open_nursery() as actors:
+                    await seed_stock(admin)
+                    for location in MANUAL_LOCATIONS:
+                        staff = StoreSimulator(
+                            StoreClient(admin, system=location),
+                            location,
+                            knobs=StoreKnobs(step_delay=0.3, collect_delay=0.5, poll_interval=0.3),
+                            seed=options.seed,
+                            customer_code=partial(customer_code, admin),
+                        )
+                        actors.start_soon(staff.run)
+                    actors.start_soon(book_payments, admin, state)
+                    actors.start_soon(watch, admin, daemon.urls["metrics"], state)
+                    if options.outage_after is not None:
+                        actors.start_soon(_outage, knobs, options)
+                    for shop in shops:
+                        actors.start_soon(shop.place, shop, daemon.urls["api"], options, state)
+                    state.driving = True
+                    code = await _drive(
+                        daemon, state, stop, options=options, started=started, config=config
                     )
-                    actors.start_soon(staff.run)
-                actors.start_soon(book_payments, admin, state)
-                actors.start_soon(watch, admin, daemon.urls["metrics"], state)
-                if options.outage_after is not None:
-                    actors.start_soon(_outage, knobs, options)
-                for shop in shops:
-                    actors.start_soon(shop.place, shop, daemon.urls["api"], options, state)
-                state.driving = True
-                code = await _drive(
-                    daemon, state, stop, options=options, started=started, config=config
-                )
-                actors.cancel_scope.cancel()
+                    actors.cancel_scope.cancel()
+                await _explain_open_orders(admin, state)
         nursery.cancel_scope.cancel()
     _summary(state, options, code=code)
     return code
+
+
+async def _explain_open_orders(admin: httpx.AsyncClient, state: DemoState) -> None:
+    """Before the summary: why each order that is not final waits (bounded in count and time)."""
+    with trio.move_on_after(10):
+        for order_id in sorted(state.order_ids - state.final)[:500]:
+            response = await admin.get(f"/v1/orders/{order_id}")
+            if response.status_code == 200:
+                state.waiting[order_id] = why_waiting(response.json())
 
 
 async def _outage(knobs: ThreePLKnobs, options: DemoOptions) -> None:

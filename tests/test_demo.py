@@ -118,6 +118,7 @@ def test_demo_runs_twice_in_a_terminal_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         assert "stopped by Ctrl-C" in text
     assert _count(output, "taken in as new orders") > 0
     assert _count(output, "already known (other runs)") == 0
+    assert _count(output, "  complete") > 0  # and they are worked: the 3PL and stores go on
     assert _count(output, "orders placed") == _count(output, "taken in as new orders")
 
 
