@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import trio
 
-    from somsd.demo import DemoError, DemoOptions, run_demo
+    from somsd.demo import EXIT_INTERRUPTED, DemoError, DemoOptions, run_demo
     from somsd.errors import unwrap_exception_group
 
     options = DemoOptions(
@@ -69,9 +69,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         live=not args.no_live and sys.stdout.isatty(),
     )
     try:
-        return trio.run(run_demo, options)
+        return _run_demo_until_interrupted(trio.run, run_demo, options, EXIT_INTERRUPTED)
     except* DemoError as group:
         raise CliError(str(unwrap_exception_group(group))) from None
+
+
+def _run_demo_until_interrupted(run: Any, demo: Any, options: Any, interrupted: int) -> int:
+    """A Ctrl-C before the demo's own handler is in place (nothing started yet): one line."""
+    code = interrupted
+    try:
+        code = run(demo, options)
+    except* KeyboardInterrupt:
+        print("somsd demo: interrupted", file=sys.stderr)
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ import trio
 
 from adapters.errors import UpstreamError
 from adapters.storesim.client import StoreClient
+from adapters.storesim.errors import FulfillmentGone, StepRefused
 from adapters.storesim.wire import FINAL_STATES, Step, WorkItem, WorkLine
 from somsd.domain.atp import RejectionReason
 
@@ -58,8 +59,11 @@ def next_step(item: WorkItem) -> Step | None:
             return "pick"
         case "picked":
             return "pack"
+        case "packed" if item.kind == "pickup":
+            # Goods still on their way from another location: nothing to do until they come.
+            return None if item.awaiting else "ready"
         case "packed":
-            return "ready" if item.kind == "pickup" else "ship"
+            return "ship"
         case "ready_for_pickup":
             return "picked-up"
         case _:
@@ -161,4 +165,8 @@ class StoreSimulator:
 
     def _note(self, exc: UpstreamError) -> None:
         self.errors.append(exc.message)
-        log.warning("store_step_failed", location=self.location, error=exc.message)
+        if isinstance(exc, StepRefused | FulfillmentGone):
+            # Expected: the fulfilment moved on meanwhile; the next poll goes on from the list.
+            log.info("store_step_refused", location=self.location, error=exc.message)
+        else:
+            log.warning("store_step_failed", location=self.location, error=exc.message)

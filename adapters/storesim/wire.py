@@ -62,6 +62,8 @@ class WorkItem(msgspec.Struct, frozen=True, kw_only=True):
     lines: tuple[WorkLine, ...] = ()
     order_id: str | None = None
     location: str | None = None
+    # Transfers a pickup waits for: it can be marked ready only once they have arrived.
+    awaiting: tuple[str, ...] = ()
 
 
 class WorkPage(msgspec.Struct, frozen=True, kw_only=True):

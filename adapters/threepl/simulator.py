@@ -226,6 +226,7 @@ class ThreePLSimulator:
         carrier: str = "dhl",
         seed: int = 0,
         clock: Callable[[], float] = time.time,
+        first_change: int = 0,
     ) -> None:
         self.knobs = knobs or ThreePLKnobs()
         # None: stock is not tracked (every SKU is accepted and always there; `/stock` is empty).
@@ -241,7 +242,10 @@ class ThreePLSimulator:
         self._jobs: dict[str, _Job] = {}
         self._replays: dict[str, _Replay] = {}
         self._committed: dict[str, int] = {}  # picked units per SKU not yet shipped/collected
-        self._change = 0
+        # The update cursor counts up from here. A client keeps the last cursor it saw across
+        # restarts, as with a real 3PL whose cursors only grow; a simulator started again for
+        # the same client must start above it (`somsd demo` starts from the clock's ms).
+        self._change = first_change
         self._planned = 0
         self._schedule: list[tuple[float, int, str]] = []  # (due, tie-breaker, fulfilment id)
         self._wakeup = trio.Event()

@@ -42,6 +42,7 @@ from somsd.domain.atp import RejectionReason, StockLine
 from somsd.domain.errors import Conflict, DomainError, InvalidCommand
 from somsd.domain.routing import RoutingDecision
 from somsd.domain.state import OrderState
+from somsd.projections._blob import pack, unpack
 from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import StoredEvent
 
@@ -886,7 +887,7 @@ class FulfilmentBook:
                     event.at.astimezone(UTC).date().isoformat(),
                     stored.version,
                     0,
-                    _encoder.encode(state),
+                    pack(_encoder.encode(state)),
                 ),
             )
             return
@@ -895,7 +896,7 @@ class FulfilmentBook:
         ).fetchone()
         if row is None:
             raise ValueError(f"{stored.stream}: {stored.type} before FulfilmentRequested")
-        state = apply_fulfilment(_state_decoder.decode(row[0]), event)
+        state = apply_fulfilment(_state_decoder.decode(unpack(row[0])), event)
         conn.execute(
             "UPDATE fulfilments SET state = ?, first_sku = ?, version = ?, unsettled = ?, "
             "state_json = ? WHERE fulfilment_id = ?",
@@ -904,7 +905,7 @@ class FulfilmentBook:
                 _first_sku(state),
                 stored.version,
                 int(state.needs_settlement),
-                _encoder.encode(state),
+                pack(_encoder.encode(state)),
                 fulfilment_id,
             ),
         )
@@ -961,7 +962,7 @@ class FulfilmentBook:
                         stored.seq,
                         event.cause,
                         event.decision.fill,
-                        _encoder.encode(record),
+                        pack(_encoder.encode(record)),
                     ),
                 )
                 conn.execute(
@@ -985,14 +986,14 @@ class FulfilmentBook:
                         f"{event.routed_version}"
                     )
                 record = msgspec.structs.replace(
-                    _record_decoder.decode(found[0]),
+                    _record_decoder.decode(unpack(found[0])),
                     applied=True,
                     created=event.created,
                     refused=event.refused,
                 )
                 conn.execute(
                     "UPDATE routing_decisions SET record = ? WHERE order_id = ? AND version = ?",
-                    (_encoder.encode(record), order_id, event.routed_version),
+                    (pack(_encoder.encode(record)), order_id, event.routed_version),
                 )
                 self._set_backorder(
                     conn,
@@ -1070,14 +1071,14 @@ def fetch_fulfilment(conn: sqlite3.Connection, fulfilment_id: str) -> Fulfilment
     row = conn.execute(
         "SELECT state_json FROM fulfilments WHERE fulfilment_id = ?", (fulfilment_id,)
     ).fetchone()
-    return None if row is None else _state_decoder.decode(row[0])
+    return None if row is None else _state_decoder.decode(unpack(row[0]))
 
 
 def fulfilments_of_order(conn: sqlite3.Connection, order_id: str) -> list[FulfilmentState]:
     rows = conn.execute(
         "SELECT state_json FROM fulfilments WHERE order_id = ? ORDER BY seq", (order_id,)
     ).fetchall()
-    return [_state_decoder.decode(row[0]) for row in rows]
+    return [_state_decoder.decode(unpack(row[0])) for row in rows]
 
 
 def list_fulfilments(
@@ -1097,14 +1098,14 @@ def list_fulfilments(
         "ORDER BY first_sku, seq LIMIT ? OFFSET ?",
         (location, *wanted, limit, offset),
     ).fetchall()
-    return [_state_decoder.decode(row[0]) for row in rows]
+    return [_state_decoder.decode(unpack(row[0])) for row in rows]
 
 
 def unsettled_fulfilments(conn: sqlite3.Connection, limit: int = 1000) -> list[FulfilmentState]:
     rows = conn.execute(
         "SELECT state_json FROM fulfilments WHERE unsettled = 1 ORDER BY seq LIMIT ?", (limit,)
     ).fetchall()
-    return [_state_decoder.decode(row[0]) for row in rows]
+    return [_state_decoder.decode(unpack(row[0])) for row in rows]
 
 
 def orders_today(conn: sqlite3.Connection, day: str) -> dict[str, int]:
@@ -1134,7 +1135,7 @@ def unapplied_routings(conn: sqlite3.Connection) -> list[RoutingRecord]:
         "ON d.order_id = o.order_id AND d.version = o.unapplied "
         "WHERE o.unapplied > 0 ORDER BY d.seq"
     ).fetchall()
-    return [_record_decoder.decode(row[0]) for row in rows]
+    return [_record_decoder.decode(unpack(row[0])) for row in rows]
 
 
 def pending_rejections(
@@ -1212,7 +1213,7 @@ def read_order_detail(conn: sqlite3.Connection, order_id: str) -> OrderDetail | 
         return None
     state = decode_state(blob)
     records = tuple(
-        _record_decoder.decode(row[0])
+        _record_decoder.decode(unpack(row[0]))
         for row in conn.execute(
             "SELECT record FROM routing_decisions WHERE order_id = ? ORDER BY version",
             (order_id,),

@@ -29,6 +29,7 @@ from somsd.domain.events import (
 )
 from somsd.domain.numbering import NumberSeries, number_documents, parse_number
 from somsd.domain.state import OrderState, apply
+from somsd.projections._blob import pack, unpack
 from somsd.store import NewEvent, StoredEvent
 
 __all__ = [
@@ -60,7 +61,7 @@ def order_id_of_stream(stream: str) -> str:
 
 
 def decode_state(blob: bytes) -> OrderState:
-    return _state_decoder.decode(blob)
+    return _state_decoder.decode(unpack(blob))
 
 
 class OrderBook:
@@ -185,7 +186,7 @@ class OrderBook:
                 order.placed_at.isoformat(),
                 stored.recorded_at.isoformat(),
                 stored.version,
-                _state_encoder.encode(state),
+                pack(_state_encoder.encode(state)),
             ),
         )
 
@@ -199,7 +200,7 @@ class OrderBook:
                 str(state.amount_due),
                 stored.recorded_at.isoformat(),
                 stored.version,
-                _state_encoder.encode(state),
+                pack(_state_encoder.encode(state)),
                 state.order_id,
             ),
         )
