@@ -28,11 +28,15 @@ from tests.test_cli import fixed_port_config
 
 pytestmark = pytest.mark.slow
 
-# A section somsd has no driver for (DHL labels come with an upstream issue).
+# Sections somsd has no driver for yet (DHL labels and SelectLine come with upstream issues).
 CARRIER = """
 [[carrier]]
 name = "dhl"
 kind = "dhl-parcel-de"
+
+[[erp]]
+name = "erp"
+kind = "selectline"
 """
 
 NO_STREET = Address(name="Erika Muster", street=" ", zip="10115", city="Berlin", country="DE")
@@ -73,6 +77,7 @@ async def test_a_section_without_driver_says_so_everywhere(tmp_path: Path) -> No
         assert code == 0, err
         rows = {line.split()[0]: line for line in out.splitlines()[2:]}
         assert "running (no driver)" in rows["carrier/dhl"]
+        assert "running (no driver)" in rows["erp/erp"]
         assert "no driver" not in rows["channel/b2b"]
 
         report = (await admin.get("/v1/admin/actors")).json()
