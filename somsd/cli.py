@@ -255,7 +255,7 @@ def _resolve_order_id(conn: Any, reference: str) -> str:
     if rows:
         choices = ", ".join(f"{order_id} ({channel})" for order_id, channel in rows)
         raise CliError(f"order number {reference!r} is in several channels: {choices}")
-    raise CliError(f"no order {reference!r} (neither an order id nor an order number)")
+    raise CliError(f"no order {reference!r}")  # neither an order id nor an order number
 
 
 def cmd_orders_list(args: argparse.Namespace) -> int:

@@ -300,3 +300,35 @@ def test_logger_offers_no_async_methods() -> None:
     assert not [
         name for name in dir(logs.Logger) if name.startswith("a") and name[1:] in dir(logs.Logger)
     ]
+
+
+def test_human_lines_for_a_terminal_are_readable_and_redacted() -> None:
+    """`human=True` (stdout on a TTY): a console line, no JSON or `<N>` prefix, secrets cut."""
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, list(root.handlers)
+    buffer = io.BytesIO()
+    logs.configure_logging("info", stream=buffer, cache_loggers=False, human=True)
+    logs.register_secret_values(["hunter2-very-secret"])
+    try:
+        log = logs.get_logger("somsd.test")
+        log.info("order_received", order_id="o-1", note="token hunter2-very-secret")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("step_failed")
+    finally:
+        structlog.reset_defaults()
+        logs.forget_secret_values()
+        logs.set_level("info")
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(saved_level)
+    text = buffer.getvalue().decode()
+    first = text.splitlines()[0]
+    assert not first.startswith(("<", "{")), first
+    assert "order_received" in first
+    assert "order_id=o-1" in first
+    assert "hunter2-very-secret" not in text
+    assert "ValueError: boom" in text

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
 from somsd.domain.order import Address
 from tests.harness import START_TIMEOUT, running_daemon
@@ -28,11 +29,15 @@ from tests.test_cli import fixed_port_config
 
 pytestmark = pytest.mark.slow
 
-# A section somsd has no driver for (DHL labels come with an upstream issue).
+# Sections somsd has no driver for yet (DHL labels and SelectLine come with upstream issues).
 CARRIER = """
 [[carrier]]
 name = "dhl"
 kind = "dhl-parcel-de"
+
+[[erp]]
+name = "erp"
+kind = "selectline"
 """
 
 NO_STREET = Address(name="Erika Muster", street=" ", zip="10115", city="Berlin", country="DE")
@@ -73,6 +78,7 @@ async def test_a_section_without_driver_says_so_everywhere(tmp_path: Path) -> No
         assert code == 0, err
         rows = {line.split()[0]: line for line in out.splitlines()[2:]}
         assert "running (no driver)" in rows["carrier/dhl"]
+        assert "running (no driver)" in rows["erp/erp"]
         assert "no driver" not in rows["channel/b2b"]
 
         report = (await admin.get("/v1/admin/actors")).json()
@@ -201,6 +207,56 @@ async def test_backup_is_private_and_owned_like_the_store(tmp_path: Path) -> Non
     assert not list(backup.parent.glob("*.partial"))
 
 
+def read_terminal(leader: int, until: bytes | None, deadline: float) -> bytes:
+    """What a pseudo-terminal's other side wrote, until `until` appears, EOF or the deadline."""
+    output = b""
+    while time.monotonic() < deadline and (until is None or until not in output):
+        readable, _, _ = select.select([leader], [], [], 0.5)
+        if readable:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    return output
+
+
+def verify_on_terminal(config: Path) -> bytes:
+    """`somsd db verify` with stdout and stderr on a pseudo-terminal; what it wrote there."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "somsd", "db", "verify", "-c", str(config)],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    try:
+        output = read_terminal(leader, None, time.monotonic() + START_TIMEOUT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        os.close(leader)
+    return output
+
+
+async def test_db_verify_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
+    """On a TTY a progress bar names the step; piped, only the result line is written."""
+    (tmp_path / "port").mkdir()
+    config = operator_config(tmp_path)
+    async with running_daemon(config):
+        pass
+    output = await trio.to_thread.run_sync(verify_on_terminal, config)
+    assert b"verifying" in output
+    assert output.rstrip().endswith(b"database ok")
+    code, out, err = await cli(config, "db", "verify")
+    assert (code, out) == (0, "database ok\n"), err
+
+
 def test_run_on_a_terminal_logs_readable_lines(tmp_path: Path) -> None:
     """`somsd run` with stdout on a pseudo-terminal writes ConsoleRenderer lines, not JSON."""
     (tmp_path / "port").mkdir()
@@ -216,16 +272,8 @@ def test_run_on_a_terminal_logs_readable_lines(tmp_path: Path) -> None:
         env=env,
     )
     os.close(follower)
-    output = b""
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while b"somsd_ready" not in output and time.monotonic() < deadline:
-            readable, _, _ = select.select([leader], [], [], 0.5)
-            if readable:
-                try:
-                    output += os.read(leader, 65536)
-                except OSError:  # the child closed the terminal
-                    break
+        output = read_terminal(leader, b"somsd_ready", time.monotonic() + START_TIMEOUT)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:

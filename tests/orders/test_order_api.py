@@ -595,6 +595,7 @@ ORDER_ROUTES = {
     ("/v1/orders/{order_id}/events", "get"),
     ("/v1/orders/{order_id}/status", "post"),
     ("/v1/orders/{order_id}/release", "post"),
+    ("/v1/orders/{order_id}/address", "post"),
     ("/v1/orders/{order_id}/payments", "post"),
     ("/v1/orders/{order_id}/shipments", "post"),
     ("/v1/orders/{order_id}/invoice", "post"),
