@@ -624,7 +624,8 @@ def render(
 
     signals = table("metric", "value")
     signals.columns[0].overflow = "ellipsis"
-    signals.columns[1].min_width = 6
+    signals.columns[0].ratio = 1
+    signals.columns[1].width = 7  # the numbers are never the part that is cut
     for name, value in sorted(state.metrics.items()):
         signals.add_row(_short_metric(name), f"{value:g}")
     signals.add_row("3pl_restocks", str(state.restocks))
