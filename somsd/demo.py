@@ -127,7 +127,7 @@ class DemoState:
         return f"D{self.run_id}-"
 
     def error(self, text: str) -> None:
-        stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")  # UTC, like the daemon's log lines
         self.errors.append((time.monotonic(), f"{stamp} {text}"))
 
     def recent_errors(self) -> list[str]:
@@ -624,7 +624,8 @@ def render(
 
     signals = table("metric", "value")
     signals.columns[0].overflow = "ellipsis"
-    signals.columns[1].min_width = 6
+    signals.columns[0].ratio = 1
+    signals.columns[1].width = 7  # the numbers are never the part that is cut
     for name, value in sorted(state.metrics.items()):
         signals.add_row(_short_metric(name), f"{value:g}")
     signals.add_row("3pl_restocks", str(state.restocks))
@@ -662,12 +663,17 @@ def render(
     if width >= _WIDE:
         top.split_row(Layout(orders_panel), Layout(work_panel), Layout(signals_panel))
         bottom.split_row(Layout(panel(log, "log (newest first)")), Layout(panel(errors, "errors")))
+        layout["body"].split_column(top, bottom)
     else:
-        # Narrow: the signals move below and every panel is cropped to its share of the
-        # screen; nothing is pushed off it.
+        # Narrow: the signals shrink to two lines of "name value" and every panel is cropped
+        # to its share of the screen; nothing is pushed off it.
+        compact = " · ".join(
+            [f"{_short_metric(name)} {value:g}" for name, value in sorted(state.metrics.items())]
+            + [f"3pl_restocks {state.restocks}"]
+        )
         top.split_row(Layout(orders_panel), Layout(work_panel))
-        bottom.split_row(Layout(panel(errors, "errors")), Layout(signals_panel))
-    layout["body"].split_column(top, bottom)
+        bottom.split_row(Layout(panel(errors, "errors")), Layout(panel(log, "log")))
+        layout["body"].split_column(Layout(Text(compact, style="dim"), size=2), top, bottom)
     return layout
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -238,8 +239,8 @@ def _compare_table(
     # The table name comes from projection code and is quoted; no value is spliced in.
     select = f"SELECT * FROM {quote(table)}"  # noqa: S608
     # Multisets, not sets: a projection table without a key may legitimately repeat a row.
-    have = Counter(stored.execute(select).fetchall())
-    want = Counter(fresh.execute(select).fetchall())
+    have = Counter(map(_plain_row, stored.execute(select).fetchall()))
+    want = Counter(map(_plain_row, fresh.execute(select).fetchall()))
     if have == want:
         return []
     extra = list((have - want).elements())
@@ -251,6 +252,21 @@ def _compare_table(
     problems += [f"{where}: unexpected row {row!r}" for row in extra[:_MAX_ROWS_SHOWN]]
     problems += [f"{where}: missing row {row!r}" for row in missing[:_MAX_ROWS_SHOWN]]
     return problems
+
+
+def _plain_row(row: tuple[object, ...]) -> tuple[object, ...]:
+    """A row with deflated documents inflated: projections may store a JSON document packed
+    (zlib) or plain (written by an older somsd); both hold the same facts."""
+    return tuple(_plain(value) for value in row)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, bytes) and value[:1] == b"x":  # zlib's first byte; JSON never has it
+        try:
+            return zlib.decompress(value)
+        except zlib.error:
+            return value
+    return value
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
