@@ -552,9 +552,7 @@ def parse_config(
             entries = []
             indexes[key] = []
             for index, item in enumerate(value):
-                entry, found = _decode_table(
-                    item, section_type, hook, f"{key}[{index}]", dropped
-                )
+                entry, found = _decode_table(item, section_type, hook, f"{key}[{index}]", dropped)
                 problems.extend(found)
                 if entry is not None:
                     entries.append(entry)
