@@ -201,6 +201,13 @@ def test_unwritable_data_dir_is_one_line_with_the_fix(tmp_path: Path) -> None:
             assert f'"{data}" is not writable' in lines[0]
             assert "chown somsd:" in lines[0]
             assert "Traceback" not in result.stdout + result.stderr
+        # With another problem in the file, check-config still names both in one run.
+        config.write_text(config.read_text().replace("[daemon]\n", "[daemon]\ncolour = 1\n"))
+        result = somsd("check-config", "-c", str(config))
+        assert result.returncode == 2
+        assert len(result.stderr.splitlines()) == 2, result.stderr
+        assert "daemon.colour: unknown key" in result.stderr
+        assert f'"{data}" is not writable' in result.stderr
     finally:
         subprocess.run(["umount", str(data)], check=False)
 
