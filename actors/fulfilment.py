@@ -104,7 +104,14 @@ from somsd.projections.fulfilments import (
     unsettled_fulfilments,
 )
 from somsd.projections.orders import decode_state, fetch_state
-from somsd.store import EventStore, NewEvent, OutboxItem, VersionConflict, utc_now
+from somsd.store import (
+    EventStore,
+    NewEvent,
+    OutboxItem,
+    StoreUnavailable,
+    VersionConflict,
+    utc_now,
+)
 
 __all__ = [
     "ACTOR",
@@ -583,7 +590,9 @@ class FulfilmentDesk(Actor[FulfilmentMessage]):
                     message.reply.set(await self._cancel(message.order_id, message.reason))
                 case SettleOrder():
                     message.reply.set(await self._settle_all(message.order_id))
-        except (DomainError, VersionConflict, ReplyError) as exc:
+        except (DomainError, VersionConflict, ReplyError, StoreUnavailable) as exc:
+            # StoreUnavailable (a full disk) fails the request, not the desk: a restart would
+            # not make the store writable.
             message.reply.fail(exc)
         except Exception as exc:
             message.reply.fail(exc)

@@ -97,7 +97,7 @@ from somsd.projections.fulfilments import (
     unrouted_orders,
 )
 from somsd.projections.orders import decode_state, fetch_state
-from somsd.store import EventStore, NewEvent, utc_now
+from somsd.store import EventStore, NewEvent, StoreUnavailable, utc_now
 
 __all__ = [
     "ACTOR",
@@ -372,8 +372,16 @@ class Router(Actor[RouterMessage]):
         await self._catch_up()
         await self._retry_backorders(None)
         async for message in self.mailbox:
-            await self._handle(message)
-            await self._catch_up()
+            try:
+                await self._handle(message)
+                await self._catch_up()
+            except StoreUnavailable as exc:
+                # A full disk: what the router does is derived from the projections, so the
+                # next message's catch-up redoes it; a restart would free no disk space.
+                log.warning("routing_deferred", reason=str(exc))
+                self._missed_orders = self._missed_closes = self._missed_rejections = True
+                if isinstance(message, StockAdded):
+                    self._missed_skus.update(message.skus)
 
     async def _handle(self, message: RouterMessage) -> None:
         match message:

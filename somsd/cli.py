@@ -17,7 +17,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from somsd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from somsd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, DaemonConfig, load_config
 
 __all__ = ["main"]
 
@@ -85,9 +85,17 @@ def _run_demo_until_interrupted(run: Any, demo: Any, options: Any, interrupted: 
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from somsd.config import data_dir_problem
+    from somsd.config import data_dir_problem, raw_data_dir
 
-    config = _load(args)
+    try:
+        config = _load(args)
+    except ConfigError as exc:
+        # One run lists everything: the data dir is checked even when other keys are wrong.
+        data_dir = raw_data_dir(_config_path(args))
+        problem = data_dir_problem(Config(daemon=DaemonConfig(data_dir=data_dir)))
+        if problem is not None:
+            exc.problems.append(problem)
+        raise
     problem = data_dir_problem(config)
     if problem is not None:
         raise ConfigError(config.source, [problem])

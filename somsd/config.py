@@ -55,6 +55,7 @@ __all__ = [
     "data_dir_problem",
     "load_config",
     "parse_config",
+    "raw_data_dir",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/somsd/somsd.toml")
@@ -552,9 +553,7 @@ def parse_config(
             entries = []
             indexes[key] = []
             for index, item in enumerate(value):
-                entry, found = _decode_table(
-                    item, section_type, hook, f"{key}[{index}]", dropped
-                )
+                entry, found = _decode_table(item, section_type, hook, f"{key}[{index}]", dropped)
                 problems.extend(found)
                 if entry is not None:
                     entries.append(entry)
@@ -591,6 +590,24 @@ def parse_config(
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def raw_data_dir(path: Path) -> str:
+    """`daemon.data_dir` as the file says it (resolved like `load_config` does), even when the
+    rest of the file is invalid; the default when it cannot be read."""
+    default = DaemonConfig().data_dir
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError, MemoryError):
+        return default
+    value = (
+        raw.get("daemon", {}).get("data_dir", default)
+        if isinstance(raw.get("daemon"), dict)
+        else default
+    )
+    if not isinstance(value, str):
+        return default
+    return str(path.resolve().parent / value)
 
 
 def data_dir_problem(config: Config) -> str | None:

@@ -423,10 +423,11 @@ class Daemon:
             # A valid config that cannot take effect: nothing of it is applied and the old
             # listeners keep serving. Counted as "failed", not "invalid": the file is fine,
             # the machine is not (another process holds the port).
-            log.error("config_reload_failed", reason=str(exc))  # noqa: TRY400  # no traceback
+            reason = exc.strerror or str(exc)  # "cannot listen on 127.0.0.1:8470: ..."
+            log.error("config_reload_failed", reason=reason)  # noqa: TRY400  # no traceback
             self.metrics.reload_failed()
-            self.notifier.ready(status=f"running; last reload failed: {exc}")
-            return ReloadResult(applied=False, problems=(str(exc),)), {}
+            self.notifier.ready(status=f"running; last reload failed: {reason}")
+            return ReloadResult(applied=False, problems=(reason,)), {}
         old, self.config = self.config, new
         register_secret_values(secret.reveal() for secret in new.secrets())
         set_level(new.daemon.log_level)

@@ -204,3 +204,59 @@ def test_a_channel_without_locations_is_served_by_every_location(tmp_path: Path)
     text = WEBHOOK + '\n[[location]]\nname = "wh-1"\n\n[[location]]\nname = "store-1"\n'
     config = load_config(write_config(tmp_path, text))
     assert config.channel[0].locations == ("wh-1", "store-1")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "x = " + "{a=" * 2000 + "1" + "}" * 2000 + "\n",
+            "not valid TOML: tables or arrays nested",
+        ),
+        ("y = " + "[" * 2000 + "]" * 2000 + "\n", "not valid TOML: tables or arrays nested"),
+        ("z = " + "[" * 40 + "]" * 40 + "\n", "tables or arrays nested too deeply"),
+        ("[api]\nmax_body_bytes = 99999999999999999999\n", "api.max_body_bytes: must be at most"),
+        ("[api]\nmax_body_bytes = 100\n", "api.max_body_bytes: must be at least 1024"),
+        ("[api]\nmax_body_bytes = 1" + "0" * 5000 + "\n", "not valid TOML: Exceeds the limit"),
+        ("[routing]\nmax_locations = 0\n", "routing.max_locations: must be at least 1"),
+        ("[routing]\nweights = { cost = inf }\n", "routing.weights.cost: must be at most"),
+        ("[routing]\nweights = { cost = nan }\n", "routing.weights.cost: must not be"),
+        ("[daemon]\ndrain_timeout = '99999999999d'\n", "daemon.drain_timeout: "),
+        ("[[location]]\nname = 'a'\nlat = 1e999\nlon = 1.0\n", "location[0].lat: must be at most"),
+        ("[[location]]\nname = 'a'\npriority = -1\n", "location[0].priority: must not be negative"),
+        ("[[location]]\nname = 'a'\ncountry = 'Germany'\n", 'location[0].country: "Germany" is'),
+        ("[[location]]\nname = 'a'\nships_to = ['de']\n", "location[0].ships_to[0]: "),
+        (
+            "[[location]]\nname = 'a'\nrates = [{carrier='dhl', cost=1.0, days=1.0, "
+            "countries=['XX']}]\n",
+            "location[0].rates[0].countries[0]: ",
+        ),
+        ("[holds]\nunpaid_limits = { EUR = '1e999999' }\n", "holds.unpaid_limits.EUR: must be at"),
+    ],
+)
+def test_every_number_has_a_range_and_nesting_is_bounded(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """Issue 15.1/15.9, 16.13: hostile or mistyped values are problems, never crashes."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(tmp_path, text))
+    assert any(problem.startswith(expected) for problem in caught.value.problems), (
+        caught.value.problems
+    )
+
+
+def test_non_ascii_secrets_compare_and_load(tmp_path: Path) -> None:
+    """Issue 15.2: secrets are compared as bytes, so non-ASCII ones work everywhere."""
+    path = write_config(tmp_path, WEBHOOK)
+    (tmp_path / "b2b.secret").write_text("geheim-ä-schlüssel-123\n")
+    a, b = load_config(path), load_config(path)
+    assert a.integrations() == b.integrations()
+    secret_file = a.channel[0].secret_file
+    assert secret_file is not None
+    assert secret_file.secret.matches("geheim-ä-schlüssel-123")
+    (tmp_path / "b2b.secret").write_bytes(b"\xff\xfe-not-utf8\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        f'channel[0].secret_file: secret file "{tmp_path / "b2b.secret"}" is not UTF-8 text'
+    ]

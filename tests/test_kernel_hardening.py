@@ -107,7 +107,7 @@ async def test_reload_to_a_busy_port_fails_and_keeps_the_old_listener(tmp_path: 
                 config.write_text(good.replace(old, new))
                 assert await reload_by_sighup(daemon) == "config_reload_failed"
                 failed = [e for e in daemon.log if e.get("event") == "config_reload_failed"][-1]
-                assert taken in failed["reason"]
+                assert failed["reason"] == f"cannot listen on {taken}: Address already in use"
                 async with httpx.AsyncClient(base_url=old_api) as client:
                     assert (await client.get("/readyz")).status_code == 200
             samples = await scrape(daemon)
@@ -201,6 +201,13 @@ def test_unwritable_data_dir_is_one_line_with_the_fix(tmp_path: Path) -> None:
             assert f'"{data}" is not writable' in lines[0]
             assert "chown somsd:" in lines[0]
             assert "Traceback" not in result.stdout + result.stderr
+        # With another problem in the file, check-config still names both in one run.
+        config.write_text(config.read_text().replace("[daemon]\n", "[daemon]\ncolour = 1\n"))
+        result = somsd("check-config", "-c", str(config))
+        assert result.returncode == 2
+        assert len(result.stderr.splitlines()) == 2, result.stderr
+        assert "daemon.colour: unknown key" in result.stderr
+        assert f'"{data}" is not writable' in result.stderr
     finally:
         subprocess.run(["umount", str(data)], check=False)
 
