@@ -39,6 +39,7 @@ import base64
 import binascii
 import bisect
 import math
+import operator
 import random
 import re
 import time
@@ -374,6 +375,14 @@ def parse_filter(text: str) -> Ast:
     return tree
 
 
+_ORDERINGS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+
 def _compare(left: object, op: str, right: object) -> bool:
     if op == "eq":
         return left == right
@@ -382,13 +391,7 @@ def _compare(left: object, op: str, right: object) -> bool:
     if left is None or right is None:
         return False
     try:
-        if op == "gt":
-            return left > right  # type: ignore[operator]
-        if op == "ge":
-            return left >= right  # type: ignore[operator]
-        if op == "lt":
-            return left < right  # type: ignore[operator]
-        return left <= right  # type: ignore[operator]
+        return bool(_ORDERINGS[op](left, right))
     except TypeError as exc:
         raise _ODataFailure(400, f"Cannot compare {left!r} with {right!r}.") from exc
 
@@ -506,7 +509,7 @@ class SmartstoreSimulator:
         *,
         knobs: SmartstoreKnobs | None = None,
         public_key: str = "sim-public-key",
-        secret_key: str = "sim-secret-key",
+        secret_key: str = "sim-secret-key",  # noqa: S107  # the simulator's published test key
         customer_id: int = 1,
         seed: int = 0,
         clock: Callable[[], float] = time.time,
@@ -632,7 +635,7 @@ class SmartstoreSimulator:
         product = self.product_by_sku(sku)
         return product.stock_quantity if product is not None else None
 
-    def seed_catalogue(
+    def seed_catalogue(  # noqa: PLR0915  # one recipe, read top to bottom
         self,
         n_products: int,
         *,
@@ -742,7 +745,7 @@ class SmartstoreSimulator:
 
     # -- orders placed in the shop ----------------------------------------------------------
 
-    def place_order(
+    def place_order(  # noqa: PLR0915  # one checkout, read top to bottom
         self,
         lines: Sequence[tuple[str, int]] | None = None,
         *,
@@ -1177,7 +1180,6 @@ class SmartstoreSimulator:
     def _authenticate(self, request: Request) -> tuple[int | None, Response | None]:
         """(customer id, None) or (None, the refusal)."""
         reason = self.knobs.auth_failure
-        public_key = ""
         customer_id: int | None = None
         if reason is None and self.knobs.require_https and request.url.scheme != "https":
             reason = AccessDeniedReason.SSL_REQUIRED
@@ -1185,7 +1187,7 @@ class SmartstoreSimulator:
             reason = AccessDeniedReason.API_DISABLED
         if reason is None:
             public_key, secret = _basic_credentials(request.headers.get("authorization", ""))
-            user = self.users.get(public_key) if public_key else None
+            user = self.users.get(public_key) if public_key is not None else None
             if public_key is None or secret is None:
                 reason = AccessDeniedReason.INVALID_AUTHORIZATION_HEADER
             elif user is None:
@@ -1398,8 +1400,9 @@ class SmartstoreSimulator:
             new = msgspec.convert(current, type=_TYPES[kind], strict=False)
         except msgspec.ValidationError as exc:
             raise _ODataFailure(400, f"Invalid value: {exc}") from exc
-        if kind == "Product":
+        if isinstance(new, SsProduct):
             return self._store_product(self._low_stock_hook(old, new))
+        assert isinstance(new, SsCombination)
         self.combinations[key] = new
         product = self.products.get(new.product_id)
         if product is not None:
