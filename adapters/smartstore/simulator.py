@@ -28,8 +28,9 @@ anything happens), `fail_next` (exact statuses for the next requests, with `retr
 the client sees `RemoteProtocolError`), `auth_failure` (every request refused with that
 reason, e.g. flipped mid-run), `api_enabled`, `require_https`, `max_top`, `clock_skew`.
 
-Run standalone for the demo: `python -m adapters.smartstore.simulator --port 8765 --products
-3000 --rate 2 --credentials-dir DIR` writes `public_key` and `secret_key` files to DIR.
+Run standalone for the demo: `python -m adapters.smartstore --port 0 --products 3000 --rate 2
+--credentials-dir DIR --url-file FILE` writes `public_key` and `secret_key` (0600) to DIR and
+the bound base url to FILE (`python -m adapters.smartstore.simulator` works too).
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ _ADJECTIVES: Final = (
     "Steingut", "Bio", "Eiche", "Edelstahl", "Leinen", "Handgemacht", "Klassik", "Nordisch",
     "Regional", "Premium", "Vintage", "Alpen",
 )  # fmt: skip
+_VISIBILITIES: Final = ("Full", "SearchResults", "ProductPage", "Hidden")
 _COLOURS: Final = ("blau", "grün", "rot", "anthrazit", "sand", "weiß")
 _SIZES: Final = ("S", "M", "L", "XL")
 _SHIRTS: Final = ("T-Shirt Bio-Baumwolle", "Kapuzenpullover", "Strickjacke", "Sweatshirt")
@@ -1396,6 +1398,13 @@ class SmartstoreSimulator:
                     f"The property '{name}' does not exist on type '{_SMARTSTORE_TYPES[kind]}'.",
                 )
             current[info.encode_name] = value
+        visibility = current.get("Visibility")
+        if kind == "Product" and visibility not in _VISIBILITIES:
+            raise _ODataFailure(
+                400,
+                f"The value '{visibility}' is not valid for ProductVisibility; "
+                f"use one of {', '.join(_VISIBILITIES)}.",
+            )
         try:
             new = msgspec.convert(current, type=_TYPES[kind], strict=False)
         except msgspec.ValidationError as exc:
@@ -1652,6 +1661,8 @@ async def _main(args: argparse.Namespace) -> None:
             )
         )
         print(f"serving {urls[0]}{ODATA_PREFIX}", flush=True)
+        if args.url_file:
+            await trio.Path(args.url_file).write_text(urls[0] + "\n")
         if args.rate > 0:
             nursery.start_soon(lambda: sim.run_shopper(rate=args.rate, count=args.count))
 
@@ -1671,6 +1682,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--secret-key", default="sim-secret-key")
     parser.add_argument("--credentials-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--url-file", default=None, help="write the bound base url here")
     trio.run(_main, parser.parse_args(argv))
 
 
