@@ -440,6 +440,23 @@ def _id_floor(tree: Ast) -> int | None:
     return None
 
 
+def _stamp_floor(tree: Ast) -> datetime | None:
+    """The earliest UpdatedOnUtc the filter can match, when it says (`ge`/`gt`/`eq` under
+    `and`, or under both arms of an `or`)."""
+    match tree:
+        case ("cmp", name, "ge" | "gt" | "eq", datetime() as value) if (
+            name.lower() == "updatedonutc"
+        ):
+            return value
+        case ("and", a, b):
+            floors = [f for f in (_stamp_floor(a), _stamp_floor(b)) if f is not None]
+            return max(floors) if floors else None
+        case ("or", a, b):  # the keyset continuation: both arms start at the last row's stamp
+            left, right = _stamp_floor(a), _stamp_floor(b)
+            return min(left, right) if left is not None and right is not None else None
+    return None
+
+
 @dataclass
 class _Options:
     select: list[str] | None = None
@@ -529,12 +546,19 @@ class SmartstoreSimulator:
         self.product_tax: dict[int, Decimal] = {}
         self.combinations: dict[int, SsCombination] = {}
         self._combination_ids: list[int] = []
+        self._product_combinations: dict[int, list[int]] = {}
         self._sku_products: dict[str, int] = {}
         self._sku_combinations: dict[str, int] = {}
         self.orders: dict[int, SsOrder] = {}
+        # (UpdatedOnUtc, Id) index: every save appends (stamps only grow), stale rows are
+        # skipped on read; a poll page then costs a bisect and a page, not a sort.
+        self._order_stamps: list[datetime] = []
+        self._order_stamp_ids: list[int] = []
+        self._stamps_sorted = True
         self.order_items: dict[int, list[SsOrderItem]] = {}
         self.addresses: dict[int, SsAddress] = {}
         self.shipments: dict[int, SsShipment] = {}
+        self._order_shipments: dict[int, list[int]] = {}
         self.shipment_items: dict[int, dict[int, int]] = {}  # shipment -> order item -> qty
         self.shipment_carriers: dict[int, str] = {}  # the "Carrier" generic attribute
         self.notes: dict[int, list[SsOrderNote]] = {}
@@ -618,6 +642,7 @@ class SmartstoreSimulator:
         )
         self.combinations[combination_id] = combination
         self._combination_ids.append(combination_id)
+        self._product_combinations.setdefault(product_id, []).append(combination_id)
         self._sku_combinations[sku] = combination_id
         return combination
 
@@ -867,8 +892,8 @@ class SmartstoreSimulator:
             ] + items[len(item_overrides) :]
         if order_overrides:
             order = msgspec.structs.replace(order, **dict(order_overrides))
-        self.orders[order_id] = order
         self.order_items[order_id] = items
+        self._store_order(order)
         self.notes[order_id] = []
         return order
 
@@ -879,7 +904,9 @@ class SmartstoreSimulator:
         for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
             product = self.products[rng.choice(self._product_ids)]
             if product.manage_inventory_method_id == 2:
-                variants = [c for c in self.combinations.values() if c.product_id == product.id]
+                variants = [
+                    self.combinations[c] for c in self._product_combinations.get(product.id, [])
+                ]
                 if not variants:
                     continue
                 sku = rng.choice(variants).sku
@@ -960,8 +987,24 @@ class SmartstoreSimulator:
 
     def _save_order(self, order: SsOrder) -> SsOrder:
         order = msgspec.structs.replace(order, updated_on_utc=self.now())
-        self.orders[order.id] = order
+        self._store_order(order)
         return order
+
+    def _store_order(self, order: SsOrder) -> None:
+        if self._order_stamps and order.updated_on_utc <= self._order_stamps[-1]:
+            self._stamps_sorted = False  # a test override set an older stamp
+        self.orders[order.id] = order
+        self._order_stamps.append(order.updated_on_utc)
+        self._order_stamp_ids.append(order.id)
+
+    def _orders_from(self, floor: datetime | None) -> Iterator[SsOrder]:
+        """Current orders in (UpdatedOnUtc, Id) order from `floor` on."""
+        stamps, ids = self._order_stamps, self._order_stamp_ids
+        start = bisect.bisect_left(stamps, floor) if floor is not None else 0
+        for index in range(start, len(stamps)):
+            order = self.orders.get(ids[index])
+            if order is not None and order.updated_on_utc == stamps[index]:
+                yield order
 
     def _note(self, order_id: int, text: str, *, display_to_customer: bool = False) -> SsOrderNote:
         note = SsOrderNote(
@@ -1029,10 +1072,9 @@ class SmartstoreSimulator:
     def _remaining(self, order_id: int) -> dict[int, int]:
         """Order item id -> quantity not yet in any shipment."""
         remaining = {item.id: item.quantity for item in self.order_items.get(order_id, [])}
-        for shipment in self.shipments.values():
-            if shipment.order_id == order_id:
-                for item_id, quantity in self.shipment_items[shipment.id].items():
-                    remaining[item_id] = remaining.get(item_id, 0) - quantity
+        for shipment in self.shipments_of(order_id):
+            for item_id, quantity in self.shipment_items[shipment.id].items():
+                remaining[item_id] = remaining.get(item_id, 0) - quantity
         return {item_id: qty for item_id, qty in remaining.items() if qty > 0}
 
     def _add_shipment(
@@ -1058,6 +1100,7 @@ class SmartstoreSimulator:
             created_on_utc=self.now(),
         )
         self.shipments[shipment.id] = shipment
+        self._order_shipments.setdefault(order_id, []).append(shipment.id)
         self.shipment_items[shipment.id] = remaining
         if carrier:
             self.shipment_carriers[shipment.id] = carrier
@@ -1090,9 +1133,7 @@ class SmartstoreSimulator:
         self.shipments[shipment_id] = shipment
         order = self.orders[shipment.order_id]
         delivered = self._all_shipped(order.id) and all(
-            s.delivery_date_utc is not None
-            for s in self.shipments.values()
-            if s.order_id == order.id
+            s.delivery_date_utc is not None for s in self.shipments_of(order.id)
         )
         self._note(order.id, f"Shipment #{shipment_id} has been delivered")
         if delivered:
@@ -1103,14 +1144,10 @@ class SmartstoreSimulator:
     def _all_shipped(self, order_id: int) -> bool:
         if self._remaining(order_id):
             return False
-        return all(
-            s.shipped_date_utc is not None
-            for s in self.shipments.values()
-            if s.order_id == order_id
-        )
+        return all(s.shipped_date_utc is not None for s in self.shipments_of(order_id))
 
     def shipments_of(self, order_id: int) -> list[SsShipment]:
-        return [s for s in self.shipments.values() if s.order_id == order_id]
+        return [self.shipments[s] for s in self._order_shipments.get(order_id, [])]
 
     # -- stock rules (reference §9) -------------------------------------------------------------
 
@@ -1441,10 +1478,18 @@ class SmartstoreSimulator:
             select=_parse_select(params["$select"], kind) if "$select" in params else None,
             expand=parse_expand(params["$expand"], kind) if "$expand" in params else {},
         )
-        rows = self._candidates(kind, tree, order_keys)
+        by_stamp = (
+            kind == "Order"
+            and self._stamps_sorted
+            and order_keys == [("updated_on_utc", False), ("id", False)]
+        )
+        if by_stamp:
+            rows: Iterator[Any] = self._orders_from(_stamp_floor(tree) if tree else None)
+        else:
+            rows = self._candidates(kind, tree, order_keys)
         if predicate is not None:
             rows = (row for row in rows if predicate(row))
-        if order_keys != [("id", False)]:
+        if not by_stamp and order_keys != [("id", False)]:
             rows = iter(_sorted(list(rows), order_keys))
         page: list[Any] = []
         seen = 0
@@ -1518,7 +1563,7 @@ class SmartstoreSimulator:
         if kind == "Address" and nav == "Country":
             return _one(self.countries.get(entity.country_id) if entity.country_id else None)
         if kind == "Product" and nav == "ProductVariantAttributeCombinations":
-            return [c for c in self.combinations.values() if c.product_id == entity.id]
+            return [self.combinations[c] for c in self._product_combinations.get(entity.id, [])]
         if kind == "Combination" and nav == "Product":
             return _one(self.products.get(entity.product_id))
         return []

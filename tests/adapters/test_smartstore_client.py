@@ -395,3 +395,27 @@ async def test_polled_orders_map_to_valid_canonical_orders(connect: Connect) -> 
         assert mapped.holds == (), mapped.hold_reasons
         assert mapped.order.payment.amount == order.order_total
         assert sum(mapped.tax_by_rate.values(), Decimal(0)) == order.order_tax
+
+
+async def test_orders_updated_while_paging_move_to_the_end_and_none_is_lost(
+    connect: Connect,
+) -> None:
+    sim = small_shop(max_top=10)
+    placed = [sim.place_order(paid=False, payment_method="Payments.Invoice") for _ in range(35)]
+    client = await connect(sim)
+    seen: list[int] = []
+    after: tuple[datetime, int] | None = None
+    for round_ in range(20):
+        page = await client.orders_since(EPOCH, after=after)
+        seen += [order.id for order in page.orders]
+        if round_ == 1:  # the merchant pays an order already read and one not yet read
+            sim.mark_paid_in_shop(placed[0].id)
+            sim.mark_paid_in_shop(placed[30].id)
+        if not page.has_more:
+            break
+        last = page.orders[-1]
+        after = (last.updated_on_utc, last.id)
+    assert set(seen) == {order.id for order in placed}
+    assert seen.count(placed[0].id) == 2  # read again with its new state
+    assert seen.count(placed[30].id) == 1  # moved behind the cursor, read once, new state
+    assert seen[-2:] == [placed[0].id, placed[30].id]

@@ -192,3 +192,26 @@ async def test_100k_products_page_quickly(serve: Serve) -> None:
     assert count == len(sim.products)
     print(f"seed {seeding:.1f}s, page {count} products {paging:.1f}s")
     assert paging < 60
+
+
+@pytest.mark.slow
+async def test_20k_orders_poll_quickly(serve: Serve) -> None:
+    sim = SmartstoreSimulator()
+    sim.seed_catalogue(500, seed=5)
+    for _ in range(20_000):
+        sim.place_order()
+    url, _ = await serve(sim)
+    async with smartstore_http_client(url, sim.public_key, sim.secret_key) as http:
+        client = SmartstoreClient(http, system="shop")
+        started = time.perf_counter()
+        count = 0
+        after = None
+        for _ in range(1000):
+            page = await client.orders_since(EPOCH, after=after)
+            count += len(page.orders)
+            if not page.has_more:
+                break
+            after = (page.orders[-1].updated_on_utc, page.orders[-1].id)
+        elapsed = time.perf_counter() - started
+    assert count == 20_000
+    print(f"polled {count} orders in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
