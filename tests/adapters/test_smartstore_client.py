@@ -419,3 +419,30 @@ async def test_orders_updated_while_paging_move_to_the_end_and_none_is_lost(
     assert seen.count(placed[0].id) == 2  # read again with its new state
     assert seen.count(placed[30].id) == 1  # moved behind the cursor, read once, new state
     assert seen[-2:] == [placed[0].id, placed[30].id]
+
+
+async def test_slow_shop_read_times_out_as_transient(serve: Serve) -> None:
+    sim = small_shop(latency=0.5)
+    url, _ = await serve(sim)
+    async with smartstore_http_client(
+        url, sim.public_key, sim.secret_key, timeout=httpx.Timeout(0.1)
+    ) as http:
+        client = SmartstoreClient(http, system="shop", read_attempts=2, read_backoff=0.01)
+        with pytest.raises(TransientUpstreamError) as caught:
+            await client.orders_since(EPOCH)
+    assert "timed out" in str(caught.value)
+
+
+async def test_lost_patch_answer_is_applied_and_repeating_it_is_harmless(
+    connect: Connect,
+) -> None:
+    sim = SmartstoreSimulator()
+    product = sim.add_product("MUG-1", stock=5)
+    sim.knobs.lose_next = 1
+    client = await connect(sim)
+    with pytest.raises(TransientUpstreamError):
+        await client.patch_product(product.id, {"StockQuantity": 11})
+    assert sim.products[product.id].stock_quantity == 11  # applied before the drop
+    again = await client.patch_product(product.id, {"StockQuantity": 11})
+    assert again is not None
+    assert again.stock_quantity == 11
