@@ -275,7 +275,7 @@ class SmartstoreClient:
             body["paymentMethodName"] = payment_method_name
         return await self._order_action(order_id, "PaymentPaid", body)
 
-    async def cancel(self, order_id: int, *, notify_customer: bool = False) -> SsOrder:
+    async def cancel(self, order_id: int, notify_customer: bool = False) -> SsOrder:
         return await self._order_action(order_id, "Cancel", {"notifyCustomer": notify_customer})
 
     async def complete_order(self, order_id: int) -> SsOrder:
@@ -287,8 +287,8 @@ class SmartstoreClient:
         tracking_number: str | None,
         tracking_url: str | None,
         carrier: str | None,
-        *,
         is_shipped: bool = True,
+        *,
         notify_customer: bool = False,
     ) -> SsShipment | None:
         """A shipment of every remaining item; None when nothing is left to ship.
@@ -324,8 +324,8 @@ class SmartstoreClient:
         self,
         order_id: int,
         note: str,
-        *,
         display_to_customer: bool = False,
+        *,
         notify_customer: bool = False,
     ) -> SsOrderNote:
         operation = "POST OrderNotes"

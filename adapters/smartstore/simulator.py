@@ -952,13 +952,16 @@ class SmartstoreSimulator:
 
     async def run_shopper(
         self,
-        *,
         rate: float = 1.0,
         count: int | None = None,
+        *,
         seed: int = 1,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Place `rate` orders per second (forever, or `count` of them), trio-timed."""
+        """Place `rate` orders per second (forever, or `count` of them), trio-timed.
+
+        `await nursery.start(sim.run_shopper, 5.0)` or `partial(sim.run_shopper, rate=5.0)`.
+        """
         rng = random.Random(seed)
         interval = 1.0 / rate if rate > 0 else math.inf
         task_status.started()

@@ -154,9 +154,7 @@ async def test_shopper_places_orders_at_its_rate(autojump_clock: trio.testing.Mo
     sim.seed_catalogue(30, seed=1)
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: sim.run_shopper(rate=10, count=25, task_status=task_status)
-        )
+        await nursery.start(sim.run_shopper, 10, 25)
     assert len(sim.orders) == 25
     assert 2.4 <= trio.current_time() - started <= 2.6
     methods = {order.payment_method_system_name for order in sim.orders.values()}
