@@ -26,6 +26,7 @@ from adapters.smartstore.errors import (
     SmartstoreConflict,
     SmartstoreHttpsRequired,
     SmartstoreNotFound,
+    SmartstorePermissionDenied,
     SmartstoreProtocolViolation,
     SmartstoreRejected,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "SmartstoreHttpsRequired",
     "SmartstoreKnobs",
     "SmartstoreNotFound",
+    "SmartstorePermissionDenied",
     "SmartstoreProtocolViolation",
     "SmartstoreRejected",
     "SmartstoreSimulator",

@@ -27,7 +27,6 @@ import msgspec
 import trio
 
 from adapters.errors import (
-    PermanentUpstreamError,
     TransientUpstreamError,
     UpstreamError,
     status_error,
@@ -40,6 +39,7 @@ from adapters.smartstore.errors import (
     SmartstoreConflict,
     SmartstoreHttpsRequired,
     SmartstoreNotFound,
+    SmartstorePermissionDenied,
     SmartstoreProtocolViolation,
     SmartstoreRejected,
 )
@@ -559,10 +559,11 @@ class SmartstoreClient:
         if status in (401, 421):
             return self._auth_error(response, operation)
         if status == 403:
-            return PermanentUpstreamError(
+            return SmartstorePermissionDenied(
                 self.system,
                 f"{where}{suffix}; the API user lacks a permission (order.read, order.update, "
-                "order.editshipment, catalog.product.editvariant); grant it to its role",
+                "order.editshipment, catalog.product.read/update/editvariant); grant it to the "
+                "role of the API customer account",
                 operation=operation,
                 status_code=status,
             )

@@ -51,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import msgspec
 import trio
@@ -219,6 +219,10 @@ class SmartstoreKnobs:
     lost_response_rate: float = 0.0
     lose_next: int = 0  # drop the answers of the next N successful writes
     adjust_inventory: bool = True  # placing/cancelling orders moves stock, as Smartstore does
+    # Permissions the API user's role lacks (403): order.read, order.update,
+    # order.editshipment, catalog.product.read, catalog.product.update,
+    # catalog.product.editvariant.
+    denied_permissions: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -232,8 +236,6 @@ class RecordedRequest:
     body: bytes = b""
 
     def param(self, name: str) -> str | None:
-        from urllib.parse import parse_qs
-
         values = parse_qs(self.query).get(name)
         return values[0] if values else None
 
@@ -1283,6 +1285,13 @@ class SmartstoreSimulator:
         customer_id, refusal = self._authenticate(request)
         if refusal is not None:
             return refusal
+        permission = _permission(request.method, request.path_params["path"])
+        if permission in knobs.denied_permissions:
+            return self._error(
+                403,
+                f"Access denied: the permission '{permission}' is required.",
+                customer_id=customer_id,
+            )
         try:
             response = self._route(request, body, customer_id)
         except _ODataFailure as exc:
@@ -1583,6 +1592,22 @@ class SmartstoreSimulator:
             rendered = [self._render(target, child, inner) for child in children]
             row[nav] = rendered if many else (rendered[0] if rendered else None)
         return row
+
+
+def _permission(method: str, path: str) -> str:
+    """The permission Smartstore checks for a call (`Permissions.Checkout/Catalog`)."""
+    lowered = path.lower()
+    if lowered.startswith(("products", "productvariantattributecombinations")):
+        if method == "GET":
+            return "catalog.product.read"
+        if lowered.startswith("productvariantattributecombinations"):
+            return "catalog.product.editvariant"
+        return "catalog.product.update"
+    if method == "GET":
+        return "order.read"
+    if any(word in lowered for word in ("shipment", "/ship", "/deliver")):
+        return "order.editshipment"
+    return "order.update"
 
 
 def _sorted(rows: list[Any], keys: list[tuple[str, bool]]) -> list[Any]:

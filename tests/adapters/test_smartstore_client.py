@@ -19,6 +19,7 @@ from adapters.smartstore import (
     SmartstoreHttpsRequired,
     SmartstoreKnobs,
     SmartstoreNotFound,
+    SmartstorePermissionDenied,
     SmartstoreProtocolViolation,
     SmartstoreRejected,
     SmartstoreSimulator,
@@ -446,3 +447,15 @@ async def test_lost_patch_answer_is_applied_and_repeating_it_is_harmless(
     again = await client.patch_product(product.id, {"StockQuantity": 11})
     assert again is not None
     assert again.stock_quantity == 11
+
+
+async def test_missing_permission_is_a_403_naming_it(connect: Connect) -> None:
+    sim = small_shop()
+    product = next(iter(sim.products.values()))
+    sim.knobs.denied_permissions = {"catalog.product.update"}
+    client = await connect(sim)
+    await client.products()  # reading is allowed
+    with pytest.raises(SmartstorePermissionDenied) as caught:
+        await client.patch_product(product.id, {"StockQuantity": 1})
+    assert "catalog.product.update" in str(caught.value)
+    assert caught.value.status_code == 403
