@@ -204,6 +204,14 @@ class SmartstoreClient:
         self.api_version: str | None = None
         self.customer_id: str | None = None
 
+    @property
+    def supports_carrier(self) -> bool:
+        """AddShipment takes `carrier` from 6.0 on; unknown version (no answer yet): assume so."""
+        if not self.app_version:
+            return True
+        major = self.app_version.split(".", 1)[0]
+        return not major.isdigit() or int(major) >= 6
+
     # -- orders ------------------------------------------------------------------------
 
     async def orders_since(

@@ -93,8 +93,9 @@ __all__ = [
     "SmartstoreSimulator",
 ]
 
-APP_VERSION: Final = "5.1.0.0"
-API_VERSION: Final = "1 5.0"
+# The shop's version: 6.x takes the `carrier` parameter of AddShipment, 5.x refuses it.
+APP_VERSION: Final = "6.4.0.0"
+API_VERSION: Final = "1 6.4"
 DEFAULT_MAX_TOP: Final = 120
 ODATA_PREFIX: Final = "/odata/v1/"
 
@@ -207,6 +208,7 @@ class SmartstoreKnobs:
     """What can go wrong and how the shop is configured; see the module docstring."""
 
     max_top: int = DEFAULT_MAX_TOP
+    app_version: str = APP_VERSION  # "5.1.0.0" for a 5.x shop
     require_https: bool = False
     api_enabled: bool = True
     auth_failure: AccessDeniedReason | None = None
@@ -1198,8 +1200,8 @@ class SmartstoreSimulator:
     def _headers(self, customer_id: int | None) -> dict[str, str]:
         date = datetime.fromtimestamp(self._clock() + self.knobs.clock_skew, UTC)
         headers = {
-            "Smartstore-Api-AppVersion": APP_VERSION,
-            "Smartstore-Api-Version": API_VERSION,
+            "Smartstore-Api-AppVersion": self.knobs.app_version,
+            "Smartstore-Api-Version": "1 " + ".".join(self.knobs.app_version.split(".")[:2]),
             "Smartstore-Api-MaxTop": str(self.knobs.max_top),
             # Seven fractional digits, as .NET writes them.
             "Smartstore-Api-Date": date.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",
@@ -1396,6 +1398,10 @@ class SmartstoreSimulator:
             if lowered == "completeorder":
                 return self._complete(key)
             if lowered == "addshipment":
+                if "carrier" in arguments and self.knobs.app_version.startswith("5."):
+                    raise _ODataFailure(
+                        400, "The parameter 'carrier' is not in the action's parameter list."
+                    )
                 return self._add_shipment(
                     key,
                     tracking_number=str(arguments.get("trackingnumber") or ""),

@@ -136,7 +136,8 @@ async def test_probe_reports_headers_and_skew(connect: Connect) -> None:
     client = await connect(sim)
     probe = await client.probe()
     assert probe.max_top == 50
-    assert probe.app_version == "5.1.0.0"
+    assert probe.app_version == "6.4.0.0"
+    assert client.supports_carrier
     assert probe.customer_id == "1"
     assert not probe.https
     assert probe.clock_skew is not None
@@ -459,3 +460,16 @@ async def test_missing_permission_is_a_403_naming_it(connect: Connect) -> None:
         await client.patch_product(product.id, {"StockQuantity": 1})
     assert "catalog.product.update" in str(caught.value)
     assert caught.value.status_code == 403
+
+
+async def test_a_5x_shop_refuses_the_carrier_parameter(connect: Connect) -> None:
+    sim = small_shop(app_version="5.1.0.0")
+    order = sim.place_order()
+    client = await connect(sim)
+    await client.probe()
+    assert not client.supports_carrier
+    with pytest.raises(SmartstoreRejected):
+        await client.add_shipment(order.id, "0034", None, "DHL")
+    shipment = await client.add_shipment(order.id, "0034", None, None)
+    assert shipment is not None
+    assert len(sim.shipments) == 1
