@@ -369,7 +369,11 @@ class SmartstoreClient:
         )
 
     async def products_by_sku(self, sku: str, *, select: str = PRODUCT_SELECT) -> list[SsProduct]:
-        params = {"$filter": f"Sku eq {odata_string(sku)}", "$select": select, "$top": "10"}
+        params = {
+            "$filter": f"Sku eq {odata_string(sku)}",
+            "$select": select,
+            "$top": str(min(10, self.max_top)),
+        }
         response = await self._read("Products", "GET Products?Sku", params)
         return list(self._decode(_products_page, response, "GET Products?Sku").value)
 
@@ -398,7 +402,11 @@ class SmartstoreClient:
     async def combinations_by_sku(
         self, sku: str, *, select: str = COMBINATION_SELECT
     ) -> list[SsCombination]:
-        params = {"$filter": f"Sku eq {odata_string(sku)}", "$select": select, "$top": "10"}
+        params = {
+            "$filter": f"Sku eq {odata_string(sku)}",
+            "$select": select,
+            "$top": str(min(10, self.max_top)),
+        }
         operation = "GET ProductVariantAttributeCombinations?Sku"
         response = await self._read("ProductVariantAttributeCombinations", operation, params)
         return list(self._decode(_combinations_page, response, operation).value)

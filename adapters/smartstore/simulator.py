@@ -678,12 +678,15 @@ class SmartstoreSimulator:
         unknown_in_shop: int = 0,
         missing_in_shop: int = 0,
         low_stock_unpublish_share: float = 0.0,
+        sold_out_action: Literal["unpublish", "hide", "disable_buy"] = "unpublish",
         seed: int = 0,
     ) -> SeededCatalogue:
         """A realistic catalogue of `n_products` products; drift exactly as asked (disjoint).
 
-        Products managed by attributes get 3-4 combinations (sizes) with their own SKUs; the
-        drift is chosen among simple products (visibility) and all stock SKUs (stock).
+        Products managed by attributes get 3-4 combinations (sizes) with their own SKUs, the
+        first always in stock (so every parent is rightly shown); drift is chosen among simple
+        products. Sold-out products are hidden the `sold_out_action` way (Published false,
+        Visibility Hidden, or DisableBuyButton), and "wrongly" means against that rule.
         """
         rng = random.Random(seed)
         truth: dict[str, int] = {}
@@ -703,8 +706,10 @@ class SmartstoreSimulator:
                     gtin=_gtin(number),
                 )
                 parents.add(sku)
-                for size in _SIZES[: rng.choice((3, 4))]:
-                    stock = 0 if rng.random() < sold_out_share else rng.randint(1, 40)
+                for position, size in enumerate(_SIZES[: rng.choice((3, 4))]):
+                    # The first size is always in stock: a parent is rightly shown.
+                    sold_out = position > 0 and rng.random() < sold_out_share
+                    stock = 0 if sold_out else rng.randint(1, 40)
                     combination = self.add_combination(parent.id, f"{sku}-{size}", stock=stock)
                     assert combination.sku is not None
                     truth[combination.sku] = stock
@@ -719,10 +724,10 @@ class SmartstoreSimulator:
                 stock=stock,
                 price=_price(rng),
                 tax_rate=Decimal(rate),
-                published=stock > 0,
                 low_stock_activity=2 if rng.random() < low_stock_unpublish_share else 0,
                 gtin=_gtin(number),
             )
+            self._seed_set(sku, **_visibility(sold_out_action, shown=stock > 0))
             truth[sku] = stock
             simple.append(sku)
             del index
@@ -736,17 +741,19 @@ class SmartstoreSimulator:
         for sku in unpublished:
             if truth[sku] == 0:
                 truth[sku] = rng.randint(1, 30)
-            self._seed_set(sku, stock_quantity=truth[sku], published=False)
+            self._seed_set(
+                sku, stock_quantity=truth[sku], **_visibility(sold_out_action, shown=False)
+            )
         for sku in shown:
             truth[sku] = 0
-            self._seed_set(sku, stock_quantity=0, published=True)
+            self._seed_set(sku, stock_quantity=0, **_visibility(sold_out_action, shown=True))
         drift: dict[str, tuple[int, int]] = {}
         for sku in drifted:
             if truth[sku] == 0:
                 truth[sku] = rng.randint(1, 30)
             shop = truth[sku] + rng.choice((-1, 1)) * rng.randint(1, 5)
             shop = shop if shop > 0 and shop != truth[sku] else truth[sku] + rng.randint(1, 5)
-            self._seed_set(sku, stock_quantity=shop, published=True)
+            self._seed_set(sku, stock_quantity=shop, **_visibility(sold_out_action, shown=True))
             drift[sku] = (shop, truth[sku])
         unknown = set()
         for index in range(unknown_in_shop):
@@ -1598,6 +1605,17 @@ class SmartstoreSimulator:
             rendered = [self._render(target, child, inner) for child in children]
             row[nav] = rendered if many else (rendered[0] if rendered else None)
         return row
+
+
+def _visibility(action: str, *, shown: bool) -> dict[str, Any]:
+    """The product fields that show or hide it under a `sold_out_action`."""
+    if shown:
+        return {"published": True, "visibility": "Full", "disable_buy_button": False}
+    if action == "hide":
+        return {"published": True, "visibility": "Hidden", "disable_buy_button": False}
+    if action == "disable_buy":
+        return {"published": True, "visibility": "Full", "disable_buy_button": True}
+    return {"published": False, "visibility": "Full", "disable_buy_button": False}
 
 
 def _permission(method: str, path: str) -> str:

@@ -73,6 +73,10 @@ def test_seeded_drift_is_exact_and_disjoint() -> None:
             assert product.published
         else:
             assert product.published == (stock > 0), sku
+    for parent in seeded.parent_skus:
+        product = sim.product_by_sku(parent)
+        assert product is not None
+        assert product.published
     for sku in seeded.unknown_in_shop:
         assert sku not in seeded.truth
         assert sim.product_by_sku(sku) is not None
@@ -213,3 +217,15 @@ async def test_20k_orders_poll_quickly(serve: Serve) -> None:
         elapsed = time.perf_counter() - started
     assert count == 20_000
     print(f"polled {count} orders in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
+
+
+def test_seeded_hiding_follows_the_sold_out_action() -> None:
+    sim = SmartstoreSimulator()
+    seeded = sim.seed_catalogue(300, wrongly_unpublished=5, sold_out_action="hide", seed=9)
+    for sku, stock in seeded.truth.items():
+        product = sim.product_by_sku(sku)
+        if product is None:
+            continue
+        assert product.published
+        hidden = product.visibility == "Hidden"
+        assert hidden == (stock == 0 or sku in seeded.wrongly_unpublished), sku
