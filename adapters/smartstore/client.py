@@ -18,7 +18,8 @@ no error message repeats them.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -68,6 +69,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ORDER_EXPAND",
     "PRODUCT_SELECT",
+    "Observer",
     "ProbeResult",
     "SmartstoreClient",
     "odata_datetime",
@@ -103,6 +105,8 @@ H_AUTH_ID: Final = "Smartstore-Api-AuthResultId"
 H_AUTH_DESC: Final = "Smartstore-Api-AuthResultDesc"
 
 T = TypeVar("T")
+# (operation, HTTP status or None when no answer came, seconds)
+Observer = Callable[[str, int | None, float], None]
 
 _orders_page = msgspec.json.Decoder(OrdersPageBody)
 _products_page = msgspec.json.Decoder(ProductsPageBody)
@@ -191,8 +195,12 @@ class SmartstoreClient:
         system: str,
         read_attempts: int = READ_ATTEMPTS,
         read_backoff: float = READ_BACKOFF,
+        observe: Observer | None = None,
     ) -> None:
+        """`observe(operation, status, seconds)` is called after every HTTP attempt (status
+        None: no answer), for the caller's metrics; it must not block."""
         self._http = http
+        self._observe = observe
         self.system = system
         self._read_attempts = max(1, read_attempts)
         self._read_backoff = read_backoff
@@ -545,12 +553,17 @@ class SmartstoreClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        started = time.perf_counter()
         try:
             response = await self._http.request(
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
+            if self._observe is not None:
+                self._observe(operation, None, time.perf_counter() - started)
             raise translate_http_error(exc, system=self.system, operation=operation) from exc
+        if self._observe is not None:
+            self._observe(operation, response.status_code, time.perf_counter() - started)
         self._remember(response.headers)
         if response.is_success:
             return response

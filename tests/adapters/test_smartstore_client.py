@@ -252,9 +252,12 @@ async def test_reads_give_up_after_three_tries(connect: Connect) -> None:
     sim = small_shop()
     sim.knobs.fail_next.extend([500, 500, 500, 500])
     client = await connect(sim)
+    seen: list[tuple[str, int | None]] = []
+    client._observe = lambda operation, status, seconds: seen.append((operation, status))
     with pytest.raises(TransientUpstreamError):
         await client.orders_since(EPOCH)
     assert len(sim.requests) == 3
+    assert seen == [("GET Orders", 500)] * 3
 
 
 async def test_actions_are_not_retried_inside_the_client(connect: Connect) -> None:
