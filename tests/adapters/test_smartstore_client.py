@@ -476,3 +476,21 @@ async def test_a_5x_shop_refuses_the_carrier_parameter(connect: Connect) -> None
     shipment = await client.add_shipment(order.id, "0034", None, None)
     assert shipment is not None
     assert len(sim.shipments) == 1
+
+
+async def test_bad_shop_data_over_the_wire_holds_or_is_unrepresentable(connect: Connect) -> None:
+    sim = small_shop()
+    sku = next(sku for sku in (sim.seeded.truth if sim.seeded else {}) if sim.product_by_sku(sku))
+    zero = sim.place_order([(sku, 1), (sku, 1)], item_overrides=[{}, {"quantity": 0}])
+    foreign = sim.place_order([(sku, 1)], country="FR")  # the shop knows no such country row
+    off = sim.place_order([(sku, 1)], order_overrides={"order_total": Decimal("1.00")})
+    empty = sim.place_order([])
+    client = await connect(sim)
+    page = await client.orders_since(EPOCH)
+    mapped = {order.id: to_canonical(order, channel="shop") for order in page.orders}
+    # The left-out line was part of the shop's total, so the total is off as well.
+    assert [h.code for h in mapped[zero.id].holds] == ["zero_quantity", "totals_mismatch"]
+    assert {h.code for h in mapped[foreign.id].holds} == {"unknown_country"}
+    assert [h.code for h in mapped[off.id].holds] == ["totals_mismatch"]
+    assert mapped[empty.id].order is None
+    assert mapped[empty.id].unrepresentable == "the order has no items"
