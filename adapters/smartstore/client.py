@@ -51,9 +51,11 @@ from adapters.smartstore.wire import (
     ODataErrorBody,
     OrderNotesPage,
     OrdersPage,
-    OrdersPageBody,
     ProductsPage,
     ProductsPageBody,
+    RawPageBody,
+    RejectedRow,
+    RowKey,
     ShipmentInfo,
     ShipmentsPage,
     SsCombination,
@@ -108,7 +110,8 @@ T = TypeVar("T")
 # (operation, HTTP status or None when no answer came, seconds)
 Observer = Callable[[str, int | None, float], None]
 
-_orders_page = msgspec.json.Decoder(OrdersPageBody)
+_raw_page = msgspec.json.Decoder(RawPageBody)
+_row_key = msgspec.json.Decoder(RowKey)
 _products_page = msgspec.json.Decoder(ProductsPageBody)
 _combinations_page = msgspec.json.Decoder(CombinationsPageBody)
 _shipments_page = msgspec.json.Decoder(ShipmentsPage)
@@ -251,12 +254,34 @@ class SmartstoreClient:
             "$expand": expand,
         }
         response, size = await self._read_page("Orders", "GET Orders", params)
-        body = self._decode(_orders_page, response, "GET Orders")
+        body = self._decode(_raw_page, response, "GET Orders")
+        orders: list[SsOrder] = []
+        rejected: list[RejectedRow] = []
+        last_key: tuple[datetime, int] | None = None
+        for raw in body.value:
+            try:
+                order = _order.decode(raw)
+            except msgspec.DecodeError as exc:
+                key = _lenient_key(raw)
+                rejected.append(
+                    RejectedRow(
+                        id=key.id,
+                        updated_on_utc=key.updated_on_utc,
+                        reason=f"not a readable Smartstore order: {str(exc)[:_DETAIL_LIMIT]}",
+                    )
+                )
+                if key.id is not None and key.updated_on_utc is not None:
+                    last_key = (key.updated_on_utc, key.id)
+                continue
+            orders.append(order)
+            last_key = (order.updated_on_utc, order.id)
         return OrdersPage(
-            orders=body.value,
+            orders=tuple(orders),
             server_date=_parse_date(response.headers.get(H_DATE)),
             max_top=self.max_top,
             has_more=body.next_link is not None or len(body.value) >= size,
+            rejected=tuple(rejected),
+            last_key=last_key,
         )
 
     async def order(self, order_id: int, *, expand: str = ORDER_EXPAND) -> SsOrder:
@@ -669,6 +694,13 @@ class SmartstoreClient:
                 operation=operation,
                 status_code=response.status_code,
             ) from exc
+
+
+def _lenient_key(raw: bytes) -> RowKey:
+    try:
+        return _row_key.decode(raw)
+    except msgspec.DecodeError:
+        return RowKey()
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

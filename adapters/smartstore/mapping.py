@@ -235,6 +235,7 @@ def to_canonical(
     default_country: str = "DE",
 ) -> MappedOrder:
     """Map one expanded shop order; see the module docstring for every rule."""
+    # OrderGuid is the stable key; Id only if a shop ever sends none (never seen).
     external_id = (order.order_guid or "").strip() or str(order.id)
     number = (order.order_number or "").strip() or str(order.id)
     base = MappedOrder(

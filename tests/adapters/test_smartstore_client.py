@@ -494,3 +494,16 @@ async def test_bad_shop_data_over_the_wire_holds_or_is_unrepresentable(connect: 
     assert [h.code for h in mapped[off.id].holds] == ["totals_mismatch"]
     assert mapped[empty.id].order is None
     assert mapped[empty.id].unrepresentable == "the order has no items"
+
+
+async def test_an_unreadable_order_row_is_reported_and_the_page_goes_on(connect: Connect) -> None:
+    sim = small_shop()
+    orders = [sim.place_order() for _ in range(3)]
+    sim.order_items[orders[1].id] = sim.order_items[orders[1].id] * 1001  # absurd
+    client = await connect(sim)
+    page = await client.orders_since(EPOCH)
+    assert [order.id for order in page.orders] == [orders[0].id, orders[2].id]
+    assert [row.id for row in page.rejected] == [orders[1].id]
+    assert page.rejected[0].updated_on_utc == orders[1].updated_on_utc
+    assert "not a readable Smartstore order" in page.rejected[0].reason
+    assert page.last_key == (orders[2].updated_on_utc, orders[2].id)
