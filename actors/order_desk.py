@@ -76,6 +76,7 @@ from somsd.store import (
     EventStore,
     IdempotencyKey,
     NewEvent,
+    OutboxItem,
     VersionConflict,
     utc_now,
 )
@@ -296,6 +297,10 @@ class OrderDesk(Actor[DeskMessage]):
         # with the order's new state: how the router learns of accepted and released orders.
         # It must not block; a listener that has work to do queues it for its own actor.
         self.on_committed = on_committed
+        # Called before an append with the order's state as it will be after the events: the
+        # outbox items (effects on other systems, e.g. the shop the order came from) to write
+        # in the same transaction. Pure and quick; set by the composition root.
+        self.effects: Callable[[OrderState, Sequence[OrderEvent]], list[OutboxItem]] | None = None
         self.store = store
         self.policy = policy  # replaced by the composition root on reload
         self._now = now
@@ -353,6 +358,7 @@ class OrderDesk(Actor[DeskMessage]):
             new_events,
             expected_version=0,
             idempotency=IdempotencyKey(f"channel/{message.channel}", message.order.external_id),
+            outbox=self._effects_of(None, events),
         )
         if isinstance(result, Duplicate):
             self.metrics.duplicates.labels(message.channel).inc()
@@ -519,10 +525,22 @@ class OrderDesk(Actor[DeskMessage]):
             return state
         new_events = to_new_events(events)
         result = await self.store.append(
-            order_stream(state.order_id), new_events, expected_version=state.version
+            order_stream(state.order_id),
+            new_events,
+            expected_version=state.version,
+            outbox=self._effects_of(state, events),
         )
         assert isinstance(result, Appended)
         return self._remember(state, self._committed_events(events, new_events, result))
+
+    def _effects_of(self, before: OrderState | None, events: list[OrderEvent]) -> list[OutboxItem]:
+        if self.effects is None or not events:
+            return []
+        after = before
+        for event in events:
+            after = apply(after, event)
+        assert after is not None
+        return self.effects(after, events)
 
     @staticmethod
     def _committed_events(
