@@ -36,10 +36,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Final, Protocol
 
 import msgspec
@@ -70,13 +71,17 @@ from somsd.domain.channel_sync import (
     ReconcileReport,
     ShopItem,
     channel_actor,
+    delivered_effect,
     plan_order_effects,
     reconcile,
 )
 from somsd.domain.errors import DomainError
 from somsd.domain.events import OrderEvent
+from somsd.domain.holds import HoldReason
 from somsd.domain.order import Order
 from somsd.domain.state import OrderState
+from somsd.projections.fulfilments import FulfilmentEvent, FulfilmentProgressed, FulfilmentState
+from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import (
     Duplicate,
     EventStore,
@@ -99,6 +104,7 @@ __all__ = [
     "ShopOrder",
     "ShopOrderPage",
     "channel_target",
+    "fulfilment_effects_for",
     "order_effects_for",
 ]
 
@@ -131,6 +137,7 @@ class ShopOrder(msgspec.Struct, frozen=True, kw_only=True):
     number: str
     updated_at: datetime
     order: Order | None  # None: it cannot be represented; `rejected` says why
+    holds: tuple[HoldReason, ...] = ()  # taken in on hold for these reasons
     rejected: str = ""  # reason code of an unrepresentable order
     detail: str = ""
     paid: bool = False  # the shop says paid
@@ -221,6 +228,29 @@ def order_effects_for(
             OutboxItem(channel_target(state.channel), _encoder.encode(effect), effect.key)
             for effect in plan_order_effects(state, events, status_map=mapped)
         ]
+
+    return effects
+
+
+def fulfilment_effects_for(
+    store: EventStore, channels: Callable[[], Mapping[str, ChannelConfig]]
+) -> Callable[[FulfilmentState, Sequence[FulfilmentEvent]], Awaitable[list[OutboxItem]]]:
+    """The fulfilment desk's `effects` hook: the shop's Deliver when a parcel arrived."""
+
+    async def effects(
+        fulfilment: FulfilmentState, events: Sequence[FulfilmentEvent]
+    ) -> list[OutboxItem]:
+        if not any(isinstance(e, FulfilmentProgressed) and e.state == "delivered" for e in events):
+            return []
+        blob = await store.read(partial(fetch_state, order_id=fulfilment.order_id))
+        if blob is None:
+            return []
+        order = decode_state(blob)
+        section = channels().get(order.channel)
+        if section is None or section.kind not in DRIVERS:
+            return []
+        effect = delivered_effect(order, fulfilment.fulfilment_id)
+        return [OutboxItem(channel_target(order.channel), _encoder.encode(effect), effect.key)]
 
     return effects
 
@@ -390,7 +420,7 @@ class ChannelActor(Actor[ChannelMessage]):
         else:
             try:
                 received: Received = await self.desk.ask(
-                    lambda reply: ReceiveOrder(self.section.name, order, reply)
+                    lambda reply: ReceiveOrder(self.section.name, order, reply, holds=shop.holds)
                 )
             except DomainError as exc:  # invalid after mapping: the shop's data is wrong
                 await self._reject(

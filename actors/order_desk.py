@@ -45,6 +45,7 @@ from somsd.domain.events import (
     decode_event,
     encode_event,
 )
+from somsd.domain.holds import HoldReason
 from somsd.domain.invoicing import issue_invoice
 from somsd.domain.lifecycle import (
     change_status,
@@ -205,6 +206,7 @@ class ReceiveOrder(msgspec.Struct, frozen=True, tag=True):
     order: Order
     reply: Reply[Received]
     validated: bool = False  # decoded by `decode_order` with the desk's pickup locations
+    holds: tuple[HoldReason, ...] = ()  # the channel's own doubts: taken in, but held
 
 
 class OrderCommand(msgspec.Struct, frozen=True, tag=True):
@@ -351,6 +353,7 @@ class OrderDesk(Actor[DeskMessage]):
             now=self._now(),
             actor=ACTOR,
             validated=message.validated,
+            extra_holds=message.holds,
         )
         new_events = to_new_events(events)
         result = await self.store.append(

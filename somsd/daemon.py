@@ -38,6 +38,7 @@ from actors.channel import (
     ChannelActor,
     ChannelMetrics,
     ChannelRoutes,
+    fulfilment_effects_for,
     order_effects_for,
 )
 from actors.fulfilment import FulfilmentDesk
@@ -133,6 +134,7 @@ class Daemon:
         # The hooks only queue work for the actor they belong to; see each actor's docstring.
         self.desk.on_committed = self.router.order_committed
         self.desk.effects = order_effects_for(self._channels)
+        self.fulfilments.effects = fulfilment_effects_for(self.store, self._channels)
         self.channel_metrics = ChannelMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)

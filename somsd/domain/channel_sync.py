@@ -40,13 +40,14 @@ __all__ = [
     "ShopItem",
     "SoldOutAction",
     "channel_actor",
+    "delivered_effect",
     "plan_order_effects",
     "reconcile",
     "shown_state",
 ]
 
 SoldOutAction = Literal["unpublish", "hide", "disable_buy"]
-EffectKind = Literal["payment_paid", "add_shipment", "cancel", "complete", "note"]
+EffectKind = Literal["payment_paid", "add_shipment", "deliver", "cancel", "complete", "note"]
 
 # somsd status -> the shop's order status, where the shop has an action that gets there.
 # Statuses without a shop counterpart reach the shop as an order note.
@@ -67,13 +68,19 @@ class ChannelEffect(msgspec.Struct, frozen=True, kw_only=True):
     external_id: str  # the shop's stable key (Smartstore: OrderGuid)
     number: str  # the shop's order number
     key: str  # idempotency key: stable per (order, cause)
+    shipment_id: str = ""  # somsd's fulfilment id (add_shipment, deliver)
     tracking_number: str = ""
-    carrier: str = ""
     note: str = ""
 
 
 def _effect(
-    state: OrderState, kind: EffectKind, cause: str, *, tracking_number: str = "", note: str = ""
+    state: OrderState,
+    kind: EffectKind,
+    cause: str,
+    *,
+    shipment_id: str = "",
+    tracking_number: str = "",
+    note: str = "",
 ) -> ChannelEffect:
     return ChannelEffect(
         kind=kind,
@@ -81,9 +88,15 @@ def _effect(
         external_id=state.order.external_id,
         number=state.order.number,
         key=f"channel/{state.channel}/{state.order_id}/{kind}/{cause}",
+        shipment_id=shipment_id,
         tracking_number=tracking_number,
         note=note,
     )
+
+
+def delivered_effect(state: OrderState, shipment_id: str) -> ChannelEffect:
+    """The shop's Deliver for a parcel of this order that reached the customer."""
+    return _effect(state, "deliver", shipment_id, shipment_id=shipment_id)
 
 
 def plan_order_effects(
@@ -110,7 +123,13 @@ def plan_order_effects(
                 effects.append(_effect(state, "payment_paid", payment_id))
             case LinesShipped(shipment_id=shipment_id, tracking_number=tracking):
                 effects.append(
-                    _effect(state, "add_shipment", shipment_id, tracking_number=tracking)
+                    _effect(
+                        state,
+                        "add_shipment",
+                        shipment_id,
+                        shipment_id=shipment_id,
+                        tracking_number=tracking,
+                    )
                 )
             case OrderCanceled(reason=reason):
                 effects.append(_effect(state, "cancel", cause, note=reason))
