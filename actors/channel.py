@@ -99,6 +99,7 @@ __all__ = [
     "ChannelMetrics",
     "ChannelRoutes",
     "IntakeRejected",
+    "ReconcileProgress",
     "ReconciliationDone",
     "ShopDriver",
     "ShopOrder",
@@ -202,6 +203,11 @@ class ReconciliationDone(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
     counts: dict[str, int]
     report: ReconcileReport
+
+
+class ReconcileProgress(msgspec.Struct, frozen=True, kw_only=True):
+    read: int  # products and combinations read from the shop so far
+    running: bool
 
 
 class StockFix(msgspec.Struct, frozen=True, kw_only=True, tag="stock_fix"):
@@ -322,6 +328,7 @@ class ChannelActor(Actor[ChannelMessage]):
         self._seen: dict[int, datetime] = {}  # shop id -> UpdatedOnUtc applied
         self._problem: str | None = None
         self.last_report: ReconciliationDone | None = None
+        self.progress: ReconcileProgress | None = None  # while a reconciliation reads the shop
         self._reconcile_lock = trio.Lock()
 
     @property
@@ -517,8 +524,13 @@ class ChannelActor(Actor[ChannelMessage]):
             started, clock = utc_now(), time.perf_counter()
             atp = await self.inventory.ask(partial_channel(self.section.name))
             items: list[ShopItem] = []
-            async for page in driver.catalogue():
-                items.extend(page)
+            self.progress = ReconcileProgress(read=0, running=True)
+            try:
+                async for page in driver.catalogue():
+                    items.extend(page)
+                    self.progress = ReconcileProgress(read=len(items), running=True)
+            finally:
+                self.progress = ReconcileProgress(read=len(items), running=False)
             report, fixes = reconcile(items, atp, hide_sold_out=self.section.hide_sold_out)
             done = ReconciliationDone(
                 channel=self.section.name,
@@ -605,6 +617,15 @@ class ChannelRoutes:
                 tags=("channels",),
             ),
             ApiRoute(
+                "/v1/channels/{channel}/reconciliation/progress",
+                "GET",
+                self.reconcile_progress,
+                "How far a running reconciliation has read the shop's catalogue",
+                admin=True,
+                responses={200: ReconcileProgress, 404: None},
+                tags=("channels",),
+            ),
+            ApiRoute(
                 "/v1/channels/{channel}/rejected",
                 "GET",
                 self.rejected,
@@ -632,6 +653,10 @@ class ChannelRoutes:
         if actor.last_report is None:
             raise ApiError(404, "no_report", "no reconciliation has run for this channel yet")
         return json_response(actor.last_report)
+
+    async def reconcile_progress(self, request: Request) -> Response:
+        actor = self._actor(request)
+        return json_response(actor.progress or ReconcileProgress(read=0, running=False))
 
     async def rejected(self, request: Request) -> Response:
         actor = self._actor(request)

@@ -239,6 +239,14 @@ def cmd_orders_events(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from somsd.channel_cli import reconcile_command
+
+    code, text = reconcile_command(_load(args), args.channel, dry_run=args.dry_run)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -277,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("check-config", cmd_check_config, "validate the config; exit 0 valid, 2 invalid")
     command("reload", cmd_reload, "ask the running daemon to reload its config")
     command("status", cmd_status, "actors, states, restarts and mailbox depths")
+    reconcile = command(
+        "reconcile", cmd_reconcile, "compare a shop's stock and visibility with somsd, fix drift"
+    )
+    reconcile.add_argument("channel", metavar="CHANNEL")
+    reconcile.add_argument("--dry-run", action="store_true", help="only report, change nothing")
     db = commands.add_parser(
         "db", help="event log maintenance", description="event log maintenance"
     )
