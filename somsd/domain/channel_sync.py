@@ -39,11 +39,13 @@ __all__ = [
     "ReconcileReport",
     "ShopItem",
     "SoldOutAction",
+    "VisibilityChange",
     "channel_actor",
     "delivered_effect",
     "plan_order_effects",
     "reconcile",
     "shown_state",
+    "visibility_change",
 ]
 
 SoldOutAction = Literal["unpublish", "hide", "disable_buy"]
@@ -266,3 +268,60 @@ def reconcile(
         missing_in_shop=tuple(missing),
     )
     return report, fixes
+
+
+# -- stock pushes -----------------------------------------------------------------------------
+
+
+class VisibilityChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What one stock push does to a product's visibility, and what somsd must remember."""
+
+    fields: dict[str, object]  # the shop fields to PATCH (empty: leave visibility alone)
+    hidden_by_somsd: bool  # after this push, somsd is the one who hid the product
+    previous: str = ""  # Visibility before somsd hid it (action hide), restored on show
+
+
+def _hidden_fields(action: SoldOutAction) -> dict[str, object]:
+    if action == "unpublish":
+        return {"Published": False}
+    if action == "hide":
+        return {"Visibility": "Hidden"}
+    return {"DisableBuyButton": True}
+
+
+def _shown_fields(action: SoldOutAction, previous: str) -> dict[str, object]:
+    if action == "unpublish":
+        return {"Published": True}
+    if action == "hide":
+        return {"Visibility": previous if previous and previous != "Hidden" else "Full"}
+    return {"DisableBuyButton": False}
+
+
+def visibility_change(
+    want: Literal["hide", "show"] | None,
+    *,
+    shown_now: bool,
+    hidden_by_somsd: bool,
+    action: SoldOutAction,
+    visibility_now: str = "Full",
+    previous: str = "",
+) -> VisibilityChange:
+    """Sold out -> hidden (remembered as hidden by somsd); back in stock -> shown again, but
+    only if somsd hid it: a product the merchant took down by hand stays down.
+
+    `shown_now` is the product as the shop has it now; `previous` the visibility recorded when
+    somsd hid it.
+    """
+    if want == "hide":
+        if not shown_now:
+            # Already hidden: by us (keep remembering) or by the merchant (never ours to show).
+            return VisibilityChange(fields={}, hidden_by_somsd=hidden_by_somsd, previous=previous)
+        return VisibilityChange(
+            fields=_hidden_fields(action), hidden_by_somsd=True, previous=visibility_now
+        )
+    if want == "show":
+        if hidden_by_somsd and not shown_now:
+            return VisibilityChange(fields=_shown_fields(action, previous), hidden_by_somsd=False)
+        # Shown already, or hidden by the merchant: nothing to do, nothing of ours to remember.
+        return VisibilityChange(fields={}, hidden_by_somsd=False)
+    return VisibilityChange(fields={}, hidden_by_somsd=hidden_by_somsd, previous=previous)

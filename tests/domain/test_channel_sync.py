@@ -5,7 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from somsd.domain.channel_sync import ReconcileFix, ShopItem, reconcile
+from somsd.domain.channel_sync import (
+    ReconcileFix,
+    ShopItem,
+    SoldOutAction,
+    reconcile,
+    visibility_change,
+)
 
 skus = st.text(alphabet="ABCDEFGH0123456789-", min_size=1, max_size=6)
 
@@ -88,3 +94,41 @@ def test_combinations_take_stock_but_never_visibility() -> None:
     report, fixes = reconcile([item], {"C-1": 0})
     assert report.wrongly_shown == ()
     assert fixes == [ReconcileFix(sku="C-1", kind="combination", id=7, product_id=3, stock=0)]
+
+
+actions = st.sampled_from(["unpublish", "hide", "disable_buy"])
+
+
+@given(actions, st.booleans())
+def test_a_product_the_merchant_hid_is_never_shown_by_a_stock_push(
+    action: SoldOutAction, hidden_by_somsd_before: bool
+) -> None:
+    # Merchant-hidden: not shown, and somsd did not hide it.
+    hide = visibility_change("hide", shown_now=False, hidden_by_somsd=False, action=action)
+    assert hide.fields == {}
+    assert not hide.hidden_by_somsd
+    show = visibility_change("show", shown_now=False, hidden_by_somsd=False, action=action)
+    assert show.fields == {}
+
+
+@given(actions, st.sampled_from(["Full", "SearchResults", "ProductPage"]))
+def test_sold_out_then_restocked_comes_back_as_it_was(action: SoldOutAction, before: str) -> None:
+    hide = visibility_change(
+        "hide", shown_now=True, hidden_by_somsd=False, action=action, visibility_now=before
+    )
+    assert hide.hidden_by_somsd
+    assert hide.fields
+    show = visibility_change(
+        "show",
+        shown_now=False,
+        hidden_by_somsd=hide.hidden_by_somsd,
+        action=action,
+        previous=hide.previous,
+    )
+    assert not show.hidden_by_somsd
+    if action == "hide":
+        assert show.fields == {"Visibility": before}
+    elif action == "unpublish":
+        assert show.fields == {"Published": True}
+    else:
+        assert show.fields == {"DisableBuyButton": False}
