@@ -179,10 +179,15 @@ DRIVERS: dict[str, DriverFactory] = {}
 
 
 class WatermarkAdvanced(msgspec.Struct, frozen=True):
-    """Every shop order up to (updated_at, shop_id) is committed in somsd."""
+    """Every shop order up to (updated_at, shop_id) is committed in somsd.
+
+    `ids`: the shop's numeric id of each order of the page by its stable key, so effects can
+    address the order in the shop after a restart without searching for it.
+    """
 
     updated_at: datetime
     shop_id: int
+    ids: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class IntakeRejected(msgspec.Struct, frozen=True):
@@ -326,6 +331,7 @@ class ChannelActor(Actor[ChannelMessage]):
         self.watermark: WatermarkAdvanced | None = None
         self._version = 0
         self._seen: dict[int, datetime] = {}  # shop id -> UpdatedOnUtc applied
+        self._shop_ids: dict[str, int] = {}  # stable key (OrderGuid) -> the shop's id
         self._problem: str | None = None
         self.last_report: ReconciliationDone | None = None
         self.progress: ReconcileProgress | None = None  # while a reconciliation reads the shop
@@ -411,10 +417,18 @@ class ChannelActor(Actor[ChannelMessage]):
             if page.orders:
                 last = page.orders[-1]
                 after = (last.updated_at, last.shop_id)
-                mark = WatermarkAdvanced(last.updated_at, last.shop_id)
-                if self.watermark is None or (mark.updated_at, mark.shop_id) > (
-                    self.watermark.updated_at,
-                    self.watermark.shop_id,
+                new_ids = {
+                    o.key: o.shop_id for o in page.orders if self._shop_ids.get(o.key) != o.shop_id
+                }
+                mark = WatermarkAdvanced(last.updated_at, last.shop_id, new_ids)
+                if (
+                    new_ids
+                    or self.watermark is None
+                    or (last.updated_at, last.shop_id)
+                    > (
+                        self.watermark.updated_at,
+                        self.watermark.shop_id,
+                    )
                 ):
                     await self._save_watermark(mark)
             if not page.has_more or not page.orders:
@@ -485,11 +499,15 @@ class ChannelActor(Actor[ChannelMessage]):
     async def _load_watermark(self) -> None:
         self._version = await self.store.stream_version(self.stream)
         self.watermark = None
-        if self._version:
-            for stored in await self.store.read_stream(
-                self.stream, after_version=self._version - 1
+        self._shop_ids = {}
+        for stored in await self.store.read_stream(self.stream):
+            mark = stored.decode(WatermarkAdvanced)
+            self._shop_ids.update(mark.ids)
+            if self.watermark is None or (mark.updated_at, mark.shop_id) > (
+                self.watermark.updated_at,
+                self.watermark.shop_id,
             ):
-                self.watermark = stored.decode(WatermarkAdvanced)
+                self.watermark = mark
         reports = await self.store.read_stream(f"{self.stream}-reconcile")
         if reports:
             self.last_report = reports[-1].decode(ReconciliationDone)
@@ -498,7 +516,16 @@ class ChannelActor(Actor[ChannelMessage]):
         event = NewEvent(WATERMARK_EVENT, _encoder.encode(mark), {"actor": self.name})
         appended = await self.store.append(self.stream, [event], expected_version=self._version)
         self._version = appended.version
-        self.watermark = mark
+        self._shop_ids.update(mark.ids)
+        if self.watermark is None or (mark.updated_at, mark.shop_id) > (
+            self.watermark.updated_at,
+            self.watermark.shop_id,
+        ):
+            self.watermark = mark
+
+    def shop_id_of(self, key: str) -> int | None:
+        """The shop's numeric id of an order taken in by polling (None: never seen)."""
+        return self._shop_ids.get(key)
 
     # -- reconciliation -------------------------------------------------------------------------
 
