@@ -1,0 +1,121 @@
+"""Smartstore (5.1-6.4) as a sales channel: the Web API client, the order mapping, a simulator.
+
+Modules: `wire` (the OData entities as JSON carries them), `client` (`SmartstoreClient` and
+`smartstore_http_client`: paging within MaxTop, keyset continuation, typed errors, GET retries),
+`mapping` (shop order -> canonical order with holds, pure; Smartstore's status enums), `errors`
+(typed outcomes: auth reason, https required, not found, conflict, rejected), `simulator`
+(`SmartstoreSimulator`, a real OData server with the shop's server-side rules and failure
+knobs, used by tests, the benchmark and `somsd demo`). `PROTOCOL.md` says which parts of the
+reference are implemented and what had to be guessed.
+"""
+
+from adapters.smartstore.client import (
+    COMBINATION_SELECT,
+    DEFAULT_MAX_TOP,
+    ORDER_EXPAND,
+    PRODUCT_SELECT,
+    ProbeResult,
+    SmartstoreClient,
+    odata_datetime,
+    odata_string,
+    smartstore_http_client,
+)
+from adapters.smartstore.errors import (
+    AccessDeniedReason,
+    SmartstoreAuthError,
+    SmartstoreConflict,
+    SmartstoreHttpsRequired,
+    SmartstoreNotFound,
+    SmartstoreProtocolViolation,
+    SmartstoreRejected,
+)
+from adapters.smartstore.mapping import (
+    DEFAULT_PAYMENT_METHODS,
+    DEFAULT_SHIPPING_METHODS,
+    Charge,
+    HoldNote,
+    LowStockActivity,
+    ManageInventoryMethod,
+    MappedOrder,
+    OrderStatus,
+    PaymentStatusId,
+    ShippingStatus,
+    canonical_payment_status,
+    parse_tax_rates,
+    to_canonical,
+)
+from adapters.smartstore.simulator import (
+    RecordedRequest,
+    SeededCatalogue,
+    SmartstoreKnobs,
+    SmartstoreSimulator,
+    write_credentials,
+)
+from adapters.smartstore.wire import (
+    CombinationsPage,
+    ODataError,
+    ODataPage,
+    OrdersPage,
+    ProductsPage,
+    ShipmentInfo,
+    SsAddress,
+    SsCombination,
+    SsCountry,
+    SsOrder,
+    SsOrderItem,
+    SsOrderNote,
+    SsProduct,
+    SsProductRef,
+    SsShipment,
+)
+
+__all__ = [
+    "COMBINATION_SELECT",
+    "DEFAULT_MAX_TOP",
+    "DEFAULT_PAYMENT_METHODS",
+    "DEFAULT_SHIPPING_METHODS",
+    "ORDER_EXPAND",
+    "PRODUCT_SELECT",
+    "AccessDeniedReason",
+    "Charge",
+    "CombinationsPage",
+    "HoldNote",
+    "LowStockActivity",
+    "ManageInventoryMethod",
+    "MappedOrder",
+    "ODataError",
+    "ODataPage",
+    "OrderStatus",
+    "OrdersPage",
+    "PaymentStatusId",
+    "ProbeResult",
+    "ProductsPage",
+    "RecordedRequest",
+    "SeededCatalogue",
+    "ShipmentInfo",
+    "ShippingStatus",
+    "SmartstoreAuthError",
+    "SmartstoreClient",
+    "SmartstoreConflict",
+    "SmartstoreHttpsRequired",
+    "SmartstoreKnobs",
+    "SmartstoreNotFound",
+    "SmartstoreProtocolViolation",
+    "SmartstoreRejected",
+    "SmartstoreSimulator",
+    "SsAddress",
+    "SsCombination",
+    "SsCountry",
+    "SsOrder",
+    "SsOrderItem",
+    "SsOrderNote",
+    "SsProduct",
+    "SsProductRef",
+    "SsShipment",
+    "canonical_payment_status",
+    "odata_datetime",
+    "odata_string",
+    "smartstore_http_client",
+    "to_canonical",
+    "write_credentials",
+]
