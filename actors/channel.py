@@ -39,7 +39,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from decimal import Decimal
 from functools import partial
 from typing import Final, Protocol
 
@@ -142,7 +141,6 @@ class ShopOrder(msgspec.Struct, frozen=True, kw_only=True):
     rejected: str = ""  # reason code of an unrepresentable order
     detail: str = ""
     paid: bool = False  # the shop says paid
-    paid_amount: Decimal = Decimal(0)
     cancelled: bool = False  # the shop says cancelled
 
 
@@ -448,13 +446,28 @@ class ChannelActor(Actor[ChannelMessage]):
                     msgspec.structs.replace(shop, rejected=exc.code, detail=str(exc))
                 )
             else:
-                if shop.cancelled:
-                    await self._command(received.order_id, CancelOrder("cancelled in the shop"))
-                elif shop.paid and shop.paid_amount > 0:
-                    await self._command(
-                        received.order_id, RecordPayment(shop.paid_amount, SHOP_PAYMENT_ID)
-                    )
+                await self._apply_shop_update(shop, received)
         self._seen[shop.shop_id] = shop.updated_at
+
+    async def _apply_shop_update(self, shop: ShopOrder, received: Received) -> None:
+        """Cancelled or paid in the shop, as far as somsd does not know it yet.
+
+        A new order came in with its payment status (the intake recorded a paid one); only a
+        re-read order can have been paid since.
+        """
+        if not shop.cancelled and not (shop.paid and received.duplicate):
+            return
+        blob = await self.store.read(partial(fetch_state, order_id=received.order_id))
+        if blob is None:
+            return
+        state = decode_state(blob)
+        if shop.cancelled:
+            if not state.canceled:
+                await self._command(received.order_id, CancelOrder("cancelled in the shop"))
+        elif state.paid <= 0 and state.order.payment.amount > 0:
+            await self._command(
+                received.order_id, RecordPayment(state.order.payment.amount, SHOP_PAYMENT_ID)
+            )
 
     async def _command(self, order_id: str, action: CancelOrder | RecordPayment) -> None:
         # DomainError: already cancelled / already paid: the shop repeats what we know.

@@ -454,6 +454,14 @@ class Inventory(Actor[InventoryMessage]):
     def channels(self) -> tuple[ChannelStockPolicy, ...]:
         return self._channels
 
+    def pushed(self, channel: str, sku: str) -> int | None:
+        """The channel's availability of `sku` as last queued for its shop (None: unknown).
+
+        A deliverer sends this rather than its entry's own value, so a retried older push
+        that lands after a newer one cannot leave the shop with a stale count.
+        """
+        return self._pushed.get(channel, {}).get(sku)
+
     def reconfigure(
         self,
         *,

@@ -247,6 +247,20 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import trio
+
+    from actors.doctor import check_config
+
+    config = _load(args)
+    checks = trio.run(check_config, config)
+    for check in checks:
+        print(check.line())
+    if not checks:
+        print("nothing to check: no channel of a kind doctor knows (smartstore)")
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILURE
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -285,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("check-config", cmd_check_config, "validate the config; exit 0 valid, 2 invalid")
     command("reload", cmd_reload, "ask the running daemon to reload its config")
     command("status", cmd_status, "actors, states, restarts and mailbox depths")
+    command("doctor", cmd_doctor, "check each shop connection: reach, https, keys, rights, clock")
     reconcile = command(
         "reconcile", cmd_reconcile, "compare a shop's stock and visibility with somsd, fix drift"
     )

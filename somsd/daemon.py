@@ -33,6 +33,7 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
+import actors.smartstore_driver  # noqa: F401  # registers the smartstore channel driver
 from actors.channel import (
     DRIVERS,
     ChannelActor,
