@@ -334,6 +334,8 @@ class ChannelActor(Actor[ChannelMessage]):
         self.last_report: ReconciliationDone | None = None
         self.progress: ReconcileProgress | None = None  # while a reconciliation reads the shop
         self._reconcile_lock = trio.Lock()
+        self._poll_lock = trio.Lock()  # the schedule and an explicit poll never overlap
+        self.driver: ShopDriver | None = None  # while running
 
     @property
     def stream(self) -> str:
@@ -342,6 +344,7 @@ class ChannelActor(Actor[ChannelMessage]):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._load_watermark()
         async with self._driver_factory(self) as driver:
+            self.driver = driver
             self.dispatcher.register(self.target, driver.deliver)
             try:
                 async with trio.open_nursery() as nursery:
@@ -395,6 +398,10 @@ class ChannelActor(Actor[ChannelMessage]):
 
     async def poll_once(self, driver: ShopDriver) -> int:
         """Read every order changed since the watermark (minus the overlap); return how many."""
+        async with self._poll_lock:
+            return await self._poll(driver)
+
+    async def _poll(self, driver: ShopDriver) -> int:
         overlap = timedelta(seconds=self.section.poll_overlap.seconds)
         start = (
             self.watermark.updated_at - overlap

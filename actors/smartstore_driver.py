@@ -26,10 +26,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 import msgspec
 import structlog
@@ -40,7 +40,7 @@ from actors.inventory import ChannelStockChanged
 from adapters.errors import PermanentUpstreamError
 from adapters.smartstore import to_canonical
 from adapters.smartstore.client import SmartstoreClient, smartstore_http_client
-from adapters.smartstore.errors import SmartstoreNotFound
+from adapters.smartstore.errors import SmartstoreNotFound, SmartstoreRejected
 from adapters.smartstore.wire import SsOrder, SsProduct, SsShipment
 from somsd.domain.channel_sync import (
     ChannelEffect,
@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 __all__ = ["SmartstoreDriver", "smartstore_driver"]
 
 log = structlog.get_logger("actors.smartstore")
+
+T = TypeVar("T")
 
 # Smartstore's enums (reference §7).
 ORDER_COMPLETE: Final = 30
@@ -132,7 +134,9 @@ class SmartstoreDriver:
     async def orders_since(
         self, updated_from: datetime, after: tuple[datetime, int] | None
     ) -> ShopOrderPage:
-        page = await self.client.orders_since(updated_from, after=after)
+        page = await self._within_max_top(
+            lambda: self.client.orders_since(updated_from, after=after)
+        )
         orders: list[ShopOrder] = []
         for shop_order in page.orders:
             orders.append(self._map(shop_order))
@@ -419,13 +423,27 @@ class SmartstoreDriver:
         )
         self._hidden.pop(product_id, None)
 
+    async def _within_max_top(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call`, once more if the shop refused a page size above a MaxTop it just told us.
+
+        The client pages by the last `Smartstore-Api-MaxTop` it saw, 120 before the first
+        answer; a shop configured lower refuses that first page (400) and names its limit.
+        """
+        before = self.client.max_top
+        try:
+            return await call()
+        except SmartstoreRejected:
+            if self.client.max_top >= before:
+                raise
+            return await call()
+
     # -- the catalogue ------------------------------------------------------------------------
 
     async def catalogue(self) -> AsyncIterator[Sequence[ShopItem]]:
         action = self.section.sold_out_action
         after = 0
         while True:
-            products = await self.client.products(after_id=after)
+            products = await self._within_max_top(partial(self.client.products, after_id=after))
             # Products managed by attributes keep their stock in their combinations.
             yield [
                 ShopItem(
@@ -444,7 +462,9 @@ class SmartstoreDriver:
             after = products.last_id
         after = 0
         while True:
-            combinations = await self.client.combinations(after_id=after)
+            combinations = await self._within_max_top(
+                partial(self.client.combinations, after_id=after)
+            )
             yield [
                 ShopItem(
                     sku=c.sku,
