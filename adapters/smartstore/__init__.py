@@ -115,6 +115,7 @@ __all__ = [
     "canonical_payment_status",
     "odata_datetime",
     "odata_string",
+    "parse_tax_rates",
     "smartstore_http_client",
     "to_canonical",
     "write_credentials",

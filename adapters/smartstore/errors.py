@@ -5,7 +5,7 @@ UpstreamError (adapters.errors)
  ├── TransientUpstreamError          429, 5xx, timeouts, dropped connections
  │    └── SmartstoreConflict         409: concurrent update in the shop; read again, retry
  └── PermanentUpstreamError
-      ├── SmartstoreAuthError        401 with Smartstore-Api-AuthResultId/Desc: which and what to fix
+      ├── SmartstoreAuthError        401 + Smartstore-Api-AuthResult*: which reason, what to fix
       │    └── SmartstoreHttpsRequired  421: the shop takes the API over https only
       ├── SmartstoreNotFound         404: no such entity
       ├── SmartstoreRejected         400/422: the shop refused the request, with its OData message

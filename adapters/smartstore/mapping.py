@@ -302,12 +302,12 @@ def _map(
     )
     shipping = _shipping(
         order,
-        currency,
-        shipping_methods,
-        pickup_locations,
-        default_pickup_location,
-        known_pickup_locations,
-        holds,
+        currency=currency,
+        shipping_methods=shipping_methods,
+        pickup_locations=pickup_locations,
+        default_pickup_location=default_pickup_location,
+        known_pickup_locations=known_pickup_locations,
+        holds=holds,
     )
     method = _payment_method(order.payment_method_system_name, payment_methods, holds)
     status = canonical_payment_status(order.payment_status_id)
@@ -468,6 +468,7 @@ def _address(
 
 def _shipping(
     order: SsOrder,
+    *,
     currency: str,
     shipping_methods: Mapping[str, str],
     pickup_locations: Mapping[str, str],

@@ -28,8 +28,9 @@ anything happens), `fail_next` (exact statuses for the next requests, with `retr
 the client sees `RemoteProtocolError`), `auth_failure` (every request refused with that
 reason, e.g. flipped mid-run), `api_enabled`, `require_https`, `max_top`, `clock_skew`.
 
-Run standalone for the demo: `python -m adapters.smartstore.simulator --port 8765 --products
-3000 --rate 2 --credentials-dir DIR` writes `public_key` and `secret_key` files to DIR.
+Run standalone for the demo: `python -m adapters.smartstore --port 0 --products 3000 --rate 2
+--credentials-dir DIR --url-file FILE` writes `public_key` and `secret_key` (0600) to DIR and
+the bound base url to FILE (`python -m adapters.smartstore.simulator` works too).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import base64
 import binascii
 import bisect
 import math
+import operator
 import random
 import re
 import time
@@ -194,6 +196,7 @@ _ADJECTIVES: Final = (
     "Steingut", "Bio", "Eiche", "Edelstahl", "Leinen", "Handgemacht", "Klassik", "Nordisch",
     "Regional", "Premium", "Vintage", "Alpen",
 )  # fmt: skip
+_VISIBILITIES: Final = ("Full", "SearchResults", "ProductPage", "Hidden")
 _COLOURS: Final = ("blau", "grün", "rot", "anthrazit", "sand", "weiß")
 _SIZES: Final = ("S", "M", "L", "XL")
 _SHIRTS: Final = ("T-Shirt Bio-Baumwolle", "Kapuzenpullover", "Strickjacke", "Sweatshirt")
@@ -374,6 +377,14 @@ def parse_filter(text: str) -> Ast:
     return tree
 
 
+_ORDERINGS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
+}
+
+
 def _compare(left: object, op: str, right: object) -> bool:
     if op == "eq":
         return left == right
@@ -382,13 +393,7 @@ def _compare(left: object, op: str, right: object) -> bool:
     if left is None or right is None:
         return False
     try:
-        if op == "gt":
-            return left > right  # type: ignore[operator]
-        if op == "ge":
-            return left >= right  # type: ignore[operator]
-        if op == "lt":
-            return left < right  # type: ignore[operator]
-        return left <= right  # type: ignore[operator]
+        return bool(_ORDERINGS[op](left, right))
     except TypeError as exc:
         raise _ODataFailure(400, f"Cannot compare {left!r} with {right!r}.") from exc
 
@@ -432,6 +437,23 @@ def _id_floor(tree: Ast) -> int | None:
         case ("and", a, b):
             floors = [f for f in (_id_floor(a), _id_floor(b)) if f is not None]
             return max(floors) if floors else None
+    return None
+
+
+def _stamp_floor(tree: Ast) -> datetime | None:
+    """The earliest UpdatedOnUtc the filter can match, when it says (`ge`/`gt`/`eq` under
+    `and`, or under both arms of an `or`)."""
+    match tree:
+        case ("cmp", name, "ge" | "gt" | "eq", datetime() as value) if (
+            name.lower() == "updatedonutc"
+        ):
+            return value
+        case ("and", a, b):
+            floors = [f for f in (_stamp_floor(a), _stamp_floor(b)) if f is not None]
+            return max(floors) if floors else None
+        case ("or", a, b):  # the keyset continuation: both arms start at the last row's stamp
+            left, right = _stamp_floor(a), _stamp_floor(b)
+            return min(left, right) if left is not None and right is not None else None
     return None
 
 
@@ -506,7 +528,7 @@ class SmartstoreSimulator:
         *,
         knobs: SmartstoreKnobs | None = None,
         public_key: str = "sim-public-key",
-        secret_key: str = "sim-secret-key",
+        secret_key: str = "sim-secret-key",  # noqa: S107  # the simulator's published test key
         customer_id: int = 1,
         seed: int = 0,
         clock: Callable[[], float] = time.time,
@@ -524,12 +546,19 @@ class SmartstoreSimulator:
         self.product_tax: dict[int, Decimal] = {}
         self.combinations: dict[int, SsCombination] = {}
         self._combination_ids: list[int] = []
+        self._product_combinations: dict[int, list[int]] = {}
         self._sku_products: dict[str, int] = {}
         self._sku_combinations: dict[str, int] = {}
         self.orders: dict[int, SsOrder] = {}
+        # (UpdatedOnUtc, Id) index: every save appends (stamps only grow), stale rows are
+        # skipped on read; a poll page then costs a bisect and a page, not a sort.
+        self._order_stamps: list[datetime] = []
+        self._order_stamp_ids: list[int] = []
+        self._stamps_sorted = True
         self.order_items: dict[int, list[SsOrderItem]] = {}
         self.addresses: dict[int, SsAddress] = {}
         self.shipments: dict[int, SsShipment] = {}
+        self._order_shipments: dict[int, list[int]] = {}
         self.shipment_items: dict[int, dict[int, int]] = {}  # shipment -> order item -> qty
         self.shipment_carriers: dict[int, str] = {}  # the "Carrier" generic attribute
         self.notes: dict[int, list[SsOrderNote]] = {}
@@ -613,6 +642,7 @@ class SmartstoreSimulator:
         )
         self.combinations[combination_id] = combination
         self._combination_ids.append(combination_id)
+        self._product_combinations.setdefault(product_id, []).append(combination_id)
         self._sku_combinations[sku] = combination_id
         return combination
 
@@ -632,7 +662,7 @@ class SmartstoreSimulator:
         product = self.product_by_sku(sku)
         return product.stock_quantity if product is not None else None
 
-    def seed_catalogue(
+    def seed_catalogue(  # noqa: PLR0915  # one recipe, read top to bottom
         self,
         n_products: int,
         *,
@@ -742,7 +772,7 @@ class SmartstoreSimulator:
 
     # -- orders placed in the shop ----------------------------------------------------------
 
-    def place_order(
+    def place_order(  # noqa: PLR0915  # one checkout, read top to bottom
         self,
         lines: Sequence[tuple[str, int]] | None = None,
         *,
@@ -862,8 +892,8 @@ class SmartstoreSimulator:
             ] + items[len(item_overrides) :]
         if order_overrides:
             order = msgspec.structs.replace(order, **dict(order_overrides))
-        self.orders[order_id] = order
         self.order_items[order_id] = items
+        self._store_order(order)
         self.notes[order_id] = []
         return order
 
@@ -874,7 +904,9 @@ class SmartstoreSimulator:
         for _ in range(rng.choice((1, 1, 1, 2, 2, 3, 4))):
             product = self.products[rng.choice(self._product_ids)]
             if product.manage_inventory_method_id == 2:
-                variants = [c for c in self.combinations.values() if c.product_id == product.id]
+                variants = [
+                    self.combinations[c] for c in self._product_combinations.get(product.id, [])
+                ]
                 if not variants:
                     continue
                 sku = rng.choice(variants).sku
@@ -955,8 +987,24 @@ class SmartstoreSimulator:
 
     def _save_order(self, order: SsOrder) -> SsOrder:
         order = msgspec.structs.replace(order, updated_on_utc=self.now())
-        self.orders[order.id] = order
+        self._store_order(order)
         return order
+
+    def _store_order(self, order: SsOrder) -> None:
+        if self._order_stamps and order.updated_on_utc <= self._order_stamps[-1]:
+            self._stamps_sorted = False  # a test override set an older stamp
+        self.orders[order.id] = order
+        self._order_stamps.append(order.updated_on_utc)
+        self._order_stamp_ids.append(order.id)
+
+    def _orders_from(self, floor: datetime | None) -> Iterator[SsOrder]:
+        """Current orders in (UpdatedOnUtc, Id) order from `floor` on."""
+        stamps, ids = self._order_stamps, self._order_stamp_ids
+        start = bisect.bisect_left(stamps, floor) if floor is not None else 0
+        for index in range(start, len(stamps)):
+            order = self.orders.get(ids[index])
+            if order is not None and order.updated_on_utc == stamps[index]:
+                yield order
 
     def _note(self, order_id: int, text: str, *, display_to_customer: bool = False) -> SsOrderNote:
         note = SsOrderNote(
@@ -1024,10 +1072,9 @@ class SmartstoreSimulator:
     def _remaining(self, order_id: int) -> dict[int, int]:
         """Order item id -> quantity not yet in any shipment."""
         remaining = {item.id: item.quantity for item in self.order_items.get(order_id, [])}
-        for shipment in self.shipments.values():
-            if shipment.order_id == order_id:
-                for item_id, quantity in self.shipment_items[shipment.id].items():
-                    remaining[item_id] = remaining.get(item_id, 0) - quantity
+        for shipment in self.shipments_of(order_id):
+            for item_id, quantity in self.shipment_items[shipment.id].items():
+                remaining[item_id] = remaining.get(item_id, 0) - quantity
         return {item_id: qty for item_id, qty in remaining.items() if qty > 0}
 
     def _add_shipment(
@@ -1053,6 +1100,7 @@ class SmartstoreSimulator:
             created_on_utc=self.now(),
         )
         self.shipments[shipment.id] = shipment
+        self._order_shipments.setdefault(order_id, []).append(shipment.id)
         self.shipment_items[shipment.id] = remaining
         if carrier:
             self.shipment_carriers[shipment.id] = carrier
@@ -1085,9 +1133,7 @@ class SmartstoreSimulator:
         self.shipments[shipment_id] = shipment
         order = self.orders[shipment.order_id]
         delivered = self._all_shipped(order.id) and all(
-            s.delivery_date_utc is not None
-            for s in self.shipments.values()
-            if s.order_id == order.id
+            s.delivery_date_utc is not None for s in self.shipments_of(order.id)
         )
         self._note(order.id, f"Shipment #{shipment_id} has been delivered")
         if delivered:
@@ -1098,14 +1144,10 @@ class SmartstoreSimulator:
     def _all_shipped(self, order_id: int) -> bool:
         if self._remaining(order_id):
             return False
-        return all(
-            s.shipped_date_utc is not None
-            for s in self.shipments.values()
-            if s.order_id == order_id
-        )
+        return all(s.shipped_date_utc is not None for s in self.shipments_of(order_id))
 
     def shipments_of(self, order_id: int) -> list[SsShipment]:
-        return [s for s in self.shipments.values() if s.order_id == order_id]
+        return [self.shipments[s] for s in self._order_shipments.get(order_id, [])]
 
     # -- stock rules (reference §9) -------------------------------------------------------------
 
@@ -1177,7 +1219,6 @@ class SmartstoreSimulator:
     def _authenticate(self, request: Request) -> tuple[int | None, Response | None]:
         """(customer id, None) or (None, the refusal)."""
         reason = self.knobs.auth_failure
-        public_key = ""
         customer_id: int | None = None
         if reason is None and self.knobs.require_https and request.url.scheme != "https":
             reason = AccessDeniedReason.SSL_REQUIRED
@@ -1185,7 +1226,7 @@ class SmartstoreSimulator:
             reason = AccessDeniedReason.API_DISABLED
         if reason is None:
             public_key, secret = _basic_credentials(request.headers.get("authorization", ""))
-            user = self.users.get(public_key) if public_key else None
+            user = self.users.get(public_key) if public_key is not None else None
             if public_key is None or secret is None:
                 reason = AccessDeniedReason.INVALID_AUTHORIZATION_HEADER
             elif user is None:
@@ -1394,12 +1435,20 @@ class SmartstoreSimulator:
                     f"The property '{name}' does not exist on type '{_SMARTSTORE_TYPES[kind]}'.",
                 )
             current[info.encode_name] = value
+        visibility = current.get("Visibility")
+        if kind == "Product" and visibility not in _VISIBILITIES:
+            raise _ODataFailure(
+                400,
+                f"The value '{visibility}' is not valid for ProductVisibility; "
+                f"use one of {', '.join(_VISIBILITIES)}.",
+            )
         try:
             new = msgspec.convert(current, type=_TYPES[kind], strict=False)
         except msgspec.ValidationError as exc:
             raise _ODataFailure(400, f"Invalid value: {exc}") from exc
-        if kind == "Product":
+        if isinstance(new, SsProduct):
             return self._store_product(self._low_stock_hook(old, new))
+        assert isinstance(new, SsCombination)
         self.combinations[key] = new
         product = self.products.get(new.product_id)
         if product is not None:
@@ -1429,10 +1478,18 @@ class SmartstoreSimulator:
             select=_parse_select(params["$select"], kind) if "$select" in params else None,
             expand=parse_expand(params["$expand"], kind) if "$expand" in params else {},
         )
-        rows = self._candidates(kind, tree, order_keys)
+        by_stamp = (
+            kind == "Order"
+            and self._stamps_sorted
+            and order_keys == [("updated_on_utc", False), ("id", False)]
+        )
+        if by_stamp:
+            rows: Iterator[Any] = self._orders_from(_stamp_floor(tree) if tree else None)
+        else:
+            rows = self._candidates(kind, tree, order_keys)
         if predicate is not None:
             rows = (row for row in rows if predicate(row))
-        if order_keys != [("id", False)]:
+        if not by_stamp and order_keys != [("id", False)]:
             rows = iter(_sorted(list(rows), order_keys))
         page: list[Any] = []
         seen = 0
@@ -1506,7 +1563,7 @@ class SmartstoreSimulator:
         if kind == "Address" and nav == "Country":
             return _one(self.countries.get(entity.country_id) if entity.country_id else None)
         if kind == "Product" and nav == "ProductVariantAttributeCombinations":
-            return [c for c in self.combinations.values() if c.product_id == entity.id]
+            return [self.combinations[c] for c in self._product_combinations.get(entity.id, [])]
         if kind == "Combination" and nav == "Product":
             return _one(self.products.get(entity.product_id))
         return []
@@ -1649,6 +1706,8 @@ async def _main(args: argparse.Namespace) -> None:
             )
         )
         print(f"serving {urls[0]}{ODATA_PREFIX}", flush=True)
+        if args.url_file:
+            await trio.Path(args.url_file).write_text(urls[0] + "\n")
         if args.rate > 0:
             nursery.start_soon(lambda: sim.run_shopper(rate=args.rate, count=args.count))
 
@@ -1668,6 +1727,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--secret-key", default="sim-secret-key")
     parser.add_argument("--credentials-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--url-file", default=None, help="write the bound base url here")
     trio.run(_main, parser.parse_args(argv))
 
 

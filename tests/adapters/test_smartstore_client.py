@@ -164,8 +164,10 @@ async def test_orders_page_by_keyset_across_more_than_max_top(connect: Connect) 
     assert client.max_top == 7
     first = sim.orders[min(placed)]
     order = await client.order(first.id)
-    assert order.order_items and order.order_items[0].product is not None
-    assert order.billing_address is not None and order.billing_address.country is not None
+    assert order.order_items
+    assert order.order_items[0].product is not None
+    assert order.billing_address is not None
+    assert order.billing_address.country is not None
 
 
 async def test_updated_orders_come_again_after_the_watermark(connect: Connect) -> None:
@@ -271,16 +273,15 @@ async def test_not_found_is_typed(connect: Connect) -> None:
     assert "Cannot find Order entity with identifier 999" in str(caught.value)
 
 
-async def test_body_that_is_not_odata_is_a_protocol_violation(connect: Connect) -> None:
+async def test_absurd_answers_are_a_protocol_violation(connect: Connect) -> None:
+    """An order with more than 1000 items is not a shop's; it is refused, not stored."""
     sim = small_shop()
-    sim.place_order(item_overrides=[{"quantity": 1}])
+    order = sim.place_order()
+    sim.order_items[order.id] = sim.order_items[order.id] * 1001
     client = await connect(sim)
-    sim.orders[1] = sim.orders[1].__class__(  # an order with an absurd order number
-        **{**{f: getattr(sim.orders[1], f) for f in sim.orders[1].__struct_fields__}},
-    )
-    sim.order_items[1] = sim.order_items[1] * 1001
-    with pytest.raises(SmartstoreProtocolViolation):
-        await client.order(1)
+    with pytest.raises(SmartstoreProtocolViolation) as caught:
+        await client.order(order.id)
+    assert "not the Smartstore Web API's" in str(caught.value)
 
 
 # -- actions -------------------------------------------------------------------------------------
@@ -307,7 +308,8 @@ async def test_ship_and_deliver_auto_completes_a_paid_order(connect: Connect) ->
     order = sim.place_order(paid=True, payment_method="Payments.PayPalStandard")
     client = await connect(sim)
     shipment = await client.add_shipment(order.id, "00340434123", "https://t/1", "DHL")
-    assert shipment is not None and shipment.shipped_date_utc is not None
+    assert shipment is not None
+    assert shipment.shipped_date_utc is not None
     assert sim.shipment_carriers[shipment.id] == "DHL"
     assert (await client.order(order.id)).shipping_status_id == SHIPPED
     assert await client.add_shipment(order.id, "x", None, None) is None  # nothing left
@@ -339,7 +341,8 @@ async def test_order_note_is_created(connect: Connect) -> None:
     order = sim.place_order()
     client = await connect(sim)
     note = await client.add_order_note(order.id, "somsd: routed to wh-dortmund")
-    assert note.id > 0 and note.order_id == order.id
+    assert note.id > 0
+    assert note.order_id == order.id
     assert sim.requests[-1].status == 201
     assert [n.note for n in await client.order_notes(order.id)] == [note.note]
 
@@ -359,9 +362,11 @@ async def test_patch_stock_with_and_without_prefer(connect: Connect) -> None:
     assert sim.products[product.id].stock_quantity == 7
     # ProductHook: at MinStockQuantity the shop unpublishes by itself, and shows again above.
     hidden = await client.patch_product(product.id, {"StockQuantity": 0})
-    assert hidden is not None and (hidden.stock_quantity, hidden.published) == (0, False)
+    assert hidden is not None
+    assert (hidden.stock_quantity, hidden.published) == (0, False)
     shown = await client.patch_product(product.id, {"StockQuantity": 3})
-    assert shown is not None and shown.published
+    assert shown is not None
+    assert shown.published
     with pytest.raises(SmartstoreRejected):
         await client.patch_product(product.id, {"NoSuchField": 1})
 
@@ -372,7 +377,8 @@ async def test_patch_combination(connect: Connect) -> None:
     combination = sim.add_combination(parent.id, "TEE-M", stock=2)
     client = await connect(sim)
     updated = await client.patch_combination(combination.id, {"StockQuantity": 9})
-    assert updated is not None and updated.stock_quantity == 9
+    assert updated is not None
+    assert updated.stock_quantity == 9
     assert sim.stock_of("TEE-M") == 9
 
 
@@ -389,3 +395,27 @@ async def test_polled_orders_map_to_valid_canonical_orders(connect: Connect) -> 
         assert mapped.holds == (), mapped.hold_reasons
         assert mapped.order.payment.amount == order.order_total
         assert sum(mapped.tax_by_rate.values(), Decimal(0)) == order.order_tax
+
+
+async def test_orders_updated_while_paging_move_to_the_end_and_none_is_lost(
+    connect: Connect,
+) -> None:
+    sim = small_shop(max_top=10)
+    placed = [sim.place_order(paid=False, payment_method="Payments.Invoice") for _ in range(35)]
+    client = await connect(sim)
+    seen: list[int] = []
+    after: tuple[datetime, int] | None = None
+    for round_ in range(20):
+        page = await client.orders_since(EPOCH, after=after)
+        seen += [order.id for order in page.orders]
+        if round_ == 1:  # the merchant pays an order already read and one not yet read
+            sim.mark_paid_in_shop(placed[0].id)
+            sim.mark_paid_in_shop(placed[30].id)
+        if not page.has_more:
+            break
+        last = page.orders[-1]
+        after = (last.updated_on_utc, last.id)
+    assert set(seen) == {order.id for order in placed}
+    assert seen.count(placed[0].id) == 2  # read again with its new state
+    assert seen.count(placed[30].id) == 1  # moved behind the cursor, read once, new state
+    assert seen[-2:] == [placed[0].id, placed[30].id]
