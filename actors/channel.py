@@ -45,7 +45,7 @@ from typing import Final, Protocol
 import msgspec
 import structlog
 import trio
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -280,6 +280,14 @@ class ChannelMetrics:
             "Order polls that failed, per reason (auth, unavailable, error).",
             ["channel", "reason"],
             registry=registry,
+        )
+        self.stock_delivery = Histogram(
+            "somsd_stock_sync_delivery_seconds",
+            "From a stock change queued for a shop to the shop having it (outbox wait, retries "
+            "and the PATCH), per channel.",
+            ["channel"],
+            registry=registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
         )
         self.polled = Counter(
             "somsd_channel_orders_polled",

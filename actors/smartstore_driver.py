@@ -51,7 +51,7 @@ from somsd.domain.channel_sync import (
 )
 from somsd.domain.holds import HoldReason
 from somsd.projections.fulfilments import fetch_fulfilment
-from somsd.store import NewEvent, OutboxEntry
+from somsd.store import NewEvent, OutboxEntry, utc_now
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -176,6 +176,8 @@ class SmartstoreDriver:
                 lock = self._sku_locks.setdefault(push.sku, trio.Lock())
                 async with self._stock_slots, lock:
                     await self._stock(push)
+                lag = (utc_now() - push.at).total_seconds()
+                self.actor.metrics.stock_delivery.labels(self.section.name).observe(max(lag, 0))
             elif kind == "stock_fix":
                 async with self._stock_slots:
                     await self._fix(_fix_decoder.decode(entry.payload).fix)

@@ -24,6 +24,7 @@ from actors.channel import (
     ChannelMetrics,
     ShopOrder,
     ShopOrderPage,
+    fulfilment_effects_for,
     order_effects_for,
 )
 from actors.inventory import Inventory, ReportStock, channel_stock_policies
@@ -36,6 +37,7 @@ from somsd.domain.policy import OrderPolicy
 from somsd.domain.state import OrderState
 from somsd.domain.testing import sample_order
 from somsd.projections import all_projections
+from somsd.projections.fulfilments import FulfilmentProgressed, FulfilmentState
 from somsd.projections.orders import decode_state, fetch_state, list_orders
 from somsd.store import EventStore, OutboxEntry
 
@@ -250,3 +252,35 @@ async def test_reconciliation_reports_the_drift_and_a_dry_run_sends_nothing(
     again = world.actor()
     await again._load_watermark()
     assert again.last_report == done
+
+
+async def test_a_delivered_parcel_becomes_the_shops_deliver_effect(world: World) -> None:
+    world.shop.place(1, T0)
+    actor = world.actor()
+    await actor._load_watermark()
+    await actor.poll_once(world.shop)
+    [state] = await world.orders()
+    effects = fulfilment_effects_for(world.store, lambda: {"shop": section()})
+    fulfilment = FulfilmentState(
+        fulfilment_id="ful-9",
+        order_id=state.order_id,
+        order_number=state.order.number,
+        location="wh",
+        kind="ship",
+        state="delivered",
+        lines=(),
+        reserved_lines=(),
+        version=5,
+        created_at=T0,
+        updated_at=T0,
+    )
+    delivered = FulfilmentProgressed(at=T0, actor="fulfilments", state="delivered")
+    [item] = await effects(fulfilment, [delivered])
+    payload = msgspec.json.decode(item.payload)
+    assert (item.target, payload["kind"], payload["shipment_id"]) == (
+        "channel/shop",
+        "deliver",
+        "ful-9",
+    )
+    packed = FulfilmentProgressed(at=T0, actor="fulfilments", state="packed")
+    assert await effects(fulfilment, [packed]) == []

@@ -19,10 +19,12 @@ from actors.order_desk import (
     RecordShipment,
 )
 from adapters.smartstore import AccessDeniedReason, SmartstoreKnobs, SmartstoreSimulator
-from adapters.smartstore.simulator import CANCELLED, PAY_PAID, SHIPPED
+from adapters.smartstore.simulator import CANCELLED, COMPLETE, DELIVERED, PAY_PAID, SHIPPED
 from somsd.domain.atp import StockCount, StockReport
+from somsd.domain.channel_sync import delivered_effect
 from somsd.domain.events import LineQuantity
 from somsd.domain.state import OrderState
+from somsd.store import NewEvent, OutboxItem
 from tests.adapters.conftest import Serve
 from tests.channel.support import ShopWorld
 
@@ -170,6 +172,21 @@ async def test_ship_pay_cancel_reach_the_shop_once_even_when_answers_are_lost(
         assert len(dropped) == 3  # applied in the shop, answer lost, retried without doubling
         payments = [r for r in world.sim.requests if r.path.endswith("/PaymentPaid")]
         assert len(payments) >= 1
+        # The parcel arrives (the fulfilment desk writes this effect with its delivered event).
+        shipped = (await by_number(world))[to_ship.order_number]
+        effect = delivered_effect(shipped, "ful-1")
+        world.sim.knobs.lose_next = 1
+        await world.store.append(
+            "test-delivered",
+            [NewEvent("test", b"{}")],
+            outbox=[OutboxItem("channel/shop", msgspec.json.encode(effect), effect.key)],
+        )
+        world.dispatcher.wake()
+        await world.drained()
+        [parcel] = world.sim.shipments_of(to_ship.id)
+        assert parcel.delivery_date_utc is not None
+        assert world.sim.orders[to_ship.id].shipping_status_id == DELIVERED
+        assert world.sim.orders[to_ship.id].order_status_id == COMPLETE  # paid and delivered
 
 
 # -- stock ---------------------------------------------------------------------------------------
