@@ -416,36 +416,43 @@ class ChannelActor(Actor[ChannelMessage]):
             if self.watermark is not None
             else datetime(2000, 1, 1, tzinfo=utc_now().tzinfo)
         )
-        after: tuple[datetime, int] | None = None
         total = 0
+        page = await driver.orders_since(start, None)
         while True:
-            page = await driver.orders_since(start, after)
             self.metrics.polled.labels(self.section.name).inc(len(page.orders))
             total += len(page.orders)
+            more = page.has_more and bool(page.orders)
+            following: list[ShopOrderPage] = []
+
+            async def fetch_next(after: tuple[datetime, int]) -> None:
+                following.append(await driver.orders_since(start, after))
+
+            # The next page is read while this one is committed: the shop's answer time and
+            # our commits overlap instead of adding up. The watermark still moves only after
+            # every order of this page is committed.
             async with trio.open_nursery() as nursery:
+                if more:
+                    last = page.orders[-1]
+                    nursery.start_soon(fetch_next, (last.updated_at, last.shop_id))
                 for order in page.orders:
                     if self._seen.get(order.shop_id) == order.updated_at:
                         continue
                     nursery.start_soon(self._take, order)
             if page.orders:
-                last = page.orders[-1]
-                after = (last.updated_at, last.shop_id)
-                new_ids = {
-                    o.key: o.shop_id for o in page.orders if self._shop_ids.get(o.key) != o.shop_id
-                }
-                mark = WatermarkAdvanced(last.updated_at, last.shop_id, new_ids)
-                if (
-                    new_ids
-                    or self.watermark is None
-                    or (last.updated_at, last.shop_id)
-                    > (
-                        self.watermark.updated_at,
-                        self.watermark.shop_id,
-                    )
-                ):
-                    await self._save_watermark(mark)
-            if not page.has_more or not page.orders:
+                await self._advance(page)
+            if not more:
                 return total
+            [page] = following
+
+    async def _advance(self, page: ShopOrderPage) -> None:
+        last = page.orders[-1]
+        new_ids = {o.key: o.shop_id for o in page.orders if self._shop_ids.get(o.key) != o.shop_id}
+        if (
+            new_ids
+            or self.watermark is None
+            or (last.updated_at, last.shop_id) > (self.watermark.updated_at, self.watermark.shop_id)
+        ):
+            await self._save_watermark(WatermarkAdvanced(last.updated_at, last.shop_id, new_ids))
 
     async def _take(self, shop: ShopOrder) -> None:
         order = shop.order
