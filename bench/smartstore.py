@@ -123,7 +123,7 @@ class Core:
             locations=("wh",),
             sync_stock=sync_stock,
         )
-        registry = CollectorRegistry()
+        self.registry = registry = CollectorRegistry()
         self.store = EventStore(workdir / f"{name}.db", all_projections(), registry=registry)
         self.desk = OrderDesk(self.store, OrderPolicy(), registry=registry)
         self.desk.effects = order_effects_for(lambda: {"shop": self.section})
@@ -156,6 +156,19 @@ class Core:
     def driver(self):  # type: ignore[no-untyped-def]
         assert self.actor.driver is not None
         return self.actor.driver
+
+    def delivered(self) -> float:
+        value = self.registry.get_sample_value(
+            "somsd_outbox_delivery_attempts_total",
+            {"target": "channel/shop", "outcome": "delivered"},
+        )
+        return value or 0.0
+
+    async def delivered_at_least(self, count: float) -> None:
+        while True:
+            if self.delivered() >= count:
+                return
+            await trio.sleep(0.01)
 
     async def drained(self) -> None:
         while True:
@@ -195,8 +208,8 @@ async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
             names = [f"SS-{i:06d}" for i in range(1, skus + 1)]
             first = StockReport("wh", datetime.now(UTC), tuple(StockCount(n, 3) for n in names))
             await core.inventory.ask(lambda r: ReportStock(first, r))
-            await trio.sleep(0.2)
-            await core.drained()  # the SKU map is loaded and warm now
+            await core.delivered_at_least(skus)  # the SKU map is loaded and warm now
+            before = core.delivered()
             second = StockReport(
                 "wh",
                 datetime.now(UTC) + timedelta(seconds=1),
@@ -204,8 +217,7 @@ async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
             )
             started = time.perf_counter()
             await core.inventory.ask(lambda r: ReportStock(second, r))
-            await trio.sleep(0.06)  # the debounce's max delay
-            await core.drained()
+            await core.delivered_at_least(before + skus)
             elapsed = time.perf_counter() - started
             nursery.cancel_scope.cancel()
         # The shop alone: the same PATCHes straight from the client, four at a time.
