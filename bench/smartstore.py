@@ -110,7 +110,15 @@ async def count_orders(client: SmartstoreClient) -> int:
 
 
 class Core:
-    def __init__(self, workdir: Path, url: str, name: str, *, sync_stock: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        url: str,
+        name: str,
+        *,
+        sync_stock: bool = True,
+        concurrency: int = 4,
+    ) -> None:
         secret = workdir / "secret"
         secret.write_text(SECRET)
         self.section = ChannelConfig(
@@ -122,6 +130,7 @@ class Core:
             poll_interval=Duration("1d"),
             locations=("wh",),
             sync_stock=sync_stock,
+            stock_sync_concurrency=concurrency,
         )
         self.registry = registry = CollectorRegistry()
         self.store = EventStore(workdir / f"{name}.db", all_projections(), registry=registry)
@@ -200,10 +209,10 @@ async def bench_intake(workdir: Path, orders: int, max_top: int) -> None:
     )
 
 
-async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
+async def bench_stock(workdir: Path, skus: int, max_top: int, concurrency: int) -> None:
     async with simulator(workdir, products=skus, orders=0, max_top=max_top) as url:
         async with trio.open_nursery() as nursery:
-            core = Core(workdir, url, "stock")
+            core = Core(workdir, url, f"stock-{concurrency}", concurrency=concurrency)
             await core.start(nursery)
             names = [f"SS-{i:06d}" for i in range(1, skus + 1)]
             first = StockReport("wh", datetime.now(UTC), tuple(StockCount(n, 3) for n in names))
@@ -233,11 +242,12 @@ async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
 
             started = time.perf_counter()
             async with trio.open_nursery() as nursery:
-                for worker in range(4):
-                    nursery.start_soon(patch, ids[worker::4])
+                for worker in range(concurrency):
+                    nursery.start_soon(patch, ids[worker::concurrency])
             shop_only = time.perf_counter() - started
     print(
-        f"stock: {skus} SKU pushes in {elapsed:.2f} s = {skus / elapsed:,.0f} updates/s; "
+        f"stock ({concurrency} at once): {skus} SKU pushes in {elapsed:.2f} s = "
+        f"{skus / elapsed:,.0f} updates/s; "
         f"shop only {shop_only:.2f} s = {skus / shop_only:,.0f} PATCH/s"
     )
 
@@ -278,7 +288,8 @@ async def bench_reconcile(workdir: Path, products: int, max_top: int) -> None:
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="somsd-bench-ss-"))
     await bench_intake(workdir, args.orders, args.max_top)
-    await bench_stock(workdir, args.stock, args.max_top)
+    for concurrency in (int(c) for c in args.concurrency.split(",")):
+        await bench_stock(workdir, args.stock, args.max_top, concurrency)
     for size in (int(s) for s in args.catalogues.split(",")):
         await bench_reconcile(workdir, size, args.max_top)
 
@@ -288,6 +299,7 @@ if __name__ == "__main__":
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--stock", type=int, default=3000)
     parser.add_argument("--catalogues", default="3000,100000")
+    parser.add_argument("--concurrency", default="4,16", help="stock_sync_concurrency levels")
     parser.add_argument("--max-top", type=int, default=120)
     parser.add_argument("--dir")
     parsed = parser.parse_args()

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from somsd.domain.status import CustomStatus, status_config_problems
+from somsd.domain.status import STANDARD_TRANSITIONS, CustomStatus, status_config_problems
 from somsd.secrets import Secret
 
 __all__ = [
@@ -496,6 +496,13 @@ def _channel_sync_problems(index: int, channel: ChannelConfig) -> list[str]:
                 f'channel[{index}].status_map."{name}": "{target}" is not a shop order status; '
                 f"use one of {', '.join(_SHOP_ORDER_STATUSES)}"
             )
+    methods = ("creditcard", "paypal", "invoice", "banktransfer", "check", "cod")
+    for name, target in channel.payment_methods.items():
+        if target not in methods:
+            problems.append(
+                f'channel[{index}].payment_methods."{name}": "{target}" must be one of '
+                f"{', '.join(methods)}"
+            )
     for name, target in channel.shipping_methods.items():
         if target not in _SHIPPING_KINDS:
             problems.append(
@@ -542,6 +549,14 @@ def _check_references(config: Config) -> list[str]:
                 if getattr(channel, key) is None:
                     problems.append(f"channel[{index}].{key}: required for kind smartstore")
         problems.extend(_channel_sync_problems(index, channel))
+        known_statuses = set(STANDARD_TRANSITIONS) | {"on-hold", "closed"}
+        known_statuses |= {status.name for status in config.status}
+        for name in channel.status_map:
+            if name not in known_statuses:
+                problems.append(
+                    f'channel[{index}].status_map."{name}": no such status; use a standard '
+                    "status or a [[status]] name"
+                )
     for index, location in enumerate(config.location):
         if (location.lat is None) != (location.lon is None):
             problems.append(f"location[{index}]: give both lat and lon, or neither")
