@@ -18,7 +18,8 @@ no error message repeats them.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -27,7 +28,6 @@ import msgspec
 import trio
 
 from adapters.errors import (
-    PermanentUpstreamError,
     TransientUpstreamError,
     UpstreamError,
     status_error,
@@ -40,6 +40,7 @@ from adapters.smartstore.errors import (
     SmartstoreConflict,
     SmartstoreHttpsRequired,
     SmartstoreNotFound,
+    SmartstorePermissionDenied,
     SmartstoreProtocolViolation,
     SmartstoreRejected,
 )
@@ -50,9 +51,11 @@ from adapters.smartstore.wire import (
     ODataErrorBody,
     OrderNotesPage,
     OrdersPage,
-    OrdersPageBody,
     ProductsPage,
     ProductsPageBody,
+    RawPageBody,
+    RejectedRow,
+    RowKey,
     ShipmentInfo,
     ShipmentsPage,
     SsCombination,
@@ -68,6 +71,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ORDER_EXPAND",
     "PRODUCT_SELECT",
+    "Observer",
     "ProbeResult",
     "SmartstoreClient",
     "odata_datetime",
@@ -103,8 +107,11 @@ H_AUTH_ID: Final = "Smartstore-Api-AuthResultId"
 H_AUTH_DESC: Final = "Smartstore-Api-AuthResultDesc"
 
 T = TypeVar("T")
+# (operation, HTTP status or None when no answer came, seconds)
+Observer = Callable[[str, int | None, float], None]
 
-_orders_page = msgspec.json.Decoder(OrdersPageBody)
+_raw_page = msgspec.json.Decoder(RawPageBody)
+_row_key = msgspec.json.Decoder(RowKey)
 _products_page = msgspec.json.Decoder(ProductsPageBody)
 _combinations_page = msgspec.json.Decoder(CombinationsPageBody)
 _shipments_page = msgspec.json.Decoder(ShipmentsPage)
@@ -191,8 +198,12 @@ class SmartstoreClient:
         system: str,
         read_attempts: int = READ_ATTEMPTS,
         read_backoff: float = READ_BACKOFF,
+        observe: Observer | None = None,
     ) -> None:
+        """`observe(operation, status, seconds)` is called after every HTTP attempt (status
+        None: no answer), for the caller's metrics; it must not block."""
         self._http = http
+        self._observe = observe
         self.system = system
         self._read_attempts = max(1, read_attempts)
         self._read_backoff = read_backoff
@@ -203,6 +214,14 @@ class SmartstoreClient:
         self.app_version: str | None = None
         self.api_version: str | None = None
         self.customer_id: str | None = None
+
+    @property
+    def supports_carrier(self) -> bool:
+        """AddShipment takes `carrier` from 6.0 on; unknown version (no answer yet): assume so."""
+        if not self.app_version:
+            return True
+        major = self.app_version.split(".", 1)[0]
+        return not major.isdigit() or int(major) >= 6
 
     # -- orders ------------------------------------------------------------------------
 
@@ -235,12 +254,34 @@ class SmartstoreClient:
             "$expand": expand,
         }
         response, size = await self._read_page("Orders", "GET Orders", params)
-        body = self._decode(_orders_page, response, "GET Orders")
+        body = self._decode(_raw_page, response, "GET Orders")
+        orders: list[SsOrder] = []
+        rejected: list[RejectedRow] = []
+        last_key: tuple[datetime, int] | None = None
+        for raw in body.value:
+            try:
+                order = _order.decode(raw)
+            except msgspec.DecodeError as exc:
+                key = _lenient_key(raw)
+                rejected.append(
+                    RejectedRow(
+                        id=key.id,
+                        updated_on_utc=key.updated_on_utc,
+                        reason=f"not a readable Smartstore order: {str(exc)[:_DETAIL_LIMIT]}",
+                    )
+                )
+                if key.id is not None and key.updated_on_utc is not None:
+                    last_key = (key.updated_on_utc, key.id)
+                continue
+            orders.append(order)
+            last_key = (order.updated_on_utc, order.id)
         return OrdersPage(
-            orders=body.value,
+            orders=tuple(orders),
             server_date=_parse_date(response.headers.get(H_DATE)),
             max_top=self.max_top,
             has_more=body.next_link is not None or len(body.value) >= size,
+            rejected=tuple(rejected),
+            last_key=last_key,
         )
 
     async def order(self, order_id: int, *, expand: str = ORDER_EXPAND) -> SsOrder:
@@ -275,7 +316,7 @@ class SmartstoreClient:
             body["paymentMethodName"] = payment_method_name
         return await self._order_action(order_id, "PaymentPaid", body)
 
-    async def cancel(self, order_id: int, *, notify_customer: bool = False) -> SsOrder:
+    async def cancel(self, order_id: int, notify_customer: bool = False) -> SsOrder:
         return await self._order_action(order_id, "Cancel", {"notifyCustomer": notify_customer})
 
     async def complete_order(self, order_id: int) -> SsOrder:
@@ -287,8 +328,8 @@ class SmartstoreClient:
         tracking_number: str | None,
         tracking_url: str | None,
         carrier: str | None,
-        *,
         is_shipped: bool = True,
+        *,
         notify_customer: bool = False,
     ) -> SsShipment | None:
         """A shipment of every remaining item; None when nothing is left to ship.
@@ -324,8 +365,8 @@ class SmartstoreClient:
         self,
         order_id: int,
         note: str,
-        *,
         display_to_customer: bool = False,
+        *,
         notify_customer: bool = False,
     ) -> SsOrderNote:
         operation = "POST OrderNotes"
@@ -361,7 +402,11 @@ class SmartstoreClient:
         )
 
     async def products_by_sku(self, sku: str, *, select: str = PRODUCT_SELECT) -> list[SsProduct]:
-        params = {"$filter": f"Sku eq {odata_string(sku)}", "$select": select, "$top": "10"}
+        params = {
+            "$filter": f"Sku eq {odata_string(sku)}",
+            "$select": select,
+            "$top": str(min(10, self.max_top)),
+        }
         response = await self._read("Products", "GET Products?Sku", params)
         return list(self._decode(_products_page, response, "GET Products?Sku").value)
 
@@ -390,7 +435,11 @@ class SmartstoreClient:
     async def combinations_by_sku(
         self, sku: str, *, select: str = COMBINATION_SELECT
     ) -> list[SsCombination]:
-        params = {"$filter": f"Sku eq {odata_string(sku)}", "$select": select, "$top": "10"}
+        params = {
+            "$filter": f"Sku eq {odata_string(sku)}",
+            "$select": select,
+            "$top": str(min(10, self.max_top)),
+        }
         operation = "GET ProductVariantAttributeCombinations?Sku"
         response = await self._read("ProductVariantAttributeCombinations", operation, params)
         return list(self._decode(_combinations_page, response, operation).value)
@@ -529,12 +578,17 @@ class SmartstoreClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        started = time.perf_counter()
         try:
             response = await self._http.request(
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
+            if self._observe is not None:
+                self._observe(operation, None, time.perf_counter() - started)
             raise translate_http_error(exc, system=self.system, operation=operation) from exc
+        if self._observe is not None:
+            self._observe(operation, response.status_code, time.perf_counter() - started)
         self._remember(response.headers)
         if response.is_success:
             return response
@@ -559,10 +613,11 @@ class SmartstoreClient:
         if status in (401, 421):
             return self._auth_error(response, operation)
         if status == 403:
-            return PermanentUpstreamError(
+            return SmartstorePermissionDenied(
                 self.system,
                 f"{where}{suffix}; the API user lacks a permission (order.read, order.update, "
-                "order.editshipment, catalog.product.editvariant); grant it to its role",
+                "order.editshipment, catalog.product.read/update/editvariant); grant it to the "
+                "role of the API customer account",
                 operation=operation,
                 status_code=status,
             )
@@ -639,6 +694,13 @@ class SmartstoreClient:
                 operation=operation,
                 status_code=response.status_code,
             ) from exc
+
+
+def _lenient_key(raw: bytes) -> RowKey:
+    try:
+        return _row_key.decode(raw)
+    except msgspec.DecodeError:
+        return RowKey()
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

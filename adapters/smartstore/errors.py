@@ -7,6 +7,7 @@ UpstreamError (adapters.errors)
  └── PermanentUpstreamError
       ├── SmartstoreAuthError        401 + Smartstore-Api-AuthResult*: which reason, what to fix
       │    └── SmartstoreHttpsRequired  421: the shop takes the API over https only
+      ├── SmartstorePermissionDenied  403: the API user's role lacks a permission
       ├── SmartstoreNotFound         404: no such entity
       ├── SmartstoreRejected         400/422: the shop refused the request, with its OData message
       └── SmartstoreProtocolViolation a 2xx answer that is not the Web API's shape
@@ -27,6 +28,7 @@ __all__ = [
     "SmartstoreConflict",
     "SmartstoreHttpsRequired",
     "SmartstoreNotFound",
+    "SmartstorePermissionDenied",
     "SmartstoreProtocolViolation",
     "SmartstoreRejected",
 ]
@@ -98,6 +100,10 @@ class SmartstoreAuthError(PermanentUpstreamError):
 class SmartstoreHttpsRequired(SmartstoreAuthError):
     """421 Misdirected Request (AuthResult 1, SslRequired): plain http is refused outside a
     development shop; use an https:// url."""
+
+
+class SmartstorePermissionDenied(PermanentUpstreamError):
+    """403: authenticated, but the API user's role lacks the permission for this call."""
 
 
 class SmartstoreNotFound(PermanentUpstreamError):

@@ -51,7 +51,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import msgspec
 import trio
@@ -93,8 +93,9 @@ __all__ = [
     "SmartstoreSimulator",
 ]
 
-APP_VERSION: Final = "5.1.0.0"
-API_VERSION: Final = "1 5.0"
+# The shop's version: 6.x takes the `carrier` parameter of AddShipment, 5.x refuses it.
+APP_VERSION: Final = "6.4.0.0"
+API_VERSION: Final = "1 6.4"
 DEFAULT_MAX_TOP: Final = 120
 ODATA_PREFIX: Final = "/odata/v1/"
 
@@ -207,6 +208,7 @@ class SmartstoreKnobs:
     """What can go wrong and how the shop is configured; see the module docstring."""
 
     max_top: int = DEFAULT_MAX_TOP
+    app_version: str = APP_VERSION  # "5.1.0.0" for a 5.x shop
     require_https: bool = False
     api_enabled: bool = True
     auth_failure: AccessDeniedReason | None = None
@@ -219,6 +221,10 @@ class SmartstoreKnobs:
     lost_response_rate: float = 0.0
     lose_next: int = 0  # drop the answers of the next N successful writes
     adjust_inventory: bool = True  # placing/cancelling orders moves stock, as Smartstore does
+    # Permissions the API user's role lacks (403): order.read, order.update,
+    # order.editshipment, catalog.product.read, catalog.product.update,
+    # catalog.product.editvariant.
+    denied_permissions: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -232,8 +238,6 @@ class RecordedRequest:
     body: bytes = b""
 
     def param(self, name: str) -> str | None:
-        from urllib.parse import parse_qs
-
         values = parse_qs(self.query).get(name)
         return values[0] if values else None
 
@@ -538,6 +542,9 @@ class SmartstoreSimulator:
         self.users: dict[str, tuple[str, int, bool]] = {public_key: (secret_key, customer_id, True)}
         self.public_key, self.secret_key = public_key, secret_key
         self.requests: list[RecordedRequest] = []
+        # Seconds spent answering (without the latency knob): the simulator's own share of a
+        # benchmark, to subtract from what a client measures.
+        self.busy_seconds = 0.0
         self._clock = clock
         self._rng = random.Random(seed)
         self.countries: dict[int, SsCountry] = {country.id: country for country in COUNTRIES}
@@ -674,12 +681,15 @@ class SmartstoreSimulator:
         unknown_in_shop: int = 0,
         missing_in_shop: int = 0,
         low_stock_unpublish_share: float = 0.0,
+        sold_out_action: Literal["unpublish", "hide", "disable_buy"] = "unpublish",
         seed: int = 0,
     ) -> SeededCatalogue:
         """A realistic catalogue of `n_products` products; drift exactly as asked (disjoint).
 
-        Products managed by attributes get 3-4 combinations (sizes) with their own SKUs; the
-        drift is chosen among simple products (visibility) and all stock SKUs (stock).
+        Products managed by attributes get 3-4 combinations (sizes) with their own SKUs, the
+        first always in stock (so every parent is rightly shown); drift is chosen among simple
+        products. Sold-out products are hidden the `sold_out_action` way (Published false,
+        Visibility Hidden, or DisableBuyButton), and "wrongly" means against that rule.
         """
         rng = random.Random(seed)
         truth: dict[str, int] = {}
@@ -699,8 +709,10 @@ class SmartstoreSimulator:
                     gtin=_gtin(number),
                 )
                 parents.add(sku)
-                for size in _SIZES[: rng.choice((3, 4))]:
-                    stock = 0 if rng.random() < sold_out_share else rng.randint(1, 40)
+                for position, size in enumerate(_SIZES[: rng.choice((3, 4))]):
+                    # The first size is always in stock: a parent is rightly shown.
+                    sold_out = position > 0 and rng.random() < sold_out_share
+                    stock = 0 if sold_out else rng.randint(1, 40)
                     combination = self.add_combination(parent.id, f"{sku}-{size}", stock=stock)
                     assert combination.sku is not None
                     truth[combination.sku] = stock
@@ -715,10 +727,10 @@ class SmartstoreSimulator:
                 stock=stock,
                 price=_price(rng),
                 tax_rate=Decimal(rate),
-                published=stock > 0,
                 low_stock_activity=2 if rng.random() < low_stock_unpublish_share else 0,
                 gtin=_gtin(number),
             )
+            self._seed_set(sku, **_visibility(sold_out_action, shown=stock > 0))
             truth[sku] = stock
             simple.append(sku)
             del index
@@ -732,17 +744,19 @@ class SmartstoreSimulator:
         for sku in unpublished:
             if truth[sku] == 0:
                 truth[sku] = rng.randint(1, 30)
-            self._seed_set(sku, stock_quantity=truth[sku], published=False)
+            self._seed_set(
+                sku, stock_quantity=truth[sku], **_visibility(sold_out_action, shown=False)
+            )
         for sku in shown:
             truth[sku] = 0
-            self._seed_set(sku, stock_quantity=0, published=True)
+            self._seed_set(sku, stock_quantity=0, **_visibility(sold_out_action, shown=True))
         drift: dict[str, tuple[int, int]] = {}
         for sku in drifted:
             if truth[sku] == 0:
                 truth[sku] = rng.randint(1, 30)
             shop = truth[sku] + rng.choice((-1, 1)) * rng.randint(1, 5)
             shop = shop if shop > 0 and shop != truth[sku] else truth[sku] + rng.randint(1, 5)
-            self._seed_set(sku, stock_quantity=shop, published=True)
+            self._seed_set(sku, stock_quantity=shop, **_visibility(sold_out_action, shown=True))
             drift[sku] = (shop, truth[sku])
         unknown = set()
         for index in range(unknown_in_shop):
@@ -952,13 +966,16 @@ class SmartstoreSimulator:
 
     async def run_shopper(
         self,
-        *,
         rate: float = 1.0,
         count: int | None = None,
+        *,
         seed: int = 1,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Place `rate` orders per second (forever, or `count` of them), trio-timed."""
+        """Place `rate` orders per second (forever, or `count` of them), trio-timed.
+
+        `await nursery.start(sim.run_shopper, 5.0)` or `partial(sim.run_shopper, rate=5.0)`.
+        """
         rng = random.Random(seed)
         interval = 1.0 / rate if rate > 0 else math.inf
         task_status.started()
@@ -1193,8 +1210,8 @@ class SmartstoreSimulator:
     def _headers(self, customer_id: int | None) -> dict[str, str]:
         date = datetime.fromtimestamp(self._clock() + self.knobs.clock_skew, UTC)
         headers = {
-            "Smartstore-Api-AppVersion": APP_VERSION,
-            "Smartstore-Api-Version": API_VERSION,
+            "Smartstore-Api-AppVersion": self.knobs.app_version,
+            "Smartstore-Api-Version": "1 " + ".".join(self.knobs.app_version.split(".")[:2]),
             "Smartstore-Api-MaxTop": str(self.knobs.max_top),
             # Seven fractional digits, as .NET writes them.
             "Smartstore-Api-Date": date.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z",
@@ -1254,7 +1271,9 @@ class SmartstoreSimulator:
 
     async def _endpoint(self, request: Request) -> Response:
         body = await request.body()
+        started = time.perf_counter()
         response = await self._answer(request, body)
+        self.busy_seconds += time.perf_counter() - started - max(0.0, self.knobs.latency)
         status = None if isinstance(response, _DroppedResponse) else response.status_code
         self.requests.append(
             RecordedRequest(
@@ -1280,6 +1299,13 @@ class SmartstoreSimulator:
         customer_id, refusal = self._authenticate(request)
         if refusal is not None:
             return refusal
+        permission = _permission(request.method, request.path_params["path"])
+        if permission in knobs.denied_permissions:
+            return self._error(
+                403,
+                f"Access denied: the permission '{permission}' is required.",
+                customer_id=customer_id,
+            )
         try:
             response = self._route(request, body, customer_id)
         except _ODataFailure as exc:
@@ -1384,6 +1410,10 @@ class SmartstoreSimulator:
             if lowered == "completeorder":
                 return self._complete(key)
             if lowered == "addshipment":
+                if "carrier" in arguments and self.knobs.app_version.startswith("5."):
+                    raise _ODataFailure(
+                        400, "The parameter 'carrier' is not in the action's parameter list."
+                    )
                 return self._add_shipment(
                     key,
                     tracking_number=str(arguments.get("trackingnumber") or ""),
@@ -1580,6 +1610,33 @@ class SmartstoreSimulator:
             rendered = [self._render(target, child, inner) for child in children]
             row[nav] = rendered if many else (rendered[0] if rendered else None)
         return row
+
+
+def _visibility(action: str, *, shown: bool) -> dict[str, Any]:
+    """The product fields that show or hide it under a `sold_out_action`."""
+    if shown:
+        return {"published": True, "visibility": "Full", "disable_buy_button": False}
+    if action == "hide":
+        return {"published": True, "visibility": "Hidden", "disable_buy_button": False}
+    if action == "disable_buy":
+        return {"published": True, "visibility": "Full", "disable_buy_button": True}
+    return {"published": False, "visibility": "Full", "disable_buy_button": False}
+
+
+def _permission(method: str, path: str) -> str:
+    """The permission Smartstore checks for a call (`Permissions.Checkout/Catalog`)."""
+    lowered = path.lower()
+    if lowered.startswith(("products", "productvariantattributecombinations")):
+        if method == "GET":
+            return "catalog.product.read"
+        if lowered.startswith("productvariantattributecombinations"):
+            return "catalog.product.editvariant"
+        return "catalog.product.update"
+    if method == "GET":
+        return "order.read"
+    if any(word in lowered for word in ("shipment", "/ship", "/deliver")):
+        return "order.editshipment"
+    return "order.update"
 
 
 def _sorted(rows: list[Any], keys: list[tuple[str, bool]]) -> list[Any]:

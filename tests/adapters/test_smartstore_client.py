@@ -19,6 +19,7 @@ from adapters.smartstore import (
     SmartstoreHttpsRequired,
     SmartstoreKnobs,
     SmartstoreNotFound,
+    SmartstorePermissionDenied,
     SmartstoreProtocolViolation,
     SmartstoreRejected,
     SmartstoreSimulator,
@@ -135,7 +136,8 @@ async def test_probe_reports_headers_and_skew(connect: Connect) -> None:
     client = await connect(sim)
     probe = await client.probe()
     assert probe.max_top == 50
-    assert probe.app_version == "5.1.0.0"
+    assert probe.app_version == "6.4.0.0"
+    assert client.supports_carrier
     assert probe.customer_id == "1"
     assert not probe.https
     assert probe.clock_skew is not None
@@ -250,9 +252,12 @@ async def test_reads_give_up_after_three_tries(connect: Connect) -> None:
     sim = small_shop()
     sim.knobs.fail_next.extend([500, 500, 500, 500])
     client = await connect(sim)
+    seen: list[tuple[str, int | None]] = []
+    client._observe = lambda operation, status, seconds: seen.append((operation, status))
     with pytest.raises(TransientUpstreamError):
         await client.orders_since(EPOCH)
     assert len(sim.requests) == 3
+    assert seen == [("GET Orders", 500)] * 3
 
 
 async def test_actions_are_not_retried_inside_the_client(connect: Connect) -> None:
@@ -419,3 +424,86 @@ async def test_orders_updated_while_paging_move_to_the_end_and_none_is_lost(
     assert seen.count(placed[0].id) == 2  # read again with its new state
     assert seen.count(placed[30].id) == 1  # moved behind the cursor, read once, new state
     assert seen[-2:] == [placed[0].id, placed[30].id]
+
+
+async def test_slow_shop_read_times_out_as_transient(serve: Serve) -> None:
+    sim = small_shop(latency=0.5)
+    url, _ = await serve(sim)
+    async with smartstore_http_client(
+        url, sim.public_key, sim.secret_key, timeout=httpx.Timeout(0.1)
+    ) as http:
+        client = SmartstoreClient(http, system="shop", read_attempts=2, read_backoff=0.01)
+        with pytest.raises(TransientUpstreamError) as caught:
+            await client.orders_since(EPOCH)
+    assert "timed out" in str(caught.value)
+
+
+async def test_lost_patch_answer_is_applied_and_repeating_it_is_harmless(
+    connect: Connect,
+) -> None:
+    sim = SmartstoreSimulator()
+    product = sim.add_product("MUG-1", stock=5)
+    sim.knobs.lose_next = 1
+    client = await connect(sim)
+    with pytest.raises(TransientUpstreamError):
+        await client.patch_product(product.id, {"StockQuantity": 11})
+    assert sim.products[product.id].stock_quantity == 11  # applied before the drop
+    again = await client.patch_product(product.id, {"StockQuantity": 11})
+    assert again is not None
+    assert again.stock_quantity == 11
+
+
+async def test_missing_permission_is_a_403_naming_it(connect: Connect) -> None:
+    sim = small_shop()
+    product = next(iter(sim.products.values()))
+    sim.knobs.denied_permissions = {"catalog.product.update"}
+    client = await connect(sim)
+    await client.products()  # reading is allowed
+    with pytest.raises(SmartstorePermissionDenied) as caught:
+        await client.patch_product(product.id, {"StockQuantity": 1})
+    assert "catalog.product.update" in str(caught.value)
+    assert caught.value.status_code == 403
+
+
+async def test_a_5x_shop_refuses_the_carrier_parameter(connect: Connect) -> None:
+    sim = small_shop(app_version="5.1.0.0")
+    order = sim.place_order()
+    client = await connect(sim)
+    await client.probe()
+    assert not client.supports_carrier
+    with pytest.raises(SmartstoreRejected):
+        await client.add_shipment(order.id, "0034", None, "DHL")
+    shipment = await client.add_shipment(order.id, "0034", None, None)
+    assert shipment is not None
+    assert len(sim.shipments) == 1
+
+
+async def test_bad_shop_data_over_the_wire_holds_or_is_unrepresentable(connect: Connect) -> None:
+    sim = small_shop()
+    sku = next(sku for sku in (sim.seeded.truth if sim.seeded else {}) if sim.product_by_sku(sku))
+    zero = sim.place_order([(sku, 1), (sku, 1)], item_overrides=[{}, {"quantity": 0}])
+    foreign = sim.place_order([(sku, 1)], country="FR")  # the shop knows no such country row
+    off = sim.place_order([(sku, 1)], order_overrides={"order_total": Decimal("1.00")})
+    empty = sim.place_order([])
+    client = await connect(sim)
+    page = await client.orders_since(EPOCH)
+    mapped = {order.id: to_canonical(order, channel="shop") for order in page.orders}
+    # The left-out line was part of the shop's total, so the total is off as well.
+    assert [h.code for h in mapped[zero.id].holds] == ["zero_quantity", "totals_mismatch"]
+    assert {h.code for h in mapped[foreign.id].holds} == {"unknown_country"}
+    assert [h.code for h in mapped[off.id].holds] == ["totals_mismatch"]
+    assert mapped[empty.id].order is None
+    assert mapped[empty.id].unrepresentable == "the order has no items"
+
+
+async def test_an_unreadable_order_row_is_reported_and_the_page_goes_on(connect: Connect) -> None:
+    sim = small_shop()
+    orders = [sim.place_order() for _ in range(3)]
+    sim.order_items[orders[1].id] = sim.order_items[orders[1].id] * 1001  # absurd
+    client = await connect(sim)
+    page = await client.orders_since(EPOCH)
+    assert [order.id for order in page.orders] == [orders[0].id, orders[2].id]
+    assert [row.id for row in page.rejected] == [orders[1].id]
+    assert page.rejected[0].updated_on_utc == orders[1].updated_on_utc
+    assert "not a readable Smartstore order" in page.rejected[0].reason
+    assert page.last_key == (orders[2].updated_on_utc, orders[2].id)

@@ -334,3 +334,50 @@ def test_arbitrary_shop_data_never_raises(
     assert (mapped.order is None) != (mapped.unrepresentable is None)
     if mapped.order is not None:
         assert validate_order(mapped.order) == []
+
+
+def test_shopper_orders_are_accepted_by_the_order_lifecycle() -> None:
+    """What the mapping returns is what the order desk takes in (`receive_order`)."""
+    from adapters.smartstore import SmartstoreSimulator
+    from somsd.domain.lifecycle import receive_order
+    from somsd.domain.policy import OrderPolicy
+
+    sim = SmartstoreSimulator(seed=4)
+    sim.seed_catalogue(200, combination_share=0.2, seed=4)
+    policy = OrderPolicy(pickup_locations=frozenset({"store-koeln"}))
+    for _ in range(100):
+        placed = sim.place_order()
+        wire = msgspec.structs.replace(
+            placed,
+            order_items=tuple(
+                msgspec.structs.replace(
+                    i, product=SsProductRef(name=sim.products[i.product_id].name)
+                )
+                for i in sim.order_items[placed.id]
+            ),
+            billing_address=msgspec.structs.replace(
+                sim.addresses[placed.billing_address_id],
+                country=sim.countries[sim.addresses[placed.billing_address_id].country_id or 0],
+            ),
+        )
+        mapped = to_canonical(
+            wire,
+            channel="shop",
+            default_pickup_location="store-koeln",
+            known_pickup_locations=policy.pickup_locations,
+        )
+        assert mapped.order is not None, mapped.unrepresentable
+        assert mapped.holds == (), mapped.hold_reasons
+        events = receive_order(
+            mapped.order, order_id="o-1", channel="shop", policy=policy, now=PLACED, actor="test"
+        )
+        assert events
+
+
+def test_variant_attributes_name_the_line() -> None:
+    variant = msgspec.structs.replace(
+        item(sku="TEE-M", name="T-Shirt"), attribute_description="Größe: M<br />Farbe: <b>rot</b>"
+    )
+    mapped = to_canonical(shop_order((variant,)), channel="shop")
+    assert mapped.order is not None
+    assert mapped.order.lines[0].name == "T-Shirt (Größe: M, Farbe: rot)"

@@ -73,6 +73,10 @@ def test_seeded_drift_is_exact_and_disjoint() -> None:
             assert product.published
         else:
             assert product.published == (stock > 0), sku
+    for parent in seeded.parent_skus:
+        product = sim.product_by_sku(parent)
+        assert product is not None
+        assert product.published
     for sku in seeded.unknown_in_shop:
         assert sku not in seeded.truth
         assert sim.product_by_sku(sku) is not None
@@ -154,9 +158,7 @@ async def test_shopper_places_orders_at_its_rate(autojump_clock: trio.testing.Mo
     sim.seed_catalogue(30, seed=1)
     started = trio.current_time()
     async with trio.open_nursery() as nursery:
-        await nursery.start(
-            lambda task_status: sim.run_shopper(rate=10, count=25, task_status=task_status)
-        )
+        await nursery.start(sim.run_shopper, 10, 25)
     assert len(sim.orders) == 25
     assert 2.4 <= trio.current_time() - started <= 2.6
     methods = {order.payment_method_system_name for order in sim.orders.values()}
@@ -190,7 +192,8 @@ async def test_100k_products_page_quickly(serve: Serve) -> None:
                 break
         paging = time.perf_counter() - started
     assert count == len(sim.products)
-    print(f"seed {seeding:.1f}s, page {count} products {paging:.1f}s")
+    print(f"seed {seeding:.1f}s, page {count} products {paging:.1f}s (sim {sim.busy_seconds:.1f}s)")
+    assert 0 < sim.busy_seconds < paging
     assert paging < 60
 
 
@@ -215,3 +218,15 @@ async def test_20k_orders_poll_quickly(serve: Serve) -> None:
         elapsed = time.perf_counter() - started
     assert count == 20_000
     print(f"polled {count} orders in {elapsed:.1f}s ({count / elapsed:.0f}/s)")
+
+
+def test_seeded_hiding_follows_the_sold_out_action() -> None:
+    sim = SmartstoreSimulator()
+    seeded = sim.seed_catalogue(300, wrongly_unpublished=5, sold_out_action="hide", seed=9)
+    for sku, stock in seeded.truth.items():
+        product = sim.product_by_sku(sku)
+        if product is None:
+            continue
+        assert product.published
+        hidden = product.visibility == "Hidden"
+        assert hidden == (stock == 0 or sku in seeded.wrongly_unpublished), sku
