@@ -260,3 +260,41 @@ def test_non_ascii_secrets_compare_and_load(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f'channel[0].secret_file: secret file "{tmp_path / "b2b.secret"}" is not UTF-8 text'
     ]
+def test_smartstore_channel_keys_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "shop.secret").write_text("s\n")
+    path = tmp_path / "somsd.toml"
+    path.write_text(
+        """
+[daemon]
+data_dir = "data"
+
+[[channel]]
+name = "shop"
+kind = "smartstore"
+url = "https://shop.example.com"
+public_key = "k"
+secret_key_file = "shop.secret"
+sold_out_action = "hide"
+stock_sync_concurrency = 99
+reconcile_interval = "10s"
+[channel.payment_methods]
+"Payments.Foo" = "bitcoin"
+[channel.shipping_methods]
+"Drone" = "teleport"
+[channel.status_map]
+"complete" = "done"
+"nonesuch" = "processing"
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = "\n".join(caught.value.problems)
+    for expected in (
+        'channel[0].payment_methods."Payments.Foo"',
+        'channel[0].shipping_methods."Drone"',
+        'channel[0].status_map."complete": "done"',
+        'channel[0].status_map."nonesuch": no such status',
+        "channel[0].stock_sync_concurrency",
+        "channel[0].reconcile_interval",
+    ):
+        assert expected in text, text
