@@ -19,7 +19,7 @@ import os
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -654,9 +654,19 @@ _SHOP_ORDER_STATUSES = ("pending", "processing", "complete", "cancelled")
 _SHIPPING_KINDS = ("standard", "express", "pickup")
 
 
-def _channel_sync_problems(index: int, channel: ChannelConfig) -> list[str]:
-    """The smartstore channel keys: known targets in the maps, sane numbers."""
+def _channel_sync_problems(
+    index: int, channel: ChannelConfig, custom: Sequence[StatusConfig]
+) -> list[str]:
+    """The smartstore channel keys: known names and targets in the maps, sane numbers."""
     problems: list[str] = []
+    known_statuses = set(STANDARD_TRANSITIONS) | {"on-hold", "closed"}
+    known_statuses |= {status.name for status in custom}
+    for name in channel.status_map:
+        if name not in known_statuses:
+            problems.append(
+                f'channel[{index}].status_map."{name}": no such status; use a standard '
+                "status or a [[status]] name"
+            )
     for name, target in channel.status_map.items():
         if target not in _SHOP_ORDER_STATUSES:
             problems.append(
@@ -732,15 +742,7 @@ def _check_references(
                     problems.append(f"channel[{index}].{key}: required for kind smartstore")
         if channel.poll_interval.seconds <= 0:
             problems.append(f"channel[{index}].poll_interval: must be longer than 0s")
-        problems.extend(_channel_sync_problems(index, channel))
-        known_statuses = set(STANDARD_TRANSITIONS) | {"on-hold", "closed"}
-        known_statuses |= {status.name for status in config.status}
-        for name in channel.status_map:
-            if name not in known_statuses:
-                problems.append(
-                    f'channel[{index}].status_map."{name}": no such status; use a standard '
-                    "status or a [[status]] name"
-                )
+        problems.extend(_channel_sync_problems(index, channel, config.status))
     for index, location in indexed("location"):
         if (location.lat is None) != (location.lon is None):
             missing = "lat" if location.lat is None else "lon"

@@ -260,6 +260,8 @@ def test_non_ascii_secrets_compare_and_load(tmp_path: Path) -> None:
     assert caught.value.problems == [
         f'channel[0].secret_file: secret file "{tmp_path / "b2b.secret"}" is not UTF-8 text'
     ]
+
+
 def test_smartstore_channel_keys_are_checked(tmp_path: Path) -> None:
     (tmp_path / "shop.secret").write_text("s\n")
     path = tmp_path / "somsd.toml"
