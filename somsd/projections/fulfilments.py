@@ -784,7 +784,9 @@ class PendingRejection(msgspec.Struct, frozen=True):
 # --------------------------------------------------------------------------------------------
 # The projection
 
-_encoder = msgspec.json.Encoder()
+# Deterministic: sets (an order's shipment ids) and dict keys come out sorted, so a replay in
+# another process (`somsd db verify`, other hash seed) writes byte-identical rows.
+_encoder = msgspec.json.Encoder(order="deterministic")
 _state_decoder = msgspec.json.Decoder(FulfilmentState)
 _record_decoder = msgspec.json.Decoder(RoutingRecord)
 _lines_decoder = msgspec.json.Decoder(tuple[StockLine, ...])

@@ -44,7 +44,9 @@ __all__ = [
 
 ORDER_STREAM_PREFIX = "order-"
 
-_state_encoder = msgspec.json.Encoder()
+# Deterministic: sets (an order's shipment ids) and dict keys come out sorted, so a replay in
+# another process (`somsd db verify`, other hash seed) writes byte-identical rows.
+_state_encoder = msgspec.json.Encoder(order="deterministic")
 _state_decoder = msgspec.json.Decoder(OrderState)
 _DOCUMENT_EVENTS = frozenset({"InvoiceIssued", "CreditNoteIssued"})
 

@@ -50,7 +50,9 @@ __all__ = [
 # the inventory actor's optimistic-concurrency check covers the whole book.
 INVENTORY_STREAM = "inventory"
 
-_encoder = msgspec.json.Encoder()
+# Deterministic: sets (an order's shipment ids) and dict keys come out sorted, so a replay in
+# another process (`somsd db verify`, other hash seed) writes byte-identical rows.
+_encoder = msgspec.json.Encoder(order="deterministic")
 _decoder: msgspec.json.Decoder[StockEvent] = msgspec.json.Decoder(StockEvent)
 _moves_decoder = msgspec.json.Decoder(list[tuple[datetime, int]])
 
