@@ -95,6 +95,7 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                     str(report),
                 ],
                 capture_stdout=True,
+                cwd=tmp_path,  # its example cache (`.schemathesis/`) stays with the test
                 stderr=subprocess.STDOUT,
                 check=False,
             )
