@@ -127,8 +127,12 @@ class PaymentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reference: str = ""
 
 
+# At least one line: the domain refuses an empty list (`no_lines`); schema only, as above.
+Lines = Annotated[tuple[LineQuantity, ...], msgspec.Meta(extra_json_schema={"minItems": 1})]
+
+
 class ShipmentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    lines: tuple[LineQuantity, ...]
+    lines: Lines
     shipment_id: str = ""
     location: str = ""
     tracking_number: str = ""
@@ -136,22 +140,22 @@ class ShipmentBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class CancelBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: RequiredReason
-    lines: tuple[LineQuantity, ...] | None = None
+    lines: Lines | None = None
 
 
 class CopyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     reason: RequiredReason
     replacement: bool = False
-    lines: tuple[LineQuantity, ...] | None = None
+    lines: Lines | None = None
 
 
 class ReturnBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    lines: tuple[LineQuantity, ...]
+    lines: Lines
     reason: RequiredReason
 
 
 class ReceivedLinesBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    lines: tuple[ReturnedLine, ...]
+    lines: Annotated[tuple[ReturnedLine, ...], msgspec.Meta(extra_json_schema={"minItems": 1})]
 
 
 class EventRecord(msgspec.Struct, frozen=True):
@@ -181,9 +185,15 @@ MAX_CURSOR: Final = 2**63 - 1
 MAX_PAGE: Final = 500
 
 
+# Refusals naming something in the URL that does not exist: 404, like an unknown order.
+_NOT_FOUND_CODES = frozenset({"unknown_return"})
+
+
 def _domain_error(exc: DomainError) -> ApiError:
     if isinstance(exc, OrderNotFound):
         return ApiError(404, exc.code, exc.message)
+    if exc.code in _NOT_FOUND_CODES:
+        return ApiError(404, exc.code, exc.message, exc.path)
     if isinstance(exc, Conflict):  # IllegalTransition's message lists the allowed targets
         return ApiError(409, exc.code, exc.message, exc.path)
     if isinstance(exc, InvalidCommand | InvalidOrder):

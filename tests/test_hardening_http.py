@@ -164,7 +164,8 @@ async def test_bad_input_is_a_4xx_naming_the_problem(tmp_path: Path) -> None:
             ("82390779324982354.5", "invalid_body"),
             ("1e3", "invalid_body"),
             ("12.505", "invalid_amount"),
-            ("0", "invalid_amount"),
+            ("0", "invalid_body"),
+            ("0.00", "invalid_body"),
         ):
             response = await admin.post(payments, json={"amount": amount})
             assert_error(response, 422, code, "$.amount")

@@ -70,6 +70,12 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                     f"{daemon.api}/openapi.json",
                     "--checks",
                     "all",
+                    # Not this one: it counts every 422 to a schema-valid request as a fault,
+                    # and some rules cannot be a schema - a payment finer than *this order's*
+                    # currency, units beyond what a line has left - and JSON Schema counts 365.0
+                    # as an integer, which msgspec refuses for an int field.
+                    "--exclude-checks",
+                    "positive_data_acceptance",
                     "--seed",
                     str(SEED),
                     "--max-examples",
@@ -89,6 +95,7 @@ async def test_schemathesis_finds_nothing(tmp_path: Path) -> None:
                     str(report),
                 ],
                 capture_stdout=True,
+                cwd=tmp_path,  # its example cache (`.schemathesis/`) stays with the test
                 stderr=subprocess.STDOUT,
                 check=False,
             )

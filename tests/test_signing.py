@@ -29,6 +29,13 @@ def test_any_of_several_signatures_may_match_during_key_rotation() -> None:
         (None, NOW, "missing X-Somsd-Signature header"),
         ("v1=abc", NOW, "malformed X-Somsd-Signature"),
         ("t=soon,v1=abc", NOW, "malformed X-Somsd-Signature"),
+        # `str.isdigit` accepts these; `int` refuses the first and is slow on the second.
+        ("t=\u00b2,v1=00", NOW, "malformed X-Somsd-Signature"),
+        ("t=\u0663,v1=00", NOW, "malformed X-Somsd-Signature"),
+        (f"t={'9' * 5000},v1=00", NOW, "malformed X-Somsd-Signature"),
+        (f"t={NOW},v1=zz", NOW, "malformed X-Somsd-Signature"),
+        (f"t={NOW},v1={'a' * 5000}", NOW, "malformed X-Somsd-Signature"),
+        (f"t={NOW}," + ",".join(["v1=00"] * 9), NOW, "malformed X-Somsd-Signature"),
         (sign(KEY, BODY, NOW), NOW + 301, "outside the 300 s window"),
         (sign(KEY, BODY, NOW), NOW - 301, "outside the 300 s window"),
         (sign(b"other-key", BODY, NOW), NOW, "does not match the body"),
@@ -40,6 +47,18 @@ def test_bad_signatures_are_refused_with_a_reason(
 ) -> None:
     with pytest.raises(SignatureError, match=message):
         verify_signature(header, BODY, KEY, now=now)
+
+
+@given(st.text(max_size=300))
+def test_any_header_text_is_verified_or_refused_with_a_reason(header: str) -> None:
+    """Whatever a sender puts in the header, the answer is a `SignatureError`, never a crash."""
+    with pytest.raises(SignatureError):
+        verify_signature(header, BODY, KEY, now=NOW)
+
+
+def test_an_upper_case_hex_signature_is_accepted() -> None:
+    timestamp, digest = sign(KEY, BODY, NOW).split(",")
+    verify_signature(f"{timestamp},v1={digest.removeprefix('v1=').upper()}", BODY, KEY, now=NOW)
 
 
 @given(st.binary(max_size=200), st.binary(min_size=1, max_size=200))

@@ -474,9 +474,10 @@ def receive_stock_report(book: StockBook, report: StockReport) -> StockReportDec
     """Split a report into rows to apply and stale rows, and flag what it leaves oversold."""
     _require_aware(report.as_of, "StockReport.as_of")
     for index, row in enumerate(report.counts):
-        if not 0 <= row.on_hand <= MAX_ON_HAND:
+        # Magnitude only: a negative count from an ERP is kept (channels then see zero).
+        if not -MAX_ON_HAND <= row.on_hand <= MAX_ON_HAND:
             raise ValueError(
-                f"counts[{index}].on_hand must be from 0 to {MAX_ON_HAND}, not {row.on_hand}"
+                f"counts[{index}].on_hand must be within ±{MAX_ON_HAND}, not {row.on_hand}"
             )
     location, as_of = report.location, report.as_of
     latest = {count.sku: count.on_hand for count in report.counts}  # a later row for a SKU wins

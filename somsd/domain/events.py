@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from somsd.domain.documents import InvoiceDocument
 from somsd.domain.holds import HoldReason
-from somsd.domain.order import Address, Order
+from somsd.domain.order import MAX_QUANTITY, Address, Order
 
 __all__ = [
     "UNNUMBERED",
@@ -73,18 +73,25 @@ ReturnCondition = Literal["resellable", "damaged"]
 RefundCause = Literal["cancellation", "return", "payment"]
 
 
+# What the operator API documents for a line reference and a unit count. Schema only
+# (`extra_json_schema`): decoding stays as it was, so stored events always decode and the
+# domain's checks keep their own error codes and paths.
+LineIndex = Annotated[int, msgspec.Meta(extra_json_schema={"minimum": 0})]
+Units = Annotated[int, msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": MAX_QUANTITY})]
+
+
 class LineQuantity(msgspec.Struct, frozen=True):
     """Some units of one order line."""
 
-    line: int
-    quantity: int
+    line: LineIndex
+    quantity: Units
 
 
 class ReturnedLine(msgspec.Struct, frozen=True):
     """Units of one order line that came back, and in what state (decides restock or write-off)."""
 
-    line: int
-    quantity: int
+    line: LineIndex
+    quantity: Units
     condition: ReturnCondition
 
 

@@ -32,7 +32,7 @@ import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Final, Literal, get_args
+from typing import Annotated, Final, Literal, get_args
 
 import msgspec
 
@@ -80,6 +80,30 @@ MAX_AMOUNT: Final = Decimal(10) ** 12
 TAX_RATE_QUANTUM: Final = Decimal("0.0001")
 
 
+# What the OpenAPI document states about numbers. Schema only (`extra_json_schema`): decoding
+# stays as it is, so `validate_order` reports every problem at once with its own message, and
+# stored `OrderReceived` events always decode.
+Quantity = Annotated[int, msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": MAX_QUANTITY})]
+Money = Annotated[
+    Decimal,
+    msgspec.Meta(
+        extra_json_schema={
+            "pattern": r"^[0-9]{1,13}(\.[0-9]{1,3})?$",
+            "description": "a decimal string in the currency's minor units, at most 10^12",
+        }
+    ),
+]
+TaxRate = Annotated[
+    Decimal,
+    msgspec.Meta(
+        extra_json_schema={
+            "pattern": r"^(100(\.0{1,4})?|[0-9]{1,2}(\.[0-9]{1,4})?)$",
+            "description": 'a percentage from 0 to 100 with at most four decimals: "19"',
+        }
+    ),
+]
+
+
 class Customer(msgspec.Struct, frozen=True, kw_only=True):
     id: str | None = None  # guests have no customer number in the shop
     email: str
@@ -98,21 +122,21 @@ class Address(msgspec.Struct, frozen=True, kw_only=True):
 class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
     sku: str
     name: str
-    quantity: int
-    unit_price: Decimal  # gross, in the order's currency
-    tax_rate: Decimal  # percent: "19" means 19 %
+    quantity: Quantity
+    unit_price: Money  # gross, in the order's currency
+    tax_rate: TaxRate  # percent: "19" means 19 %
 
 
 class Shipping(msgspec.Struct, frozen=True, kw_only=True):
     method: ShippingMethod
-    price: Decimal  # gross
+    price: Money  # gross
     pickup_location: str | None = None  # the store's location name when method is "pickup"
 
 
 class Payment(msgspec.Struct, frozen=True, kw_only=True):
     method: PaymentMethod
     status: PaymentStatus
-    amount: Decimal  # what the customer pays (or paid) for the whole order, gross
+    amount: Money  # what the customer pays (or paid) for the whole order, gross
 
 
 class Order(msgspec.Struct, frozen=True, kw_only=True):

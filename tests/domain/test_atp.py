@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 from somsd.domain.atp import (
+    MAX_ON_HAND,
     AvailabilityChange,
     ChannelStockPolicy,
     DebouncePolicy,
@@ -162,6 +163,17 @@ def test_negative_on_hand_from_the_erp_is_kept_but_channels_see_zero() -> None:
     shop = ChannelStockPolicy("shop", frozenset({"wh", "store"}))
     assert book.atp_for("MUG", "wh") == -3
     assert channel_availability(book, [shop]) == {"shop": {"MUG": 2}}
+
+
+def test_counts_beyond_a_billion_are_refused_before_anything_is_stored() -> None:
+    """A count SQLite cannot hold would crash the inventory actor at commit; refuse it here."""
+    book = StockBook()
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    for on_hand in (MAX_ON_HAND + 1, -MAX_ON_HAND - 1, 178504043752582127470369570816):
+        with pytest.raises(ValueError, match=r"counts\[0\]\.on_hand"):
+            receive_stock_report(book, StockReport("wh", at, (StockCount("MUG", on_hand),)))
+    decision = receive_stock_report(book, StockReport("wh", at, (StockCount("MUG", MAX_ON_HAND),)))
+    assert decision.counted is not None
 
 
 def test_naive_times_are_refused_with_a_clear_error() -> None:

@@ -398,7 +398,7 @@ async def test_return_is_requested_approved_received_and_refunded(api: Api) -> N
         order_id, "returns", {"lines": [{"line": 0, "quantity": 1}], "reason": "r"}, status=422
     )
     assert nothing_left["error"]["code"] == "exceeds_returnable"
-    unknown = await api.act(order_id, "returns/rma-nope/approve", status=422)
+    unknown = await api.act(order_id, "returns/rma-nope/approve", status=404)
     assert unknown["error"]["code"] == "unknown_return"
     await api.act(order_id, f"returns/{rma_id}/bounce", status=404)
 
