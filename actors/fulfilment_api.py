@@ -33,7 +33,7 @@ from starlette.responses import Response
 
 from actors.fulfilment import FulfilmentDesk
 from somsd.actor import ReplyError
-from somsd.api import ApiError, ApiRoute, decode_body, json_response, query_int
+from somsd.api import ApiError, ApiRoute, body_decoder, decode_body, json_response, query_int
 from somsd.domain.atp import RejectionReason, StockLine
 from somsd.domain.errors import Conflict, DomainError
 from somsd.projections.fulfilments import (
@@ -89,18 +89,8 @@ class EmptyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
-    decoder = _decoders.get(type_)
-    if decoder is None:
-        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
-    return decoder
-
-
 def _decode(raw: bytes, type_: type[Any]) -> Any:
-    return decode_body(raw or b"{}", _decoder(type_))
+    return decode_body(raw or b"{}", body_decoder(type_))
 
 
 def _api_error(exc: DomainError) -> ApiError:

@@ -49,6 +49,7 @@ from somsd.actor import ReplyError
 from somsd.api import (
     ApiError,
     ApiRoute,
+    body_decoder,
     decode_body,
     json_response,
     query_int,
@@ -165,18 +166,8 @@ class EventRecord(msgspec.Struct, frozen=True):
     event: OrderEvent
 
 
-_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(type_: Any) -> msgspec.json.Decoder[Any]:
-    decoder = _decoders.get(type_)
-    if decoder is None:
-        decoder = _decoders[type_] = msgspec.json.Decoder(type_)
-    return decoder
-
-
 def _decode_body(raw: bytes, type_: type[Any]) -> Any:
-    return decode_body(raw, _decoder(type_))
+    return decode_body(raw, body_decoder(type_))
 
 
 # Cursors are event-store sequence numbers and SQLite integers are 64-bit: anything beyond

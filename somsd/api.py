@@ -98,6 +98,17 @@ async def read_limited_body(request: Request, limit: int, *, limit_name: str) ->
     return b"".join(chunks)
 
 
+_body_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def body_decoder(type_: Any) -> msgspec.json.Decoder[Any]:
+    """One decoder per body type, built on first use and kept (building one is the slow part)."""
+    decoder = _body_decoders.get(type_)
+    if decoder is None:
+        decoder = _body_decoders[type_] = msgspec.json.Decoder(type_)
+    return decoder
+
+
 def decode_body(raw: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     """Decode a JSON request body: 400 `malformed_json` for what is not JSON (or nests too
     deep to decode), 422 `invalid_body` with the JSON path for what does not fit the type."""
