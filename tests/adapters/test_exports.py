@@ -33,6 +33,12 @@ MODULES = [
     "adapters.storesim.client",
     "adapters.storesim.errors",
     "adapters.storesim.simulator",
+    "adapters.smartstore",
+    "adapters.smartstore.wire",
+    "adapters.smartstore.client",
+    "adapters.smartstore.errors",
+    "adapters.smartstore.mapping",
+    "adapters.smartstore.simulator",
 ]
 
 
