@@ -32,7 +32,7 @@ state. Lock order is transfer before pickup, never the other way, so the two nev
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -345,6 +345,12 @@ class FulfilmentDesk(Actor[FulfilmentMessage]):
     ) -> None:
         super().__init__(ACTOR)
         self.store = store
+        # Outbox items to write with a fulfilment's events (the shop's Deliver when a parcel
+        # arrived); set by the composition root, may read the order, must not change anything.
+        self.effects: (
+            Callable[[FulfilmentState, Sequence[FulfilmentEvent]], Awaitable[list[OutboxItem]]]
+            | None
+        ) = None
         self.inventory = inventory
         self.desk = desk
         self.on_lines_rejected: Callable[[str], None] | None = None
@@ -713,14 +719,16 @@ class FulfilmentDesk(Actor[FulfilmentMessage]):
     ) -> FulfilmentState:
         if not events:
             return state
+        after = state
+        for event in events:
+            after = apply_fulfilment(after, event)
         await self.store.append(
             fulfilment_stream(state.fulfilment_id),
             _to_new_events(events),
             expected_version=state.version,
+            outbox=await self.effects(after, events) if self.effects is not None else (),
         )
-        for event in events:
-            state = apply_fulfilment(state, event)
-        return state
+        return after
 
     async def _mark_processing(self, state: FulfilmentState) -> None:
         """The first fulfilment a location takes on moves a pending order to processing."""

@@ -91,6 +91,7 @@ __all__ = [
     "ChannelStockEvent",
     "ChannelStockSettings",
     "GetAvailability",
+    "GetChannelAvailability",
     "GetPositions",
     "GetReservation",
     "Inventory",
@@ -252,8 +253,16 @@ class GetReservation(msgspec.Struct, frozen=True, tag=True):
     reply: Reply[Reservation | None]
 
 
+class GetChannelAvailability(msgspec.Struct, frozen=True, tag=True):
+    """{sku: units the channel may sell} for every SKU in the book (reconciliation's truth)."""
+
+    channel: str
+    reply: Reply[dict[str, int]]
+
+
 InventoryMessage = (
-    ReportStock
+    GetChannelAvailability
+    | ReportStock
     | ReserveStock
     | ReleaseStock
     | ShipStock
@@ -445,6 +454,14 @@ class Inventory(Actor[InventoryMessage]):
     def channels(self) -> tuple[ChannelStockPolicy, ...]:
         return self._channels
 
+    def pushed(self, channel: str, sku: str) -> int | None:
+        """The channel's availability of `sku` as last queued for its shop (None: unknown).
+
+        A deliverer sends this rather than its entry's own value, so a retried older push
+        that lands after a newer one cannot leave the shop with a stale count.
+        """
+        return self._pushed.get(channel, {}).get(sku)
+
     def reconfigure(
         self,
         *,
@@ -559,6 +576,11 @@ class Inventory(Actor[InventoryMessage]):
                 # Reads are not logged: the router asks once per order, and a line per read
                 # would double the log without recording any decision.
                 reply.set({sku: book.available_by_location(sku) for sku in skus})
+                return False
+            case GetChannelAvailability(channel=name, reply=reply):
+                policies = [c for c in self._channels if c.name == name]
+                snapshot = channel_availability(book, policies) if policies else {}
+                reply.set(dict(snapshot.get(name, {})))
                 return False
             case GetPositions(sku=sku, reply=reply):
                 reply.set(book.positions(sku))

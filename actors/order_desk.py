@@ -45,6 +45,7 @@ from somsd.domain.events import (
     decode_event,
     encode_event,
 )
+from somsd.domain.holds import HoldReason
 from somsd.domain.invoicing import issue_invoice
 from somsd.domain.lifecycle import (
     change_status,
@@ -77,6 +78,7 @@ from somsd.store import (
     EventStore,
     IdempotencyKey,
     NewEvent,
+    OutboxItem,
     StoreUnavailable,
     VersionConflict,
     utc_now,
@@ -214,6 +216,7 @@ class ReceiveOrder(msgspec.Struct, frozen=True, tag=True):
     order: Order
     reply: Reply[Received]
     validated: bool = False  # decoded by `decode_order` with the desk's pickup locations
+    holds: tuple[HoldReason, ...] = ()  # the channel's own doubts: taken in, but held
 
 
 class OrderCommand(msgspec.Struct, frozen=True, tag=True):
@@ -306,6 +309,10 @@ class OrderDesk(Actor[DeskMessage]):
         # with the order's new state: how the router learns of accepted and released orders.
         # It must not block; a listener that has work to do queues it for its own actor.
         self.on_committed = on_committed
+        # Called before an append with the order's state as it will be after the events: the
+        # outbox items (effects on other systems, e.g. the shop the order came from) to write
+        # in the same transaction. Pure and quick; set by the composition root.
+        self.effects: Callable[[OrderState, Sequence[OrderEvent]], list[OutboxItem]] | None = None
         self.store = store
         self.policy = policy  # replaced by the composition root on reload
         self._now = now
@@ -358,6 +365,7 @@ class OrderDesk(Actor[DeskMessage]):
             now=self._now(),
             actor=ACTOR,
             validated=message.validated,
+            extra_holds=message.holds,
         )
         new_events = to_new_events(events)
         result = await self.store.append(
@@ -365,6 +373,7 @@ class OrderDesk(Actor[DeskMessage]):
             new_events,
             expected_version=0,
             idempotency=IdempotencyKey(f"channel/{message.channel}", message.order.external_id),
+            outbox=self._effects_of(None, events),
         )
         if isinstance(result, Duplicate):
             self.metrics.duplicates.labels(message.channel).inc()
@@ -541,10 +550,22 @@ class OrderDesk(Actor[DeskMessage]):
             return state
         new_events = to_new_events(events)
         result = await self.store.append(
-            order_stream(state.order_id), new_events, expected_version=state.version
+            order_stream(state.order_id),
+            new_events,
+            expected_version=state.version,
+            outbox=self._effects_of(state, events),
         )
         assert isinstance(result, Appended)
         return self._remember(state, self._committed_events(events, new_events, result))
+
+    def _effects_of(self, before: OrderState | None, events: list[OrderEvent]) -> list[OutboxItem]:
+        if self.effects is None or not events:
+            return []
+        after = before
+        for event in events:
+            after = apply(after, event)
+        assert after is not None
+        return self.effects(after, events)
 
     @staticmethod
     def _committed_events(

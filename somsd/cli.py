@@ -491,6 +491,28 @@ def cmd_orders_address(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from somsd.channel_cli import reconcile_command
+
+    code, text = reconcile_command(_load(args), args.channel, dry_run=args.dry_run)
+    print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import trio
+
+    from actors.doctor import check_config
+
+    config = _load(args)
+    checks = trio.run(check_config, config)
+    for check in checks:
+        print(check.line())
+    if not checks:
+        print("nothing to check: no channel of a kind doctor knows (smartstore)")
+    return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILURE
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -529,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
     command("check-config", cmd_check_config, "validate the config; exit 0 valid, 2 invalid")
     command("reload", cmd_reload, "ask the running daemon to reload its config")
     command("status", cmd_status, "actors, states, restarts and mailbox depths")
+    command("doctor", cmd_doctor, "check each shop connection: reach, https, keys, rights, clock")
+    reconcile = command(
+        "reconcile", cmd_reconcile, "compare a shop's stock and visibility with somsd, fix drift"
+    )
+    reconcile.add_argument("channel", metavar="CHANNEL")
+    reconcile.add_argument("--dry-run", action="store_true", help="only report, change nothing")
     db = commands.add_parser(
         "db", help="event log maintenance", description="event log maintenance"
     )

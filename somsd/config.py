@@ -204,6 +204,17 @@ class ChannelConfig(_Table, frozen=True):
     sync_stock: bool = True
     hide_sold_out: bool = True
     low_stock_threshold: Count | None = None  # ATP at or below this raises a low-stock alert
+    # kind smartstore: shop payment system names -> canonical methods, on top of the defaults
+    payment_methods: dict[str, str] = msgspec.field(default_factory=dict)
+    # kind smartstore: shop shipping method names -> standard | express | pickup
+    shipping_methods: dict[str, str] = msgspec.field(default_factory=dict)
+    # kind smartstore: somsd status (canonical or custom) -> shop order status
+    # (pending | processing | complete | cancelled); unlisted ones go to the shop as notes only
+    status_map: dict[str, str] = msgspec.field(default_factory=dict)
+    sold_out_action: Literal["unpublish", "hide", "disable_buy"] = "unpublish"
+    reconcile_interval: Duration | None = None  # None: reconcile only when asked
+    poll_overlap: Duration = msgspec.field(default_factory=lambda: Duration("2m"))
+    stock_sync_concurrency: int = 4
 
 
 class RateConfig(_Table, frozen=True):
@@ -552,9 +563,7 @@ def parse_config(
             entries = []
             indexes[key] = []
             for index, item in enumerate(value):
-                entry, found = _decode_table(
-                    item, section_type, hook, f"{key}[{index}]", dropped
-                )
+                entry, found = _decode_table(item, section_type, hook, f"{key}[{index}]", dropped)
                 problems.extend(found)
                 if entry is not None:
                     entries.append(entry)
@@ -622,6 +631,37 @@ def load_config(path: Path, *, environ: Mapping[str, str] | None = None) -> Conf
     return parse_config(text, source=str(path), config_dir=path.resolve().parent, environ=environ)
 
 
+_SHOP_ORDER_STATUSES = ("pending", "processing", "complete", "cancelled")
+_SHIPPING_KINDS = ("standard", "express", "pickup")
+
+
+def _channel_sync_problems(index: int, channel: ChannelConfig) -> list[str]:
+    """The smartstore channel keys: known targets in the maps, sane numbers."""
+    problems: list[str] = []
+    for name, target in channel.status_map.items():
+        if target not in _SHOP_ORDER_STATUSES:
+            problems.append(
+                f'channel[{index}].status_map."{name}": "{target}" is not a shop order status; '
+                f"use one of {', '.join(_SHOP_ORDER_STATUSES)}"
+            )
+    for name, target in channel.shipping_methods.items():
+        if target not in _SHIPPING_KINDS:
+            problems.append(
+                f'channel[{index}].shipping_methods."{name}": "{target}" must be one of '
+                f"{', '.join(_SHIPPING_KINDS)}"
+            )
+    if not 1 <= channel.stock_sync_concurrency <= 32:
+        problems.append(
+            f"channel[{index}].stock_sync_concurrency: {channel.stock_sync_concurrency} must be "
+            "between 1 and 32"
+        )
+    if channel.poll_overlap.seconds > 3600:
+        problems.append(f"channel[{index}].poll_overlap: at most 1h")
+    if channel.reconcile_interval is not None and channel.reconcile_interval.seconds < 60:
+        problems.append(f"channel[{index}].reconcile_interval: at least 1m")
+    return problems
+
+
 def _check_references(
     config: Config,
     indexes: Mapping[str, list[int]] | None = None,
@@ -666,6 +706,7 @@ def _check_references(
                     problems.append(f"channel[{index}].{key}: required for kind smartstore")
         if channel.poll_interval.seconds <= 0:
             problems.append(f"channel[{index}].poll_interval: must be longer than 0s")
+        problems.extend(_channel_sync_problems(index, channel))
     for index, location in indexed("location"):
         if (location.lat is None) != (location.lon is None):
             missing = "lat" if location.lat is None else "lon"

@@ -37,6 +37,15 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
+import actors.smartstore_driver  # noqa: F401  # registers the smartstore channel driver
+from actors.channel import (
+    DRIVERS,
+    ChannelActor,
+    ChannelMetrics,
+    ChannelRoutes,
+    fulfilment_effects_for,
+    order_effects_for,
+)
 from actors.fulfilment import FulfilmentDesk
 from actors.fulfilment_api import FulfilmentRoutes
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
@@ -143,6 +152,9 @@ class Daemon:
         self.dispatcher = OutboxDispatcher(self.store, registry=registry)
         # The hooks only queue work for the actor they belong to; see each actor's docstring.
         self.desk.on_committed = self.router.order_committed
+        self.desk.effects = order_effects_for(self._channels)
+        self.fulfilments.effects = fulfilment_effects_for(self.store, self._channels)
+        self.channel_metrics = ChannelMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
@@ -156,7 +168,7 @@ class Daemon:
         )
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
-        self.integration_actors: dict[str, IntegrationActor | LocationActor] = {}
+        self.integration_actors: dict[str, IntegrationActor | LocationActor | ChannelActor] = {}
         self.core = Supervisor(
             "core",
             [ChildSpec(actor.name, actor.run) for actor in (*self.core_actors, self.dispatcher)],
@@ -200,10 +212,20 @@ class Daemon:
     # -- wiring -------------------------------------------------------------------------
 
     def _integration_spec(self, name: str, section: msgspec.Struct) -> ChildSpec:
-        actor: IntegrationActor | LocationActor
+        actor: IntegrationActor | LocationActor | ChannelActor
         if isinstance(section, LocationConfig):
             actor = LocationActor(
                 section, store=self.store, dispatcher=self.dispatcher, sink=self.fulfilments
+            )
+        elif isinstance(section, ChannelConfig) and section.kind in DRIVERS:
+            actor = ChannelActor(
+                section,
+                store=self.store,
+                dispatcher=self.dispatcher,
+                desk=self.desk,
+                inventory=self.inventory,
+                driver=DRIVERS[section.kind],
+                metrics=self.channel_metrics,
             )
         else:
             # Webhook shops are driven by the intake route; other kinds bring their own actor.
@@ -227,6 +249,7 @@ class Daemon:
                 *FulfilmentRoutes(self.fulfilments, self.store).routes(),
                 *DeadLetterRoutes(self.store, self.dispatcher).routes(),
                 *LocationRoutes(self._location_actors).routes(),
+                *ChannelRoutes(self._channel_actors).routes(),
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)
@@ -243,6 +266,13 @@ class Daemon:
             actor.section.name: actor
             for actor in self.integration_actors.values()
             if isinstance(actor, LocationActor)
+        }
+
+    def _channel_actors(self) -> dict[str, ChannelActor]:
+        return {
+            actor.section.name: actor
+            for actor in self.integration_actors.values()
+            if isinstance(actor, ChannelActor)
         }
 
     def _channels(self) -> dict[str, ChannelConfig]:
@@ -343,7 +373,9 @@ class Daemon:
         return {actor.name: actor.mailbox.depth for actor in self.core_actors}
 
     @staticmethod
-    async def _describe(actor: IntegrationActor | LocationActor) -> IntegrationStatus | None:
+    async def _describe(
+        actor: IntegrationActor | LocationActor | ChannelActor,
+    ) -> IntegrationStatus | None:
         # A busy actor must not stall the admin view; one second is far above a healthy
         # actor's answer time (microseconds) and far below an operator's patience.
         with trio.move_on_after(1.0):

@@ -70,6 +70,7 @@ def receive_order(
     copied_from: str | None = None,
     replacement: bool = False,
     validated: bool = False,
+    extra_holds: Sequence[HoldReason] = (),
 ) -> list[OrderEvent]:
     """Take in a decoded order: the whole new stream, ready to append in one transaction.
 
@@ -103,7 +104,9 @@ def receive_order(
                 at=now, actor=actor, payment_id=INTAKE_PAYMENT_ID, amount=order.payment.amount
             )
         )
-    reasons = evaluate_holds(order, policy.holds)
+    # `extra_holds`: what the channel's mapper found doubtful (an unknown SKU, totals that do
+    # not add up); the order is taken in, and held for an operator, with those reasons.
+    reasons = [*extra_holds, *evaluate_holds(order, policy.holds)]
     if reasons:
         decision.emit(OrderHeld(at=now, actor=actor, held_from=PENDING, reasons=tuple(reasons)))
     invoice_when_paid(decision, policy=policy, now=now, actor=actor)

@@ -1,0 +1,139 @@
+"""`somsd doctor`: can somsd work with each configured external system? One line per check.
+
+Each check says what it found and, when it fails, what to change. For `kind = "smartstore"`
+channels: the shop answers at all, over https, accepts the key pair (naming the shop's
+AuthResult reason), lets the API user read Orders and Products, takes a harmless write (a
+product's stock PATCHed to the value it already has), and its clock is close enough to ours
+for the poll overlap to cover the difference. Other kinds add their checks here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from adapters.errors import UpstreamError
+from adapters.smartstore.client import SmartstoreClient, smartstore_http_client
+from adapters.smartstore.errors import AUTH_FIXES, SmartstoreAuthError
+from somsd.config import ChannelConfig, Config
+
+__all__ = ["Check", "check_config", "check_smartstore"]
+
+T = TypeVar("T")
+
+# Loopback shops are test and demo shops (the simulator): plain http is fine there.
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+# Without the shop in reach there is no point waiting long for each check.
+_TIMEOUT = httpx.Timeout(5.0)
+
+
+class Check(msgspec.Struct, frozen=True):
+    system: str  # channel/shop
+    name: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        return f"{mark} {self.system}: {self.name}: {self.detail}"
+
+
+async def check_smartstore(section: ChannelConfig) -> list[Check]:
+    system = f"channel/{section.name}"
+    checks: list[Check] = []
+
+    def add(name: str, ok: bool, detail: str) -> None:
+        checks.append(Check(system, name, ok, detail))
+
+    url = section.url or ""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        add("https", True, "the API is reached over https")
+    elif parts.hostname in _LOOPBACK:
+        add("https", True, "plain http to a loopback shop (test or demo)")
+    else:
+        add("https", False, f"{url} is plain http; the shop answers 421: use https://")
+    secrets = section.secret_key_file.lines() if section.secret_key_file else []
+    if not secrets or not section.public_key:
+        add("credentials", False, "set public_key and secret_key_file")
+        return checks
+    async with smartstore_http_client(
+        url, section.public_key, secrets[0].reveal(), timeout=_TIMEOUT
+    ) as http:
+        client = SmartstoreClient(http, system=system, read_attempts=1)
+        try:
+            probe = await client.probe()
+        except SmartstoreAuthError as exc:
+            add("reachable", True, f"{url} answers")
+            reason = exc.access_denied
+            fix = AUTH_FIXES.get(reason, str(exc)) if reason is not None else str(exc)
+            add("credentials", False, f"{exc.reason or 'refused'}: {fix}")
+            return checks
+        except UpstreamError as exc:
+            add("reachable", False, f"{exc}; check url and that the shop is up")
+            return checks
+        add("reachable", True, f"{url} answers (Smartstore {probe.app_version or '?'})")
+        add("credentials", True, f"accepted (API customer {probe.customer_id or '?'})")
+        await _step(add, "read orders", "GET Orders", lambda: _read_orders(client))
+        product = await _step(add, "read products", "GET Products", lambda: client.products(top=1))
+        if product is not None and product.products:
+            first = product.products[0]
+            await _step(
+                add,
+                "write products",
+                f"PATCH Products({first.id}) with its own stock",
+                lambda: client.patch_product(
+                    first.id, {"StockQuantity": first.stock_quantity}, return_representation=False
+                ),
+            )
+        else:
+            add("write products", True, "no product to try a write on; skipped")
+        if probe.clock_skew is None:
+            add("clock", False, "the shop sent no Smartstore-Api-Date header")
+        else:
+            skew = abs(probe.clock_skew.total_seconds())
+            limit = section.poll_overlap.seconds / 2
+            add(
+                "clock",
+                skew <= limit,
+                f"shop clock differs by {skew:.1f} s"
+                + (
+                    ""
+                    if skew <= limit
+                    else f"; more than half the poll_overlap ({limit:.0f} s): fix the clocks "
+                    "(NTP) or raise poll_overlap"
+                ),
+            )
+    return checks
+
+
+async def _read_orders(client: SmartstoreClient) -> object:
+    return await client.orders_since(datetime.now(UTC) - timedelta(days=1), top=1)
+
+
+async def _step(
+    add: Callable[[str, bool, str], None],
+    name: str,
+    what: str,
+    call: Callable[[], Awaitable[T]],
+) -> T | None:
+    try:
+        result = await call()
+    except UpstreamError as exc:
+        add(name, False, f"{what}: {exc}; give the API user's role this permission")
+        return None
+    add(name, True, f"{what} allowed")
+    return result
+
+
+async def check_config(config: Config) -> list[Check]:
+    checks: list[Check] = []
+    for section in config.channel:
+        if section.kind == "smartstore":
+            checks.extend(await check_smartstore(section))
+    return checks
