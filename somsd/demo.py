@@ -277,7 +277,7 @@ class SmartstoreShop:
             f'[[channel]]\nname = "{shop.channel}"\nkind = "smartstore"\nurl = "{self.url}"\n'
             f'public_key = "{self.sim.public_key}"\nsecret_key_file = "{shop.channel}.secret"\n'
             f'poll_interval = "1s"\npoll_overlap = "10s"\nsold_out_action = "unpublish"\n'
-            f"locations = [{names}]\nlow_stock_threshold = 20\n"
+            f"locations = [{names}]\nlow_stock_threshold = 20\nstock_sync_concurrency = 16\n"
         )
 
     async def place(self, shop: DemoShop, api: str, options: DemoOptions, state: DemoState) -> None:
@@ -338,10 +338,10 @@ class SmartstoreShop:
         mine = [o for o in self.sim.orders.values() if o.order_number in self.numbers]
         shipped = (ShippingStatus.SHIPPED, ShippingStatus.DELIVERED)
         return [
-            ("checked out", str(len(mine))),
-            ("shipped in shop", str(sum(o.shipping_status_id in shipped for o in mine))),
-            ("complete in shop", str(sum(o.order_status_id == OrderStatus.COMPLETE for o in mine))),
-            ("hidden products", str(sum(not p.published for p in self.sim.products.values()))),
+            ("shop checkouts", str(len(mine))),
+            ("shop shipped", str(sum(o.shipping_status_id in shipped for o in mine))),
+            ("shop complete", str(sum(o.order_status_id == OrderStatus.COMPLETE for o in mine))),
+            ("shop hidden", str(sum(not p.published for p in self.sim.products.values()))),
         ]
 
 
@@ -700,7 +700,7 @@ SHOP_METRICS = (
     "somsd_channel_intake_rejected_total",
 )
 _SHOP_LABELS = {
-    "somsd_channel_orders_polled_total": "orders polled",
+    "somsd_channel_orders_polled_total": "rows polled",
     "somsd_stock_sync_delivery_seconds_count": "stock pushes",
     "somsd_channel_poll_failures_total": "poll failures",
     "somsd_channel_intake_rejected_total": "intake rejected",
@@ -709,7 +709,7 @@ _SHOP_LABELS = {
 
 def shop_panel_rows(state: DemoState) -> list[tuple[str, str]]:
     """The main shop's panel: somsd's polling and stock pushes, the shop's view, reconciliation."""
-    rows = [("polled in (this run)", str(state.polled_in))]
+    rows = [("polled in", str(state.polled_in))]
     for name, value in sorted(state.metrics.items()):
         base = name.partition("{")[0]
         if base in _SHOP_LABELS:
@@ -717,9 +717,10 @@ def shop_panel_rows(state: DemoState) -> list[tuple[str, str]]:
             rows.append((" ".join([_SHOP_LABELS[base], *labels]), f"{value:g}"))
     rows += state.shop_rows
     if state.reconciliation is None:
-        rows.append(("reconciliation", "pending"))
+        rows.append(("reconciliation", "later"))
     else:
-        rows += [(f"rec. {key}", str(n)) for key, n in state.reconciliation.items() if n]
+        rows.append(("reconciliation", ""))
+        rows += [(f"  {key}", str(n)) for key, n in state.reconciliation.items() if n]
     return rows
 
 
@@ -869,7 +870,7 @@ def render(
     }
     for name, value in plain_metrics.items():
         signals.add_row(_short_metric(name), f"{value:g}")
-    shop = _fill_cut_left(table("smartstore", ""), shop_panel_rows(state), 9)
+    shop = _fill_cut_left(table("smartstore", ""), shop_panel_rows(state), 6)
     signals.add_row("3pl_restocks", str(state.restocks))
 
     goal = f"{len(state.final)}/{options.orders} final" if options.orders else "Ctrl-C stops"
