@@ -353,7 +353,10 @@ class ChannelActor(Actor[ChannelMessage]):
         await self._load_watermark()
         async with self._driver_factory(self) as driver:
             self.driver = driver
-            self.dispatcher.register(self.target, driver.deliver)
+            # The shop's own bound on requests at once (stock PATCHes and order actions).
+            self.dispatcher.register(
+                self.target, driver.deliver, limit=self.section.stock_sync_concurrency
+            )
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._poll_forever, driver)
@@ -424,8 +427,8 @@ class ChannelActor(Actor[ChannelMessage]):
             more = page.has_more and bool(page.orders)
             following: list[ShopOrderPage] = []
 
-            async def fetch_next(after: tuple[datetime, int]) -> None:
-                following.append(await driver.orders_since(start, after))
+            async def fetch_next(after: tuple[datetime, int], into: list[ShopOrderPage]) -> None:
+                into.append(await driver.orders_since(start, after))
 
             # The next page is read while this one is committed: the shop's answer time and
             # our commits overlap instead of adding up. The watermark still moves only after
@@ -433,7 +436,7 @@ class ChannelActor(Actor[ChannelMessage]):
             async with trio.open_nursery() as nursery:
                 if more:
                     last = page.orders[-1]
-                    nursery.start_soon(fetch_next, (last.updated_at, last.shop_id))
+                    nursery.start_soon(fetch_next, (last.updated_at, last.shop_id), following)
                 for order in page.orders:
                     if self._seen.get(order.shop_id) == order.updated_at:
                         continue

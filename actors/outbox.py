@@ -198,6 +198,7 @@ class DispatcherStatus(msgspec.Struct, frozen=True):
 @dataclass
 class _Registration:
     deliver: Deliver
+    limit: int | None = None  # deliveries at once for this target; None: `per_target`
     # Cancel scopes of this target's running deliveries: unregistering cancels them, so a
     # stopping location actor's requests end now instead of on its closed HTTP client.
     scopes: set[trio.CancelScope] = field(default_factory=set)
@@ -258,12 +259,15 @@ class OutboxDispatcher:
 
     # -- what other actors call ---------------------------------------------------------
 
-    def register(self, target: str, deliver: Deliver) -> None:
-        """Deliver `target`'s entries through `deliver` from now on (replaces an older one)."""
+    def register(self, target: str, deliver: Deliver, *, limit: int | None = None) -> None:
+        """Deliver `target`'s entries through `deliver` from now on (replaces an older one).
+
+        `limit` overrides `per_target` for this target (a shop whose stock sync may run more
+        PATCHes at once, by its config)."""
         old = self._registrations.get(target)
         if old is not None:
             self._cancel(old)
-        self._registrations[target] = _Registration(deliver)
+        self._registrations[target] = _Registration(deliver, limit)
         if target in self._waiting:
             self._waiting.discard(target)
             log.info("outbox_target_deliverer_registered", target=target)
@@ -339,7 +343,8 @@ class OutboxDispatcher:
                         entry_id=entry.id,
                     )
                 continue
-            if self._active.get(entry.target, 0) >= self.per_target:
+            limit = registration.limit or self.per_target
+            if self._active.get(entry.target, 0) >= limit:
                 continue
             self._in_flight.add(entry.id)
             self._active[entry.target] = self._active.get(entry.target, 0) + 1

@@ -114,8 +114,6 @@ class SmartstoreDriver:
         self._map_lock = trio.Lock()
         # One push per SKU at a time: hide/show decides on what the previous one left.
         self._sku_locks: dict[str, trio.Lock] = {}
-        # Bounds the stock PATCHes in flight to this shop, below the dispatcher's own limit.
-        self._stock_slots = trio.Semaphore(self.section.stock_sync_concurrency)
 
     @property
     def hidden_stream(self) -> str:
@@ -174,13 +172,12 @@ class SmartstoreDriver:
             elif kind == "ChannelStockChanged":
                 push = _stock_decoder.decode(entry.payload)
                 lock = self._sku_locks.setdefault(push.sku, trio.Lock())
-                async with self._stock_slots, lock:
+                async with lock:
                     await self._stock(push)
                 lag = (utc_now() - push.at).total_seconds()
                 self.actor.metrics.stock_delivery.labels(self.section.name).observe(max(lag, 0))
             elif kind == "stock_fix":
-                async with self._stock_slots:
-                    await self._fix(_fix_decoder.decode(entry.payload).fix)
+                await self._fix(_fix_decoder.decode(entry.payload).fix)
             else:
                 raise PermanentUpstreamError(
                     self.target,
@@ -490,8 +487,8 @@ async def smartstore_driver(actor: ChannelActor) -> AsyncIterator[SmartstoreDriv
     if section.url is None or section.public_key is None or section.secret_key_file is None:
         raise ValueError(f"channel {section.name!r}: smartstore needs url, public_key and key")
     secret = section.secret_key_file.lines()[0].reveal()
-    # Connections: the dispatcher's deliveries, the stock PATCHes, one poll, one reconciliation.
-    connections = section.stock_sync_concurrency + actor.dispatcher.per_target + 2
+    # Connections: the deliveries (stock_sync_concurrency at once), one poll, one reconciliation.
+    connections = section.stock_sync_concurrency + 2
     async with smartstore_http_client(
         section.url, section.public_key, secret, max_connections=connections
     ) as http:

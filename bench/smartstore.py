@@ -110,7 +110,15 @@ async def count_orders(client: SmartstoreClient) -> int:
 
 
 class Core:
-    def __init__(self, workdir: Path, url: str, name: str, *, sync_stock: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        url: str,
+        name: str,
+        *,
+        sync_stock: bool = True,
+        concurrency: int = 4,
+    ) -> None:
         secret = workdir / "secret"
         secret.write_text(SECRET)
         self.section = ChannelConfig(
@@ -122,8 +130,9 @@ class Core:
             poll_interval=Duration("1d"),
             locations=("wh",),
             sync_stock=sync_stock,
+            stock_sync_concurrency=concurrency,
         )
-        registry = CollectorRegistry()
+        self.registry = registry = CollectorRegistry()
         self.store = EventStore(workdir / f"{name}.db", all_projections(), registry=registry)
         self.desk = OrderDesk(self.store, OrderPolicy(), registry=registry)
         self.desk.effects = order_effects_for(lambda: {"shop": self.section})
@@ -157,6 +166,19 @@ class Core:
         assert self.actor.driver is not None
         return self.actor.driver
 
+    def delivered(self) -> float:
+        value = self.registry.get_sample_value(
+            "somsd_outbox_delivery_attempts_total",
+            {"target": "channel/shop", "outcome": "delivered"},
+        )
+        return value or 0.0
+
+    async def delivered_at_least(self, count: float) -> None:
+        while True:
+            if self.delivered() >= count:
+                return
+            await trio.sleep(0.01)
+
     async def drained(self) -> None:
         while True:
             if not (await self.store.outbox_counts()).pending:
@@ -187,16 +209,16 @@ async def bench_intake(workdir: Path, orders: int, max_top: int) -> None:
     )
 
 
-async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
+async def bench_stock(workdir: Path, skus: int, max_top: int, concurrency: int) -> None:
     async with simulator(workdir, products=skus, orders=0, max_top=max_top) as url:
         async with trio.open_nursery() as nursery:
-            core = Core(workdir, url, "stock")
+            core = Core(workdir, url, f"stock-{concurrency}", concurrency=concurrency)
             await core.start(nursery)
             names = [f"SS-{i:06d}" for i in range(1, skus + 1)]
             first = StockReport("wh", datetime.now(UTC), tuple(StockCount(n, 3) for n in names))
             await core.inventory.ask(lambda r: ReportStock(first, r))
-            await trio.sleep(0.2)
-            await core.drained()  # the SKU map is loaded and warm now
+            await core.delivered_at_least(skus)  # the SKU map is loaded and warm now
+            before = core.delivered()
             second = StockReport(
                 "wh",
                 datetime.now(UTC) + timedelta(seconds=1),
@@ -204,8 +226,7 @@ async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
             )
             started = time.perf_counter()
             await core.inventory.ask(lambda r: ReportStock(second, r))
-            await trio.sleep(0.06)  # the debounce's max delay
-            await core.drained()
+            await core.delivered_at_least(before + skus)
             elapsed = time.perf_counter() - started
             nursery.cancel_scope.cancel()
         # The shop alone: the same PATCHes straight from the client, four at a time.
@@ -221,11 +242,12 @@ async def bench_stock(workdir: Path, skus: int, max_top: int) -> None:
 
             started = time.perf_counter()
             async with trio.open_nursery() as nursery:
-                for worker in range(4):
-                    nursery.start_soon(patch, ids[worker::4])
+                for worker in range(concurrency):
+                    nursery.start_soon(patch, ids[worker::concurrency])
             shop_only = time.perf_counter() - started
     print(
-        f"stock: {skus} SKU pushes in {elapsed:.2f} s = {skus / elapsed:,.0f} updates/s; "
+        f"stock ({concurrency} at once): {skus} SKU pushes in {elapsed:.2f} s = "
+        f"{skus / elapsed:,.0f} updates/s; "
         f"shop only {shop_only:.2f} s = {skus / shop_only:,.0f} PATCH/s"
     )
 
@@ -266,7 +288,8 @@ async def bench_reconcile(workdir: Path, products: int, max_top: int) -> None:
 async def main(args: argparse.Namespace) -> None:
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="somsd-bench-ss-"))
     await bench_intake(workdir, args.orders, args.max_top)
-    await bench_stock(workdir, args.stock, args.max_top)
+    for concurrency in (int(c) for c in args.concurrency.split(",")):
+        await bench_stock(workdir, args.stock, args.max_top, concurrency)
     for size in (int(s) for s in args.catalogues.split(",")):
         await bench_reconcile(workdir, size, args.max_top)
 
@@ -276,6 +299,7 @@ if __name__ == "__main__":
     parser.add_argument("--orders", type=int, default=3000)
     parser.add_argument("--stock", type=int, default=3000)
     parser.add_argument("--catalogues", default="3000,100000")
+    parser.add_argument("--concurrency", default="4,16", help="stock_sync_concurrency levels")
     parser.add_argument("--max-top", type=int, default=120)
     parser.add_argument("--dir")
     parsed = parser.parse_args()

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from somsd.domain.countries import is_country_code
-from somsd.domain.status import CustomStatus, status_config_problems
+from somsd.domain.status import STANDARD_TRANSITIONS, CustomStatus, status_config_problems
 from somsd.secrets import Secret
 
 __all__ = [
@@ -644,6 +644,13 @@ def _channel_sync_problems(index: int, channel: ChannelConfig) -> list[str]:
                 f'channel[{index}].status_map."{name}": "{target}" is not a shop order status; '
                 f"use one of {', '.join(_SHOP_ORDER_STATUSES)}"
             )
+    methods = ("creditcard", "paypal", "invoice", "banktransfer", "check", "cod")
+    for name, target in channel.payment_methods.items():
+        if target not in methods:
+            problems.append(
+                f'channel[{index}].payment_methods."{name}": "{target}" must be one of '
+                f"{', '.join(methods)}"
+            )
     for name, target in channel.shipping_methods.items():
         if target not in _SHIPPING_KINDS:
             problems.append(
@@ -659,6 +666,20 @@ def _channel_sync_problems(index: int, channel: ChannelConfig) -> list[str]:
         problems.append(f"channel[{index}].poll_overlap: at most 1h")
     if channel.reconcile_interval is not None and channel.reconcile_interval.seconds < 60:
         problems.append(f"channel[{index}].reconcile_interval: at least 1m")
+    return problems
+
+
+def _status_map_problems(index: int, channel: ChannelConfig, config: Config) -> list[str]:
+    """A channel's status_map names only statuses somsd has (standard or [[status]])."""
+    problems: list[str] = []
+    known_statuses = set(STANDARD_TRANSITIONS) | {"on-hold", "closed"}
+    known_statuses |= {status.name for status in config.status}
+    for name in channel.status_map:
+        if name not in known_statuses:
+            problems.append(
+                f'channel[{index}].status_map."{name}": no such status; use a standard '
+                "status or a [[status]] name"
+            )
     return problems
 
 
@@ -707,6 +728,7 @@ def _check_references(
         if channel.poll_interval.seconds <= 0:
             problems.append(f"channel[{index}].poll_interval: must be longer than 0s")
         problems.extend(_channel_sync_problems(index, channel))
+        problems.extend(_status_map_problems(index, channel, config))
     for index, location in indexed("location"):
         if (location.lat is None) != (location.lon is None):
             missing = "lat" if location.lat is None else "lon"

@@ -204,3 +204,43 @@ def test_a_channel_without_locations_is_served_by_every_location(tmp_path: Path)
     text = WEBHOOK + '\n[[location]]\nname = "wh-1"\n\n[[location]]\nname = "store-1"\n'
     config = load_config(write_config(tmp_path, text))
     assert config.channel[0].locations == ("wh-1", "store-1")
+
+
+def test_smartstore_channel_keys_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "shop.secret").write_text("s\n")
+    path = tmp_path / "somsd.toml"
+    path.write_text(
+        """
+[daemon]
+data_dir = "data"
+
+[[channel]]
+name = "shop"
+kind = "smartstore"
+url = "https://shop.example.com"
+public_key = "k"
+secret_key_file = "shop.secret"
+sold_out_action = "hide"
+stock_sync_concurrency = 99
+reconcile_interval = "10s"
+[channel.payment_methods]
+"Payments.Foo" = "bitcoin"
+[channel.shipping_methods]
+"Drone" = "teleport"
+[channel.status_map]
+"complete" = "done"
+"nonesuch" = "processing"
+"""
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = "\n".join(caught.value.problems)
+    for expected in (
+        'channel[0].payment_methods."Payments.Foo"',
+        'channel[0].shipping_methods."Drone"',
+        'channel[0].status_map."complete": "done"',
+        'channel[0].status_map."nonesuch": no such status',
+        "channel[0].stock_sync_concurrency",
+        "channel[0].reconcile_interval",
+    ):
+        assert expected in text, text

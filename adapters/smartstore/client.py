@@ -18,7 +18,8 @@ no error message repeats them.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -50,9 +51,11 @@ from adapters.smartstore.wire import (
     ODataErrorBody,
     OrderNotesPage,
     OrdersPage,
-    OrdersPageBody,
     ProductsPage,
     ProductsPageBody,
+    RawPageBody,
+    RejectedRow,
+    RowKey,
     ShipmentInfo,
     ShipmentsPage,
     SsCombination,
@@ -68,6 +71,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "ORDER_EXPAND",
     "PRODUCT_SELECT",
+    "Observer",
     "ProbeResult",
     "SmartstoreClient",
     "odata_datetime",
@@ -103,8 +107,11 @@ H_AUTH_ID: Final = "Smartstore-Api-AuthResultId"
 H_AUTH_DESC: Final = "Smartstore-Api-AuthResultDesc"
 
 T = TypeVar("T")
+# (operation, HTTP status or None when no answer came, seconds)
+Observer = Callable[[str, int | None, float], None]
 
-_orders_page = msgspec.json.Decoder(OrdersPageBody)
+_raw_page = msgspec.json.Decoder(RawPageBody)
+_row_key = msgspec.json.Decoder(RowKey)
 _products_page = msgspec.json.Decoder(ProductsPageBody)
 _combinations_page = msgspec.json.Decoder(CombinationsPageBody)
 _shipments_page = msgspec.json.Decoder(ShipmentsPage)
@@ -191,8 +198,12 @@ class SmartstoreClient:
         system: str,
         read_attempts: int = READ_ATTEMPTS,
         read_backoff: float = READ_BACKOFF,
+        observe: Observer | None = None,
     ) -> None:
+        """`observe(operation, status, seconds)` is called after every HTTP attempt (status
+        None: no answer), for the caller's metrics; it must not block."""
         self._http = http
+        self._observe = observe
         self.system = system
         self._read_attempts = max(1, read_attempts)
         self._read_backoff = read_backoff
@@ -243,12 +254,34 @@ class SmartstoreClient:
             "$expand": expand,
         }
         response, size = await self._read_page("Orders", "GET Orders", params)
-        body = self._decode(_orders_page, response, "GET Orders")
+        body = self._decode(_raw_page, response, "GET Orders")
+        orders: list[SsOrder] = []
+        rejected: list[RejectedRow] = []
+        last_key: tuple[datetime, int] | None = None
+        for raw in body.value:
+            try:
+                order = _order.decode(raw)
+            except msgspec.DecodeError as exc:
+                key = _lenient_key(raw)
+                rejected.append(
+                    RejectedRow(
+                        id=key.id,
+                        updated_on_utc=key.updated_on_utc,
+                        reason=f"not a readable Smartstore order: {str(exc)[:_DETAIL_LIMIT]}",
+                    )
+                )
+                if key.id is not None and key.updated_on_utc is not None:
+                    last_key = (key.updated_on_utc, key.id)
+                continue
+            orders.append(order)
+            last_key = (order.updated_on_utc, order.id)
         return OrdersPage(
-            orders=body.value,
+            orders=tuple(orders),
             server_date=_parse_date(response.headers.get(H_DATE)),
             max_top=self.max_top,
             has_more=body.next_link is not None or len(body.value) >= size,
+            rejected=tuple(rejected),
+            last_key=last_key,
         )
 
     async def order(self, order_id: int, *, expand: str = ORDER_EXPAND) -> SsOrder:
@@ -545,12 +578,17 @@ class SmartstoreClient:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        started = time.perf_counter()
         try:
             response = await self._http.request(
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
+            if self._observe is not None:
+                self._observe(operation, None, time.perf_counter() - started)
             raise translate_http_error(exc, system=self.system, operation=operation) from exc
+        if self._observe is not None:
+            self._observe(operation, response.status_code, time.perf_counter() - started)
         self._remember(response.headers)
         if response.is_success:
             return response
@@ -656,6 +694,13 @@ class SmartstoreClient:
                 operation=operation,
                 status_code=response.status_code,
             ) from exc
+
+
+def _lenient_key(raw: bytes) -> RowKey:
+    try:
+        return _row_key.decode(raw)
+    except msgspec.DecodeError:
+        return RowKey()
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

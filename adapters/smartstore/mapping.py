@@ -20,6 +20,8 @@ Choices (the issue is silent on them):
 - Countries: ISO alpha-2 from the expanded `Country`; missing or not ISO -> the configured
   `default_country` and a hold (`unknown_country`); no shipping address (pickup, digital) ->
   the billing address.
+- Line names: the expanded `Product.Name`, plus the variant from `AttributeDescription` as plain
+  text ("T-Shirt (Größe: M, Farbe: rot)"); the SKU when the product was not expanded.
 - Lines without SKU (items older than 5.0.5) -> `ss-product-<ProductId>` and a hold; quantity
   0 or below -> the line is dropped and the order held (`zero_quantity`); no line left ->
   unrepresentable.
@@ -148,6 +150,8 @@ _PAYMENT_STATUS: Final[Mapping[int, PaymentStatus]] = {
     PaymentStatusId.REFUNDED: "refunded",
     PaymentStatusId.VOIDED: "pending",
 }
+_BREAK = re.compile(r"<br\s*/?>|</p>|</li>", re.IGNORECASE)
+_TAG = re.compile(r"<[^>]*>")
 _TAX_PAIR = re.compile(r"^\s*(?P<rate>-?\d+(?:[.,]\d+)?)\s*:\s*(?P<amount>-?\d+(?:[.,]\d+)?)\s*$")
 
 
@@ -235,6 +239,7 @@ def to_canonical(
     default_country: str = "DE",
 ) -> MappedOrder:
     """Map one expanded shop order; see the module docstring for every rule."""
+    # OrderGuid is the stable key; Id only if a shop ever sends none (never seen).
     external_id = (order.order_guid or "").strip() or str(order.id)
     number = (order.order_number or "").strip() or str(order.id)
     base = MappedOrder(
@@ -420,6 +425,9 @@ def _lines(items: tuple[SsOrderItem, ...], currency: str, holds: list[HoldNote])
             if round_money(per_unit, currency) == per_unit:
                 unit = per_unit  # a line discount that spreads evenly over the units
         name = ((item.product.name or "") if item.product else "").strip() or sku
+        variant = _plain_text(item.attribute_description)
+        if variant:
+            name = f"{name} ({variant})"
         rate = item.tax_rate
         if not rate.is_finite() or not 0 <= rate <= 100:
             holds.append(
@@ -536,6 +544,15 @@ def _payment_method(
         )
     )
     return "invoice"
+
+
+def _plain_text(html: str | None) -> str:
+    """AttributeDescription ("Größe: M<br />Farbe: rot") as one line: "Größe: M, Farbe: rot"."""
+    if not html:
+        return ""
+    text = _TAG.sub("", _BREAK.sub("\n", html))
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return ", ".join(line for line in lines if line)[:120]
 
 
 def _lookup(mapping: Mapping[str, str], name: str) -> str | None:

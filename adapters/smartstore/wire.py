@@ -38,6 +38,9 @@ __all__ = [
     "OrdersPageBody",
     "ProductsPage",
     "ProductsPageBody",
+    "RawPageBody",
+    "RejectedRow",
+    "RowKey",
     "ShipmentInfo",
     "ShipmentsPage",
     "SsAddress",
@@ -144,8 +147,9 @@ class SsShipment(_Entity, frozen=True, kw_only=True):
 
 class SsOrder(_Entity, frozen=True, kw_only=True):
     id: int
-    order_number: Text
-    order_guid: Text
+    # Never null in Smartstore's schema; optional here so one odd row cannot fail a page.
+    order_number: Text | None = None
+    order_guid: Text | None = None
     store_id: int = 0
     customer_id: int = 0
     billing_address_id: int = 0
@@ -248,6 +252,7 @@ class ODataPage(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
 
 # Concrete page types (msgspec decoders need them spelled out; aliases keep call sites short).
 OrdersPageBody = ODataPage[SsOrder]
+RawPageBody = ODataPage[msgspec.Raw]
 ProductsPageBody = ODataPage[SsProduct]
 CombinationsPageBody = ODataPage[SsCombination]
 ShipmentsPage = ODataPage[SsShipment]
@@ -273,11 +278,30 @@ class ODataErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 
 
 # Page results as the client hands them on (with the headers that came with the page).
+class RejectedRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of a page that is not a readable order (absurd sizes, wrong types): reported, so
+    the poller records it as a rejected intake and moves on instead of failing the page."""
+
+    id: int | None
+    updated_on_utc: datetime | None
+    reason: str
+
+
+class RowKey(msgspec.Struct, frozen=True, kw_only=True, rename="pascal"):
+    """The keyset position of a row, read leniently from rows that fail full decoding."""
+
+    id: int | None = None
+    updated_on_utc: datetime | None = None
+
+
 class OrdersPage(msgspec.Struct, frozen=True, kw_only=True):
     orders: tuple[SsOrder, ...]
     server_date: datetime | None  # Smartstore-Api-Date of this answer
     max_top: int | None
     has_more: bool  # the server said there is more (nextLink, or a full page)
+    rejected: tuple[RejectedRow, ...] = ()
+    # (UpdatedOnUtc, Id) of the page's last row, rejected rows included: continue after it.
+    last_key: tuple[datetime, int] | None = None
 
 
 class ProductsPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -252,9 +252,12 @@ async def test_reads_give_up_after_three_tries(connect: Connect) -> None:
     sim = small_shop()
     sim.knobs.fail_next.extend([500, 500, 500, 500])
     client = await connect(sim)
+    seen: list[tuple[str, int | None]] = []
+    client._observe = lambda operation, status, seconds: seen.append((operation, status))
     with pytest.raises(TransientUpstreamError):
         await client.orders_since(EPOCH)
     assert len(sim.requests) == 3
+    assert seen == [("GET Orders", 500)] * 3
 
 
 async def test_actions_are_not_retried_inside_the_client(connect: Connect) -> None:
@@ -473,3 +476,34 @@ async def test_a_5x_shop_refuses_the_carrier_parameter(connect: Connect) -> None
     shipment = await client.add_shipment(order.id, "0034", None, None)
     assert shipment is not None
     assert len(sim.shipments) == 1
+
+
+async def test_bad_shop_data_over_the_wire_holds_or_is_unrepresentable(connect: Connect) -> None:
+    sim = small_shop()
+    sku = next(sku for sku in (sim.seeded.truth if sim.seeded else {}) if sim.product_by_sku(sku))
+    zero = sim.place_order([(sku, 1), (sku, 1)], item_overrides=[{}, {"quantity": 0}])
+    foreign = sim.place_order([(sku, 1)], country="FR")  # the shop knows no such country row
+    off = sim.place_order([(sku, 1)], order_overrides={"order_total": Decimal("1.00")})
+    empty = sim.place_order([])
+    client = await connect(sim)
+    page = await client.orders_since(EPOCH)
+    mapped = {order.id: to_canonical(order, channel="shop") for order in page.orders}
+    # The left-out line was part of the shop's total, so the total is off as well.
+    assert [h.code for h in mapped[zero.id].holds] == ["zero_quantity", "totals_mismatch"]
+    assert {h.code for h in mapped[foreign.id].holds} == {"unknown_country"}
+    assert [h.code for h in mapped[off.id].holds] == ["totals_mismatch"]
+    assert mapped[empty.id].order is None
+    assert mapped[empty.id].unrepresentable == "the order has no items"
+
+
+async def test_an_unreadable_order_row_is_reported_and_the_page_goes_on(connect: Connect) -> None:
+    sim = small_shop()
+    orders = [sim.place_order() for _ in range(3)]
+    sim.order_items[orders[1].id] = sim.order_items[orders[1].id] * 1001  # absurd
+    client = await connect(sim)
+    page = await client.orders_since(EPOCH)
+    assert [order.id for order in page.orders] == [orders[0].id, orders[2].id]
+    assert [row.id for row in page.rejected] == [orders[1].id]
+    assert page.rejected[0].updated_on_utc == orders[1].updated_on_utc
+    assert "not a readable Smartstore order" in page.rejected[0].reason
+    assert page.last_key == (orders[2].updated_on_utc, orders[2].id)

@@ -372,3 +372,12 @@ def test_shopper_orders_are_accepted_by_the_order_lifecycle() -> None:
             mapped.order, order_id="o-1", channel="shop", policy=policy, now=PLACED, actor="test"
         )
         assert events
+
+
+def test_variant_attributes_name_the_line() -> None:
+    variant = msgspec.structs.replace(
+        item(sku="TEE-M", name="T-Shirt"), attribute_description="Größe: M<br />Farbe: <b>rot</b>"
+    )
+    mapped = to_canonical(shop_order((variant,)), channel="shop")
+    assert mapped.order is not None
+    assert mapped.order.lines[0].name == "T-Shirt (Größe: M, Farbe: rot)"

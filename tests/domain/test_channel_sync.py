@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -9,9 +13,18 @@ from somsd.domain.channel_sync import (
     ReconcileFix,
     ShopItem,
     SoldOutAction,
+    plan_order_effects,
     reconcile,
     visibility_change,
 )
+from somsd.domain.events import OrderEvent
+from somsd.domain.holds import HoldReason
+from somsd.domain.lifecycle import receive_order, record_payment
+from somsd.domain.policy import OrderPolicy
+from somsd.domain.state import OrderState, apply
+from somsd.domain.testing import sample_order
+
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 skus = st.text(alphabet="ABCDEFGH0123456789-", min_size=1, max_size=6)
 
@@ -132,3 +145,69 @@ def test_sold_out_then_restocked_comes_back_as_it_was(action: SoldOutAction, bef
         assert show.fields == {"Published": True}
     else:
         assert show.fields == {"DisableBuyButton": False}
+
+
+def _received(channel: str = "shop") -> OrderState:
+    order = sample_order()
+    order = msgspec.structs.replace(
+        order, payment=msgspec.structs.replace(order.payment, method="invoice", status="pending")
+    )
+    events = receive_order(
+        order, order_id="o-1", channel=channel, policy=OrderPolicy(), now=NOW, actor="order-desk"
+    )
+    state: OrderState | None = None
+    for event in events:
+        state = apply(state, event)
+    assert state is not None
+    return state
+
+
+def _after(state: OrderState, events: list[OrderEvent]) -> OrderState:
+    for event in events:
+        state = apply(state, event)
+    return state
+
+
+@given(st.lists(st.sampled_from(["user:anna", "channel:shop", "fulfilments"]), max_size=6))
+def test_effects_are_sent_for_what_somsd_did_with_stable_distinct_keys(actors: list[str]) -> None:
+    state = _received()
+    planned: list[str] = []
+    for number, actor in enumerate(actors):
+        events = record_payment(
+            state,
+            Decimal("0.01"),
+            payment_id=f"p-{number}",
+            policy=OrderPolicy(),
+            now=NOW,
+            actor=actor,
+        )
+        state = _after(state, events)
+        effects = plan_order_effects(state, events)
+        assert effects == plan_order_effects(state, events)  # a redelivery: the same keys
+        if actor == "channel:shop":
+            assert effects == []  # what the shop told us is not sent back
+        else:
+            assert [e.kind for e in effects] == ["payment_paid"]
+        planned.extend(e.key for e in effects)
+    assert len(planned) == len(set(planned))
+
+
+def test_a_paid_order_taken_in_on_hold_sends_only_the_hold_note() -> None:
+    order = sample_order()  # paid by credit card
+    events = receive_order(
+        order,
+        order_id="o-2",
+        channel="shop",
+        policy=OrderPolicy(),
+        now=NOW,
+        actor="order-desk",
+        extra_holds=[HoldReason("totals_mismatch", "the shop's total differs by 5.00")],
+    )
+    state: OrderState | None = None
+    for event in events:
+        state = apply(state, event)
+    assert state is not None
+    assert state.paid > 0
+    [effect] = plan_order_effects(state, events)
+    assert effect.kind == "note"
+    assert "5.00" in effect.note
