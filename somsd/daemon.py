@@ -95,6 +95,13 @@ class ReloadResult(msgspec.Struct, frozen=True):
     problems: tuple[str, ...] = ()  # why the new config was rejected
 
 
+def _driver_label(driver: object) -> str | None:
+    """What talks to the system, as text: a polled channel's actor holds its driver object."""
+    if driver is None or isinstance(driver, str):
+        return driver
+    return type(driver).__name__
+
+
 class ActorReport(msgspec.Struct, frozen=True):
     name: str
     supervisor: str
@@ -349,7 +356,7 @@ class Daemon:
                         mailbox_depth=actor.mailbox.depth,
                         kind=actor.kind,
                         handled=status.handled if status else None,
-                        driver=actor.driver,
+                        driver=_driver_label(actor.driver),
                         no_driver=actor.driver is None,
                     )
                 elif child.name == "store":

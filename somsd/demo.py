@@ -1,9 +1,12 @@
 """`somsd demo`: the embedded default, end to end on loopback.
 
 What runs: a real `somsd run` process on SQLite with a generated config (three warehouses, two
-stores, the shops listed in `SHOPS`); the 3PL simulator speaking the `rest` location protocol for
-one warehouse; store staff working the other locations' pick lists through the manual
-fulfilment API; a webhook shop placing realistic signed orders; an "ERP" that books the bank
+stores, the shops listed in `demo_shops()`); the 3PL simulator speaking the `rest` location
+protocol for one warehouse; store staff working the other locations' pick lists through the
+manual fulfilment API; the main shop, a Smartstore simulator (a real OData Web API on loopback
+with a seeded catalogue of a few thousand products) whose shoppers check out orders somsd polls
+in, while somsd pushes stock and visibility back and reconciles the catalogue once; a webhook
+shop as a second channel placing realistic signed orders; an "ERP" that books the bank
 transfers and invoice payments of shipped orders; a supplier that restocks the 3PL before it
 runs dry, so every order can finish. The live view shows orders by status (and why those that
 wait, wait), fulfilments by location, stock sync and routing, and errors; the API and metrics
@@ -22,8 +25,10 @@ daemon goes through the daemon's public HTTP API, as a real shop, 3PL or store w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -44,6 +49,7 @@ import httpx
 import structlog
 import trio
 
+from adapters.smartstore import OrderStatus, ShippingStatus, SmartstoreSimulator
 from adapters.storesim import StoreClient, StoreKnobs, StoreSimulator, WorkItem
 from adapters.threepl.simulator import ThreePLKnobs, ThreePLSimulator
 from adapters.webhookshop import DEFAULT_CATALOGUE, place_orders
@@ -121,6 +127,11 @@ class DemoState:
     waiting: dict[str, str] = field(default_factory=dict)  # order id -> why it is not final
     interrupted: bool = False
     driving: bool = False
+    # Polled shops: numbers placed in the shop that somsd has not listed yet.
+    awaiting_intake: set[str] = field(default_factory=set)
+    polled_in: int = 0
+    reconciliation: dict[str, int] | None = None  # the last report's counts
+    shop_rows: list[tuple[str, str]] = field(default_factory=list)  # the main shop's own view
 
     @property
     def number_prefix(self) -> str:
@@ -150,6 +161,15 @@ class DemoShop:
     secret: str
     config: Callable[[DemoShop], str]
     place: Callable[[DemoShop, str, DemoOptions, DemoState], Awaitable[None]]
+    share: float = 1.0  # of the demo's orders and of its rate
+    # A shop the demo runs itself is started before the config (which names its URL) is written.
+    start: Callable[[trio.Nursery, DemoState], Awaitable[None]] | None = None
+    # Once the daemon is ready: what the shop does with it besides placing (the admin client).
+    follow: Callable[[httpx.AsyncClient, DemoState], Awaitable[None]] | None = None
+    # The shop's own view of this run (label, value), for the live view and the summary.
+    rows: Callable[[], list[tuple[str, str]]] | None = None
+    # After the last order is final in somsd: until the shop shows it too (bounded by the caller).
+    settle: Callable[[], Awaitable[None]] | None = None
 
 
 def _webhook_config(shop: DemoShop) -> str:
@@ -190,16 +210,181 @@ async def _place_webhook(shop: DemoShop, api: str, options: DemoOptions, state: 
                 state.error(f"{delivery.order.number}: {delivery.error}"[:160])
 
 
-def demo_shops() -> tuple[DemoShop, ...]:
-    """The demo's shops; a new shop kind adds its entry here (config block and placer)."""
+# The Smartstore catalogue: the demo's own SKUs (what the shoppers buy, stocked everywhere) and
+# a long tail of seeded products whose stock somsd learns from one report at `LONG_TAIL_AT`
+# (nobody orders them, so that location's daily capacity is never touched). The seeded drift -
+# products wrongly unpublished (the Ametista case), wrongly shown, with other stock, unknown to
+# somsd - is what the one reconciliation of the run finds and fixes.
+LONG_TAIL_PRODUCTS = 3000
+LONG_TAIL_AT = "wh-leipzig"
+WRONGLY_UNPUBLISHED, WRONGLY_SHOWN, STOCK_DRIFT = 40, 10, 25
+UNKNOWN_IN_SHOP = 5
+RECONCILE_AFTER = 8.0  # seconds after the daemon is ready: the first stock pushes are through
+SMARTSTORE_SHARE = 2 / 3  # the main shop takes this share of the orders, the webhook shop the rest
+
+
+class SmartstoreShop:
+    """The main shop: a Smartstore simulator served on loopback, its shoppers, its view."""
+
+    def __init__(self, channel: str, secret: str, seed: int) -> None:
+        self.channel = channel
+        self.url = ""
+        # Order ids above every earlier run's, so effects left from one never hit another's.
+        self.sim = SmartstoreSimulator(
+            public_key=f"demo-{channel}",
+            secret_key=secret,
+            seed=seed,
+            first_order_id=int(time.time() * 10) * 1000,
+        )
+        self.seed = seed
+        self.numbers: set[str] = set()  # this run's order numbers
+
+    def seed_catalogue(self) -> None:
+        self.sim.seed_catalogue(
+            LONG_TAIL_PRODUCTS,
+            wrongly_unpublished=WRONGLY_UNPUBLISHED,
+            wrongly_shown=WRONGLY_SHOWN,
+            stock_drift=STOCK_DRIFT,
+            unknown_in_shop=UNKNOWN_IN_SHOP,
+            seed=self.seed,
+        )
+        everywhere = sum(START_STOCK.values())  # somsd's channel stock of a demo SKU at start
+        for item in DEFAULT_CATALOGUE:
+            self.sim.add_product(
+                item.sku,
+                name=item.name,
+                stock=everywhere,
+                price=item.unit_price,
+                tax_rate=item.tax_rate,
+            )
+
+    def long_tail_stock(self) -> list[dict[str, Any]]:
+        """The long tail's stock for somsd: the seeded truth (the shop agrees but for drift)."""
+        assert self.sim.seeded is not None
+        return [{"sku": sku, "on_hand": units} for sku, units in self.sim.seeded.truth.items()]
+
+    async def start(self, nursery: trio.Nursery, state: DemoState) -> None:
+        self.seed_catalogue()
+        listener = HttpListener(
+            self.channel, self.sim, ListenAddress("127.0.0.1:0"), graceful_timeout=1
+        )
+        await nursery.start(listener.run)
+        self.url = listener.urls[0]
+
+    def config(self, shop: DemoShop) -> str:
+        names = ", ".join(f'"{loc[0]}"' for loc in LOCATIONS)
+        return (
+            f'[[channel]]\nname = "{shop.channel}"\nkind = "smartstore"\nurl = "{self.url}"\n'
+            f'public_key = "{self.sim.public_key}"\nsecret_key_file = "{shop.channel}.secret"\n'
+            f'poll_interval = "1s"\npoll_overlap = "10s"\nsold_out_action = "unpublish"\n'
+            f"locations = [{names}]\nlow_stock_threshold = 20\nstock_sync_concurrency = 16\n"
+        )
+
+    async def place(self, shop: DemoShop, api: str, options: DemoOptions, state: DemoState) -> None:
+        """The shop's shoppers: checkouts of the demo's SKUs at the demo's rate, numbered for
+        this run. Delivery only (no pickup: a Smartstore pickup needs a store mapping the
+        channel does not have yet) to DE and AT, where the 3PL ships."""
+        rng = random.Random(f"{options.seed}-{state.run_id}")  # fresh GUIDs every run
+        count = options.orders if options.orders is not None else 10**9
+        interval = 1.0 / options.rate if options.rate > 0 else 1.0
+        next_at = trio.current_time()
+        for index in range(1, count + 1):
+            next_at += interval
+            await trio.sleep_until(next_at)
+            items = rng.sample(DEFAULT_CATALOGUE, rng.choice((1, 1, 1, 2, 2, 3)))
+            number = f"{state.number_prefix}S{index}"
+            self.sim.place_order(
+                [(item.sku, rng.choice((1, 1, 1, 2))) for item in items],
+                shipping=rng.choices(("standard", "express"), (85, 15))[0],
+                country=rng.choices(("DE", "AT"), (90, 10))[0],
+                rng=rng,
+                order_overrides={"order_number": number},
+            )
+            self.numbers.add(number)
+            state.awaiting_intake.add(number)
+            state.placed += 1
+
+    async def follow(self, admin: httpx.AsyncClient, state: DemoState) -> None:
+        """Tell somsd the long tail's stock, reconcile the catalogue once, keep the shop's view."""
+        response = await admin.put(
+            f"/v1/locations/{LONG_TAIL_AT}/stock",
+            json=self.long_tail_stock(),  # the listed SKUs only: the rest stays as counted
+        )
+        response.raise_for_status()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reconcile_once, admin, state)
+            while True:
+                state.shop_rows = self.rows()
+                await trio.sleep(0.5)
+
+    async def settle(self) -> None:
+        """Every order of this run shipped and complete in the shop (the effects are through)."""
+        while True:
+            mine = [o for o in self.sim.orders.values() if o.order_number in self.numbers]
+            if all(o.order_status_id == OrderStatus.COMPLETE for o in mine):
+                return
+            await trio.sleep(0.25)
+
+    async def _reconcile_once(self, admin: httpx.AsyncClient, state: DemoState) -> None:
+        await trio.sleep(RECONCILE_AFTER)
+        response = await admin.post(f"/v1/channels/{self.channel}/reconcile", timeout=120)
+        if response.status_code == 200:
+            state.reconciliation = dict(response.json()["counts"])
+        else:
+            state.error(f"reconcile {self.channel}: {response.status_code} {response.text}"[:160])
+
+    def rows(self) -> list[tuple[str, str]]:
+        """This run's orders as the shop shows them (its own state, not somsd's)."""
+        mine = [o for o in self.sim.orders.values() if o.order_number in self.numbers]
+        shipped = (ShippingStatus.SHIPPED, ShippingStatus.DELIVERED)
+        return [
+            ("shop checkouts", str(len(mine))),
+            ("shop shipped", str(sum(o.shipping_status_id in shipped for o in mine))),
+            ("shop complete", str(sum(o.order_status_id == OrderStatus.COMPLETE for o in mine))),
+            ("shop hidden", str(sum(not p.published for p in self.sim.products.values()))),
+        ]
+
+
+def demo_shops(seed: int = 7) -> tuple[DemoShop, ...]:
+    """The demo's shops; a new shop kind adds its entry here (config block and placer).
+
+    The first is the main shop, Smartstore; the webhook shop is a second channel."""
+    secret = secrets.token_hex(16)
+    smartstore = SmartstoreShop("smartstore", secret, seed)
     return (
+        DemoShop(
+            channel="smartstore",
+            secret=secret,
+            config=smartstore.config,
+            place=smartstore.place,
+            share=SMARTSTORE_SHARE,
+            start=smartstore.start,
+            follow=smartstore.follow,
+            rows=smartstore.rows,
+            settle=smartstore.settle,
+        ),
         DemoShop(
             channel="webshop",
             secret=secrets.token_hex(16),
             config=_webhook_config,
             place=_place_webhook,
+            share=1 - SMARTSTORE_SHARE,
         ),
     )
+
+
+def shop_options(shops: tuple[DemoShop, ...], options: DemoOptions) -> list[DemoOptions]:
+    """Each shop's part of the demo's orders and rate; the counts add up to `options.orders`."""
+    parts: list[DemoOptions] = []
+    left = options.orders
+    for index, shop in enumerate(shops):
+        count = None
+        if options.orders is not None and left is not None:
+            last = index == len(shops) - 1
+            count = left if last else min(left, round(options.orders * shop.share))
+            left -= count
+        parts.append(dataclasses.replace(options, orders=count, rate=options.rate * shop.share))
+    return parts
 
 
 # -- config, ports, the daemon process -------------------------------------------------------
@@ -366,12 +551,15 @@ async def daemon_process(config: Path, state: DemoState) -> AsyncIterator[Daemon
 # -- the simulated outside world -------------------------------------------------------------
 
 
+def _start_counts(location: str) -> list[dict[str, Any]]:
+    return [{"sku": item.sku, "on_hand": START_STOCK[location]} for item in DEFAULT_CATALOGUE]
+
+
 async def seed_stock(admin: httpx.AsyncClient) -> None:
-    for location, units in START_STOCK.items():
+    for location in START_STOCK:
         if location == REST_LOCATION:
             continue  # the 3PL reports its own stock
-        counts = [{"sku": item.sku, "on_hand": units} for item in DEFAULT_CATALOGUE]
-        response = await admin.put(f"/v1/locations/{location}/stock", json=counts)
+        response = await admin.put(f"/v1/locations/{location}/stock", json=_start_counts(location))
         response.raise_for_status()
 
 
@@ -471,6 +659,11 @@ async def watch(admin: httpx.AsyncClient, metrics_url: str, state: DemoState) ->
                 }
                 page = (await admin.get("/v1/orders", params=params)).json()
                 for summary in page["orders"]:
+                    if summary["number"] in state.awaiting_intake:  # polled in from its shop
+                        state.awaiting_intake.discard(summary["number"])
+                        state.order_ids.add(summary["order_id"])
+                        state.taken_in += 1
+                        state.polled_in += 1
                     statuses[summary["status"]] += 1
                     if summary["status"] in FINAL_STATUSES:
                         state.final.add(summary["order_id"])
@@ -498,6 +691,39 @@ async def watch(admin: httpx.AsyncClient, metrics_url: str, state: DemoState) ->
             await trio.sleep(0.5)
 
 
+# What the polled shop's panel shows: orders read by polling, stock pushes that reached the
+# shop, failed polls and shop orders that could not be taken in.
+SHOP_METRICS = (
+    "somsd_channel_orders_polled_total",
+    "somsd_stock_sync_delivery_seconds_count",
+    "somsd_channel_poll_failures_total",
+    "somsd_channel_intake_rejected_total",
+)
+_SHOP_LABELS = {
+    "somsd_channel_orders_polled_total": "rows polled",
+    "somsd_stock_sync_delivery_seconds_count": "stock pushes",
+    "somsd_channel_poll_failures_total": "poll failures",
+    "somsd_channel_intake_rejected_total": "intake rejected",
+}
+
+
+def shop_panel_rows(state: DemoState) -> list[tuple[str, str]]:
+    """The main shop's panel: somsd's polling and stock pushes, the shop's view, reconciliation."""
+    rows = [("polled in", str(state.polled_in))]
+    for name, value in sorted(state.metrics.items()):
+        base = name.partition("{")[0]
+        if base in _SHOP_LABELS:
+            labels = _short_metric(name).split(" ")[2:]  # after the channel
+            rows.append((" ".join([_SHOP_LABELS[base], *labels]), f"{value:g}"))
+    rows += state.shop_rows
+    if state.reconciliation is None:
+        rows.append(("reconciliation", "later"))
+    else:
+        rows.append(("reconciliation", ""))
+        rows += [(f"  {key}", str(n)) for key, n in state.reconciliation.items() if n]
+    return rows
+
+
 def _interesting_metrics(text: str) -> dict[str, float]:
     wanted = (
         "somsd_routing_decisions_total",
@@ -508,6 +734,7 @@ def _interesting_metrics(text: str) -> dict[str, float]:
         "somsd_dead_letters",
         "somsd_actor_restarts_total",
         "somsd_orders_duplicate_total",
+        *SHOP_METRICS,
     )
     found: dict[str, float] = {}
     for line in text.splitlines():
@@ -582,6 +809,16 @@ def _relative(path: Path) -> str:
         return str(path)
 
 
+def _fill_cut_left(grid: Any, rows: list[tuple[str, str]], number_width: int) -> Any:
+    """Rows of (label, number) where a narrow panel cuts the label, never the number."""
+    grid.columns[0].overflow = "ellipsis"
+    grid.columns[0].ratio = 1
+    grid.columns[1].width = number_width
+    for row in rows:
+        grid.add_row(*row)
+    return grid
+
+
 def render(
     state: DemoState,
     daemon: DaemonProcess,
@@ -626,8 +863,14 @@ def render(
     signals.columns[0].overflow = "ellipsis"
     signals.columns[0].ratio = 1
     signals.columns[1].width = 7  # the numbers are never the part that is cut
-    for name, value in sorted(state.metrics.items()):
+    plain_metrics = {
+        name: value
+        for name, value in sorted(state.metrics.items())
+        if not name.startswith(SHOP_METRICS)
+    }
+    for name, value in plain_metrics.items():
         signals.add_row(_short_metric(name), f"{value:g}")
+    shop = _fill_cut_left(table("smartstore", ""), shop_panel_rows(state), 6)
     signals.add_row("3pl_restocks", str(state.restocks))
 
     goal = f"{len(state.final)}/{options.orders} final" if options.orders else "Ctrl-C stops"
@@ -659,19 +902,22 @@ def render(
     orders_panel = panel(Group(orders, waiting), "orders (this run)")
     work_panel = panel(work, "fulfilments by location")
     signals_panel = panel(signals, "stock sync, retries, dead letters")
+    shop_panel = panel(shop, "main shop: polling, stock, reconciliation")
     top, bottom = Layout(ratio=3), Layout(ratio=2)
     if width >= _WIDE:
-        top.split_row(Layout(orders_panel), Layout(work_panel), Layout(signals_panel))
+        top.split_row(
+            Layout(orders_panel), Layout(work_panel), Layout(shop_panel), Layout(signals_panel)
+        )
         bottom.split_row(Layout(panel(log, "log (newest first)")), Layout(panel(errors, "errors")))
         layout["body"].split_column(top, bottom)
     else:
         # Narrow: the signals shrink to two lines of "name value" and every panel is cropped
         # to its share of the screen; nothing is pushed off it.
         compact = " · ".join(
-            [f"{_short_metric(name)} {value:g}" for name, value in sorted(state.metrics.items())]
+            [f"{_short_metric(name)} {value:g}" for name, value in plain_metrics.items()]
             + [f"3pl_restocks {state.restocks}"]
         )
-        top.split_row(Layout(orders_panel), Layout(work_panel))
+        top.split_row(Layout(orders_panel), Layout(work_panel), Layout(shop_panel))
         bottom.split_row(Layout(panel(errors, "errors")), Layout(panel(log, "log")))
         layout["body"].split_column(Layout(Text(compact, style="dim"), size=2), top, bottom)
     return layout
@@ -728,7 +974,7 @@ async def run_demo(options: DemoOptions) -> int:
 async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    shops = demo_shops()
+    shops = demo_shops(options.seed)
     admin_token, threepl_token = secrets.token_hex(16), secrets.token_hex(16)
     (data_dir / "admin.token").write_text(admin_token + "\n")
     for shop in shops:
@@ -750,6 +996,9 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
         await nursery.start(listener.run)
         await nursery.start(threepl.run)
         nursery.start_soon(restock, threepl, state)
+        for shop in shops:
+            if shop.start is not None:
+                await shop.start(nursery, state)
         config = data_dir / "somsd.toml"
         api, metrics = _free("127.0.0.1:8470"), _free("127.0.0.1:9470")
         config.write_text(demo_config(data_dir, listener.urls[0], api, metrics, shops))
@@ -773,17 +1022,52 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
                     actors.start_soon(watch, admin, daemon.urls["metrics"], state)
                     if options.outage_after is not None:
                         actors.start_soon(_outage, knobs, options)
-                    for shop in shops:
-                        actors.start_soon(shop.place, shop, daemon.urls["api"], options, state)
+                    placing = [trio.CancelScope() for _ in shops]
+                    parts = zip(shops, shop_options(shops, options), placing, strict=True)
+                    for shop, part, scope in parts:
+                        if shop.follow is not None:
+                            actors.start_soon(shop.follow, admin, state)
+                        actors.start_soon(_placing, scope, shop, daemon.urls["api"], part, state)
                     state.driving = True
                     code = await _drive(
                         daemon, state, stop, options=options, started=started, config=config
                     )
+                    for scope in placing:
+                        scope.cancel()
+                    await _wind_down(shops, state, options, code)
                     actors.cancel_scope.cancel()
                 await _explain_open_orders(admin, state)
         nursery.cancel_scope.cancel()
+    for shop in shops:
+        if shop.rows is not None:
+            state.shop_rows = shop.rows()
     _summary(state, options, code=code)
     return code
+
+
+async def _wind_down(
+    shops: tuple[DemoShop, ...], state: DemoState, options: DemoOptions, code: int
+) -> None:
+    """Placing has stopped. A polled shop's last checkouts reach somsd with its next poll: wait
+    for them, so the summary counts every placed order as taken in; after a finished `--orders`
+    run, wait until each shop shows what somsd did (its effects are through). Both bounded."""
+    if code == EXIT_INTERRUPTED:
+        return
+    with trio.move_on_after(5):
+        while state.awaiting_intake:  # noqa: ASYNC110  # the watch task empties it by polling
+            await trio.sleep(0.25)
+    if code == 0 and options.orders is not None:
+        with trio.move_on_after(15):
+            for shop in shops:
+                if shop.settle is not None:
+                    await shop.settle()
+
+
+async def _placing(
+    scope: trio.CancelScope, shop: DemoShop, api: str, options: DemoOptions, state: DemoState
+) -> None:
+    with scope:
+        await shop.place(shop, api, options, state)
 
 
 async def _explain_open_orders(admin: httpx.AsyncClient, state: DemoState) -> None:
@@ -835,6 +1119,7 @@ async def _until_done(
         done = (
             options.orders is not None
             and state.placed >= options.orders
+            and not state.awaiting_intake
             and state.order_ids <= state.final
         )
         if done:
@@ -865,6 +1150,8 @@ def _summary(state: DemoState, options: DemoOptions, *, code: int) -> None:
     for why, count in Counter(state.waiting.get(o, "just placed") for o in open_orders).items():
         table.add_row(f"  waiting: {why}", str(count))
     table.add_row("payments booked by the ERP", str(state.payments_booked))
+    for label, shown in shop_panel_rows(state):
+        table.add_row(f"smartstore: {label}", shown)
     table.add_row("3PL restocks by the supplier", str(state.restocks))
     for name, value in sorted(state.metrics.items()):
         table.add_row(name.removeprefix("somsd_"), f"{value:g}")

@@ -536,6 +536,7 @@ class SmartstoreSimulator:
         customer_id: int = 1,
         seed: int = 0,
         clock: Callable[[], float] = time.time,
+        first_order_id: int = 1,  # a fresh shop per run into one somsd data dir starts higher
     ) -> None:
         self.knobs = knobs or SmartstoreKnobs()
         # public key -> (secret key, customer id, enabled)
@@ -570,7 +571,7 @@ class SmartstoreSimulator:
         self.shipment_carriers: dict[int, str] = {}  # the "Carrier" generic attribute
         self.notes: dict[int, list[SsOrderNote]] = {}
         self.seeded: SeededCatalogue | None = None
-        self._next_id: dict[str, int] = {}
+        self._next_id: dict[str, int] = {"Order": first_order_id - 1}
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
         self.app = Starlette(
             routes=[
