@@ -78,7 +78,7 @@ from somsd.domain.errors import DomainError
 from somsd.domain.events import OrderEvent
 from somsd.domain.holds import HoldReason
 from somsd.domain.order import Order
-from somsd.domain.state import OrderState
+from somsd.domain.state import OrderState, apply
 from somsd.projections.fulfilments import FulfilmentEvent, FulfilmentProgressed, FulfilmentState
 from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import (
@@ -221,14 +221,20 @@ class StockFix(msgspec.Struct, frozen=True, kw_only=True, tag="stock_fix"):
 
 def order_effects_for(
     channels: Callable[[], Mapping[str, ChannelConfig]],
-) -> Callable[[OrderState, Sequence[OrderEvent]], list[OutboxItem]]:
+) -> Callable[[str, OrderState | None, Sequence[OrderEvent]], list[OutboxItem]]:
     """The order desk's `effects` hook: shop effects for orders of polled channels."""
 
-    def effects(state: OrderState, events: Sequence[OrderEvent]) -> list[OutboxItem]:
-        section = channels().get(state.channel)
+    def effects(
+        channel: str, before: OrderState | None, events: Sequence[OrderEvent]
+    ) -> list[OutboxItem]:
+        section = channels().get(channel)
         # Only polled channels with a driver: for others nobody would deliver the entries.
         if section is None or section.kind not in DRIVERS:
             return []
+        state = before
+        for event in events:
+            state = apply(state, event)
+        assert state is not None
         status_map = {**DEFAULT_STATUS_MAP, **section.status_map}
         # The shop's "cancelled" needs the Cancel action, which settles the order in the shop;
         # "processing"/"pending" have no action of their own, so they travel as notes.

@@ -309,10 +309,14 @@ class OrderDesk(Actor[DeskMessage]):
         # with the order's new state: how the router learns of accepted and released orders.
         # It must not block; a listener that has work to do queues it for its own actor.
         self.on_committed = on_committed
-        # Called before an append with the order's state as it will be after the events: the
-        # outbox items (effects on other systems, e.g. the shop the order came from) to write
-        # in the same transaction. Pure and quick; set by the composition root.
-        self.effects: Callable[[OrderState, Sequence[OrderEvent]], list[OutboxItem]] | None = None
+        # Called before an append with the order's channel, its committed state (None for a new
+        # order) and the events about to be appended: the outbox items (effects on other
+        # systems, e.g. the shop the order came from) to write in the same transaction. Pure and
+        # quick; set by the composition root. It folds the events itself, and only for channels
+        # that have effects, so webhook intake pays nothing for it.
+        self.effects: (
+            Callable[[str, OrderState | None, Sequence[OrderEvent]], list[OutboxItem]] | None
+        ) = None
         self.store = store
         self.policy = policy  # replaced by the composition root on reload
         self._now = now
@@ -373,7 +377,7 @@ class OrderDesk(Actor[DeskMessage]):
             new_events,
             expected_version=0,
             idempotency=IdempotencyKey(f"channel/{message.channel}", message.order.external_id),
-            outbox=self._effects_of(None, events),
+            outbox=self._effects_of(message.channel, None, events),
         )
         if isinstance(result, Duplicate):
             self.metrics.duplicates.labels(message.channel).inc()
@@ -553,19 +557,17 @@ class OrderDesk(Actor[DeskMessage]):
             order_stream(state.order_id),
             new_events,
             expected_version=state.version,
-            outbox=self._effects_of(state, events),
+            outbox=self._effects_of(state.channel, state, events),
         )
         assert isinstance(result, Appended)
         return self._remember(state, self._committed_events(events, new_events, result))
 
-    def _effects_of(self, before: OrderState | None, events: list[OrderEvent]) -> list[OutboxItem]:
+    def _effects_of(
+        self, channel: str, before: OrderState | None, events: list[OrderEvent]
+    ) -> list[OutboxItem]:
         if self.effects is None or not events:
             return []
-        after = before
-        for event in events:
-            after = apply(after, event)
-        assert after is not None
-        return self.effects(after, events)
+        return self.effects(channel, before, events)
 
     @staticmethod
     def _committed_events(

@@ -381,17 +381,20 @@ class SmartstoreClient:
 
     # -- catalogue -----------------------------------------------------------------------
 
+    def _keyset_params(self, after_id: int, top: int | None, select: str) -> dict[str, str]:
+        """One catalogue page after `after_id` by Id: keyset paging instead of a deep $skip."""
+        return {
+            "$filter": f"Id gt {int(after_id)}",
+            "$orderby": "Id",
+            "$top": str(self._page_size(top)),
+            "$select": select,
+        }
+
     async def products(
         self, *, after_id: int = 0, top: int | None = None, select: str = PRODUCT_SELECT
     ) -> ProductsPage:
         """Products with `Id > after_id` by Id (keyset paging through the whole catalogue)."""
-        size = self._page_size(top)
-        params = {
-            "$filter": f"Id gt {int(after_id)}",
-            "$orderby": "Id",
-            "$top": str(size),
-            "$select": select,
-        }
+        params = self._keyset_params(after_id, top, select)
         response, size = await self._read_page("Products", "GET Products", params)
         body = self._decode(_products_page, response, "GET Products")
         last = body.value[-1].id if body.value else after_id
@@ -413,13 +416,7 @@ class SmartstoreClient:
     async def combinations(
         self, *, after_id: int = 0, top: int | None = None, select: str = COMBINATION_SELECT
     ) -> CombinationsPage:
-        size = self._page_size(top)
-        params = {
-            "$filter": f"Id gt {int(after_id)}",
-            "$orderby": "Id",
-            "$top": str(size),
-            "$select": select,
-        }
+        params = self._keyset_params(after_id, top, select)
         operation = "GET ProductVariantAttributeCombinations"
         response, size = await self._read_page(
             "ProductVariantAttributeCombinations", operation, params
