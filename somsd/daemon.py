@@ -46,6 +46,7 @@ from actors.channel import (
     fulfilment_effects_for,
     order_effects_for,
 )
+from actors.effects import all_fulfilment_effects, all_order_effects
 from actors.fulfilment import FulfilmentDesk
 from actors.fulfilment_api import FulfilmentRoutes
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
@@ -159,8 +160,13 @@ class Daemon:
         self.dispatcher = OutboxDispatcher(self.store, registry=registry)
         # The hooks only queue work for the actor they belong to; see each actor's docstring.
         self.desk.on_committed = self.router.order_committed
-        self.desk.effects = order_effects_for(self._channels)
-        self.fulfilments.effects = fulfilment_effects_for(self.store, self._channels)
+        # Each system that reacts to a change plans its own outbox items; one line per system.
+        self.desk.effects = all_order_effects(
+            order_effects_for(self._channels),
+        )
+        self.fulfilments.effects = all_fulfilment_effects(
+            fulfilment_effects_for(self.store, self._channels),
+        )
         self.channel_metrics = ChannelMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
