@@ -148,6 +148,8 @@ class SmartstoreDriver:
             channel=self.section.name,
             payment_methods=self.section.payment_methods,
             shipping_methods=self.section.shipping_methods,
+            pickup_locations=self.section.pickup_locations,
+            default_pickup_location=self.section.default_pickup_location,
         )
         return ShopOrder(
             key=mapped.external_id,

@@ -209,6 +209,11 @@ class ChannelConfig(_Table, frozen=True):
     payment_methods: dict[str, str] = msgspec.field(default_factory=dict)
     # kind smartstore: shop shipping method names -> standard | express | pickup
     shipping_methods: dict[str, str] = msgspec.field(default_factory=dict)
+    # kind smartstore: shop shipping method names that are pickups -> the somsd store (a
+    # location with the pickup capability) the customer collects from; unlisted pickup methods
+    # go to `default_pickup_location`, and with neither the order is held (pickup_store_unknown)
+    pickup_locations: dict[str, str] = msgspec.field(default_factory=dict)
+    default_pickup_location: str | None = None
     # kind smartstore: somsd status (canonical or custom) -> shop order status
     # (pending | processing | complete | cancelled); unlisted ones go to the shop as notes only
     status_map: dict[str, str] = msgspec.field(default_factory=dict)
@@ -698,6 +703,25 @@ def _channel_sync_problems(
     return problems
 
 
+def _pickup_store_problems(
+    index: int, channel: ChannelConfig, locations: Sequence[LocationConfig]
+) -> list[str]:
+    """Every store a shop pickup method maps to exists and hands orders over."""
+    pickup_stores = {loc.name for loc in locations if "pickup" in loc.capabilities}
+    named = [
+        (f'pickup_locations."{method}"', store)
+        for method, store in channel.pickup_locations.items()
+    ]
+    if channel.default_pickup_location is not None:
+        named.append(("default_pickup_location", channel.default_pickup_location))
+    return [
+        f'channel[{index}].{key}: "{store}" is not a location with capabilities = ["pickup"]'
+        + (f"; pickup stores: {', '.join(sorted(pickup_stores))}" if pickup_stores else "")
+        for key, store in named
+        if store not in pickup_stores
+    ]
+
+
 def _check_references(
     config: Config,
     indexes: Mapping[str, list[int]] | None = None,
@@ -743,6 +767,7 @@ def _check_references(
         if channel.poll_interval.seconds <= 0:
             problems.append(f"channel[{index}].poll_interval: must be longer than 0s")
         problems.extend(_channel_sync_problems(index, channel, config.status))
+        problems.extend(_pickup_store_problems(index, channel, config.location))
     for index, location in indexed("location"):
         if (location.lat is None) != (location.lon is None):
             missing = "lat" if location.lat is None else "lon"

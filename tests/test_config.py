@@ -300,3 +300,41 @@ reconcile_interval = "10s"
         "channel[0].reconcile_interval",
     ):
         assert expected in text, text
+
+
+def test_shop_pickup_methods_must_name_a_pickup_store(tmp_path: Path) -> None:
+    (tmp_path / "shop.secret").write_text("s\n")
+    path = tmp_path / "somsd.toml"
+    body = """
+[[location]]
+name = "wh"
+
+[[location]]
+name = "store-essen"
+kind = "store"
+capabilities = ["ship", "pickup"]
+
+[[channel]]
+name = "shop"
+kind = "smartstore"
+url = "https://shop.example.com"
+public_key = "k"
+secret_key_file = "shop.secret"
+default_pickup_location = "{default}"
+pickup_locations = {{ "Abholung Essen" = "store-essen", "Abholung Lager" = "{other}" }}
+"""
+    path.write_text(body.format(default="store-essen", other="store-essen"))
+    channel = load_config(path).channel[0]
+    assert channel.pickup_locations == {
+        "Abholung Essen": "store-essen",
+        "Abholung Lager": "store-essen",
+    }
+    path.write_text(body.format(default="nowhere", other="wh"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        'channel[0].pickup_locations."Abholung Lager": "wh" is not a location with '
+        'capabilities = ["pickup"]; pickup stores: store-essen',
+        'channel[0].default_pickup_location: "nowhere" is not a location with '
+        'capabilities = ["pickup"]; pickup stores: store-essen',
+    ]

@@ -19,7 +19,14 @@ from actors.order_desk import (
     RecordShipment,
 )
 from adapters.smartstore import AccessDeniedReason, SmartstoreKnobs, SmartstoreSimulator
-from adapters.smartstore.simulator import CANCELLED, COMPLETE, DELIVERED, PAY_PAID, SHIPPED
+from adapters.smartstore.simulator import (
+    CANCELLED,
+    COMPLETE,
+    DELIVERED,
+    PAY_PAID,
+    PICKUP_METHOD,
+    SHIPPED,
+)
 from somsd.domain.atp import StockCount, StockReport
 from somsd.domain.channel_sync import delivered_effect
 from somsd.domain.events import LineQuantity
@@ -281,3 +288,23 @@ async def test_reconciliation_counts_the_seeded_drift_and_fixes_it(
         assert again.counts["wrongly_hidden"] == 0
         assert again.counts["wrongly_shown"] == 0
         assert again.counts["stock_corrected"] == 0
+
+
+async def test_shop_pickup_methods_go_to_the_configured_store_or_are_held(
+    world: ShopWorld, nursery: trio.Nursery, serve: Serve
+) -> None:
+    mapped = {PICKUP_METHOD: "store-essen"}
+    async with world.running(nursery, serve, pickup_locations=mapped):
+        sku = next(iter(world.sim.seeded.truth)) if world.sim.seeded else "x"
+        known = world.sim.place_order([(sku, 1)], paid=True, shipping="pickup")
+        other = world.sim.place_order([(sku, 1)], paid=True, shipping="pickup")
+        world.sim.update_order(other.id, shipping_method="Abholung Filiale Nord")
+        await world.poll()
+        orders = await by_number(world)
+        collect = orders[known.order_number]
+        assert collect.order.shipping.method == "pickup"
+        assert collect.order.shipping.pickup_location == "store-essen"
+        assert collect.status != "on-hold"
+        unknown = orders[other.order_number]
+        assert unknown.status == "on-hold"
+        assert "pickup_store_unknown" in {r.code for r in unknown.hold_reasons}
