@@ -50,7 +50,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.integration import Describe, IntegrationStatus
-from actors.inventory import GetChannelAvailability, Inventory
+from actors.inventory import GetChannelAvailability, Inventory, stock_push_target
 from actors.order_desk import (
     CancelOrder,
     OrderCommand,
@@ -93,6 +93,7 @@ from somsd.store import (
 
 __all__ = [
     "DRIVERS",
+    "ORDER_EFFECT_CONCURRENCY",
     "WATERMARK_EVENT",
     "ChannelActor",
     "ChannelMetrics",
@@ -120,6 +121,9 @@ SHOP_PAYMENT_ID: Final = "shop-paid"
 REJECTED_SHOWN: Final = 500
 
 _encoder = msgspec.json.Encoder()
+
+# Order effects of one channel delivered at once: each is one or two shop requests.
+ORDER_EFFECT_CONCURRENCY: Final = 4
 
 
 def channel_target(channel: str) -> str:
@@ -331,6 +335,7 @@ class ChannelActor(Actor[ChannelMessage]):
         self.section = section
         self.kind: str = section.kind
         self.target = channel_target(section.name)
+        self.stock_target = stock_push_target(section.name)
         self.store = store
         self.dispatcher = dispatcher
         self.desk = desk
@@ -359,9 +364,12 @@ class ChannelActor(Actor[ChannelMessage]):
         await self._load_watermark()
         async with self._driver_factory(self) as driver:
             self.driver = driver
-            # The shop's own bound on requests at once (stock PATCHes and order actions).
+            # Order effects and stock pushes are delivered side by side (see
+            # `stock_push_target`); the shop's own bound applies to the pushes, and order
+            # effects, a few per order, need only a few requests at once.
+            self.dispatcher.register(self.target, driver.deliver, limit=ORDER_EFFECT_CONCURRENCY)
             self.dispatcher.register(
-                self.target, driver.deliver, limit=self.section.stock_sync_concurrency
+                self.stock_target, driver.deliver, limit=self.section.stock_sync_concurrency
             )
             try:
                 async with trio.open_nursery() as nursery:
@@ -383,6 +391,7 @@ class ChannelActor(Actor[ChannelMessage]):
                                 nursery.start_soon(self._reconcile_for, driver, dry_run, reply)
             finally:
                 self.dispatcher.unregister(self.target, driver.deliver)
+                self.dispatcher.unregister(self.stock_target, driver.deliver)
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -619,7 +628,7 @@ class ChannelActor(Actor[ChannelMessage]):
                 if dry_run
                 else [
                     OutboxItem(
-                        self.target,
+                        self.stock_target,
                         _encoder.encode(StockFix(fix=fix)),
                         f"reconcile/{self.section.name}/{version + 1}/{fix.kind}/{fix.id}",
                     )

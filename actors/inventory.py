@@ -109,6 +109,7 @@ __all__ = [
     "debounce_policy",
     "decode_channel_stock_event",
     "safety_stock",
+    "stock_push_target",
 ]
 
 log = structlog.get_logger("actors.inventory")
@@ -134,6 +135,15 @@ T = TypeVar("T")
 
 def channel_stock_stream(channel: str) -> str:
     return CHANNEL_STOCK_STREAM_PREFIX + channel
+
+
+def stock_push_target(channel: str) -> str:
+    """The outbox target of a channel's stock pushes and catalogue fixes.
+
+    Apart from the channel's order effects (`channel/<name>`): a catalogue's first sync is
+    thousands of pushes, and a shipment's or payment's effect must not wait behind them.
+    """
+    return f"channel/{channel}/stock"
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -907,7 +917,7 @@ class Inventory(Actor[InventoryMessage]):
                 # The event's stream version makes the key unique and stable: a retried
                 # delivery of this push carries the same key, a later push of the SKU a new one.
                 key = f"stock/{channel}/{event.sku}/{version + offset}"
-                outbox.append(OutboxItem(f"channel/{channel}", payload, key))
+                outbox.append(OutboxItem(stock_push_target(channel), payload, key))
         reply = await self.store.submit(
             channel_stock_stream(channel), new_events, expected_version=version, outbox=outbox
         )

@@ -35,7 +35,13 @@ import msgspec
 import structlog
 import trio
 
-from actors.channel import DRIVERS, ShopOrder, ShopOrderPage, StockFix
+from actors.channel import (
+    DRIVERS,
+    ORDER_EFFECT_CONCURRENCY,
+    ShopOrder,
+    ShopOrderPage,
+    StockFix,
+)
 from actors.inventory import ChannelStockChanged
 from adapters.errors import PermanentUpstreamError
 from adapters.smartstore import to_canonical
@@ -489,8 +495,9 @@ async def smartstore_driver(actor: ChannelActor) -> AsyncIterator[SmartstoreDriv
     if section.url is None or section.public_key is None or section.secret_key_file is None:
         raise ValueError(f"channel {section.name!r}: smartstore needs url, public_key and key")
     secret = section.secret_key_file.lines()[0].reveal()
-    # Connections: the deliveries (stock_sync_concurrency at once), one poll, one reconciliation.
-    connections = section.stock_sync_concurrency + 2
+    # Connections: stock pushes (stock_sync_concurrency at once), order effects, one poll and
+    # one reconciliation.
+    connections = section.stock_sync_concurrency + ORDER_EFFECT_CONCURRENCY + 2
     async with smartstore_http_client(
         section.url, section.public_key, secret, max_connections=connections
     ) as http:

@@ -248,7 +248,7 @@ async def test_reconciliation_reports_the_drift_and_a_dry_run_sends_nothing(
     assert (await world.store.outbox_counts()).pending == {}
     done = await actor.reconcile(world.shop, dry_run=False)
     assert done.report.missing_in_shop == ("C",)
-    assert (await world.store.outbox_counts()).pending == {"channel/shop": 2}
+    assert (await world.store.outbox_counts()).pending == {"channel/shop/stock": 2}
     again = world.actor()
     await again._load_watermark()
     assert again.last_report == done

@@ -77,7 +77,7 @@ async def test_a_burst_of_changes_is_pushed_once_with_its_outbox_row(
     await trio.sleep(quiet * 2)
     assert len(await channel_events(store)) == 1  # and nothing more for the burst
     [entry] = await store.due_outbox(now=later(60 * 24 * 365))
-    assert entry.target == "channel/shop"
+    assert entry.target == "channel/shop/stock"
     assert entry.idempotency_key == "stock/shop/MUG/1"
     assert msgspec.json.decode(entry.payload, type=ChannelStockChanged) == event
     changes = registry.get_sample_value(
@@ -166,7 +166,7 @@ async def test_channel_without_stock_sync_gets_alerts_but_no_pushes(
     await trio.sleep(0.2)
     assert [type(e) for e in await channel_events(store, "b2b")] == [LowStock]
     outbox = await store.due_outbox(now=later(60 * 24 * 365))
-    assert {entry.target for entry in outbox} == {"channel/shop"}
+    assert {entry.target for entry in outbox} == {"channel/shop/stock"}
     lags = registry.get_sample_value("somsd_stock_sync_lag_seconds", {"channel": "b2b"})
     assert lags is None  # not synced, so no lag to report
 
