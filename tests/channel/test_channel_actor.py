@@ -284,3 +284,38 @@ async def test_a_delivered_parcel_becomes_the_shops_deliver_effect(world: World)
     )
     packed = FulfilmentProgressed(at=T0, actor="fulfilments", state="packed")
     assert await effects(fulfilment, [packed]) == []
+
+
+async def test_reconcile_interval_reconciles_on_schedule_and_survives_a_failing_run(
+    world: World, nursery: trio.Nursery
+) -> None:
+    """With `reconcile_interval` the actor reconciles by itself, again after a run that failed."""
+    runs: trio.MemorySendChannel[int]
+    runs, finished = trio.open_memory_channel[int](10)
+    calls = 0
+
+    async def catalogue() -> AsyncIterator[Sequence[ShopItem]]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("shop fell over mid-catalogue")
+        yield [ShopItem(sku="A", kind="product", id=1, product_id=1, stock=0, shown=False)]
+        await runs.send(calls)
+
+    world.shop.catalogue = catalogue  # type: ignore[method-assign]
+    actor = ChannelActor(
+        section(reconcile_interval=Duration("200ms")),
+        store=world.store,
+        dispatcher=world.dispatcher,
+        desk=world.desk,
+        inventory=world.inventory,
+        driver=world._driver,
+        metrics=world.metrics,
+    )
+    await nursery.start(actor.run)
+    with trio.fail_after(20):
+        assert await finished.receive() == 1
+        assert await finished.receive() == 3  # the second run failed; the schedule went on
+    assert actor.last_report is not None
+    assert actor.last_report.counts["checked"] == 1
+    assert not actor.last_report.dry_run
