@@ -797,6 +797,8 @@ class FulfilmentBook:
     """Projection of every `routing-*` and `fulfilment-*` stream (see the module docstring)."""
 
     name = "fulfilments"
+    # 2: documents deflated and deterministically encoded (rebuilt once at the upgrade).
+    version = 2
     tables: Sequence[str] = (
         "fulfilments",
         "fulfilment_rejections",

@@ -68,6 +68,8 @@ class OrderBook:
     """Projection (`apply`) and stamper (`stamp`) of every `order-*` stream."""
 
     name = "orders"
+    # 2: documents deflated and deterministically encoded (rebuilt once at the upgrade).
+    version = 2
     tables: Sequence[str] = ("orders", "documents", "document_series")
     ddl: Sequence[str] = (
         """CREATE TABLE orders (

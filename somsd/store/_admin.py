@@ -19,7 +19,7 @@ from pathlib import Path
 import structlog
 
 from somsd.store._errors import StoreError
-from somsd.store._projection import Projection
+from somsd.store._projection import Projection, projection_version
 from somsd.store._queries import iter_events
 from somsd.store._schema import (
     PROGRESS_EVERY,
@@ -31,7 +31,9 @@ from somsd.store._schema import (
     open_reader,
     open_writer,
     quote,
+    record_projection_versions,
     replay,
+    stored_projection_versions,
 )
 
 __all__ = ["backup_database", "rebuild_projections", "verify_database"]
@@ -145,6 +147,7 @@ def rebuild_projections(
             for projection in projections:
                 create_projection(conn, projection)
             count = replay(conn, conn, projections, progress=progress)
+            record_projection_versions(conn, projections)
     finally:
         conn.close()
     log.info(
@@ -199,7 +202,13 @@ def _check_projections(
     if not projections:
         return []
     have = existing_tables(conn)
-    problems = []
+    stored = stored_projection_versions(conn)
+    problems = [
+        f"projection {p.name!r} is in format version {stored.get(p.name, 1)}, this somsd "
+        f"writes {projection_version(p)}; it is rebuilt at the next start (or `somsd db rebuild`)"
+        for p in projections
+        if stored.get(p.name, 1) != projection_version(p)
+    ]
     fresh = sqlite3.connect(":memory:", isolation_level=None)
     try:
         for projection in projections:
@@ -216,6 +225,8 @@ def _check_projections(
                         f"({event.type} in {event.stream!r}): {type(exc).__name__}: {exc}"
                     ]
         for projection in projections:
+            if stored.get(projection.name, 1) != projection_version(projection):
+                continue  # reported above; its rows are expected to differ
             for table in projection.tables:
                 if table.lower() not in have:
                     problems.append(

@@ -8,6 +8,10 @@ change, and a projection that raises rolls back only that request.
 Because `somsd db rebuild` and `somsd db verify` replay every event into fresh tables, `apply`
 must be a pure function of the tables and the event: no clock, no randomness, no reads of other
 databases. The DDL is only run on tables that do not exist yet, so it needs no `IF NOT EXISTS`.
+
+A projection may have an integer `version` (1 when it has none): the format of its rows. Bump
+it when `apply` starts writing rows differently; the store rebuilds that projection from the log
+at the next start (see `install_projections`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Protocol, runtime_checkable
 
 from somsd.store._models import NewEvent, StoredEvent
 
-__all__ = ["AppendProjection", "EventStamper", "Projection"]
+__all__ = ["AppendProjection", "EventStamper", "Projection", "projection_version"]
 
 
 class Projection(Protocol):
@@ -68,3 +72,11 @@ class EventStamper(Protocol):
     def stamp(
         self, conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
     ) -> Sequence[NewEvent]: ...
+
+
+def projection_version(projection: Projection) -> int:
+    """The format version of a projection's rows: its `version`, or 1 when it declares none."""
+    version = getattr(projection, "version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise TypeError(f"projection {projection.name!r}: version must be an int >= 1")
+    return version

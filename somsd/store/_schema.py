@@ -21,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from somsd.store._errors import StoreError
-from somsd.store._projection import Projection
+from somsd.store._projection import Projection, projection_version
 from somsd.store._queries import iter_events
 
 __all__ = [
@@ -35,7 +35,9 @@ __all__ = [
     "open_reader",
     "open_writer",
     "quote",
+    "record_projection_versions",
     "replay",
+    "stored_projection_versions",
 ]
 
 log = structlog.get_logger("somsd.store")
@@ -251,18 +253,52 @@ def replay(
 PROGRESS_EVERY = 500
 
 
+def stored_projection_versions(conn: sqlite3.Connection) -> dict[str, int]:
+    """The format version each projection's tables were written in; absent: version 1."""
+    if "projection_versions" not in existing_tables(conn):
+        return {}
+    rows = conn.execute("SELECT name, version FROM projection_versions").fetchall()
+    return {name: version for name, version in rows}
+
+
+def record_projection_versions(conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
+    """Note the format version of freshly built projections (inside the caller's transaction)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS projection_versions "
+        "(name TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+    )
+    conn.executemany(
+        "INSERT INTO projection_versions (name, version) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+        [(p.name, projection_version(p)) for p in projections],
+    )
+
+
 def install_projections(conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
-    """Create the tables of projections that have none yet and fill them from the log."""
+    """Build, from the log, projections whose tables are missing or in an older format.
+
+    An upgrade that changes how a projection writes its rows bumps its `version`; the first
+    start of the new somsd rebuilds just that projection (one transaction, like `somsd db
+    rebuild`), so `somsd db verify` is clean without an operator step.
+    """
     have = existing_tables(conn)
+    stored = stored_projection_versions(conn)
     missing = [p for p in projections if not all(t.lower() in have for t in p.tables)]
-    if not missing:
+    outdated = [
+        p
+        for p in projections
+        if p not in missing and stored.get(p.name, 1) != projection_version(p)
+    ]
+    if not missing and not outdated:
         return
     with immediate_transaction(conn):
-        for projection in missing:
+        for projection in missing + outdated:
             create_projection(conn, projection)
-        replayed = replay(conn, conn, missing)
+        replayed = replay(conn, conn, missing + outdated)
+        record_projection_versions(conn, missing + outdated)
     log.info(
         "event_store_projections_filled_from_log",
         projections=[p.name for p in missing],
+        upgraded={p.name: [stored.get(p.name, 1), projection_version(p)] for p in outdated},
         events=replayed,
     )

@@ -13,6 +13,7 @@ from somsd.store import (
     EventStore,
     Projection,
     RequestFailed,
+    StoredEvent,
     rebuild_projections,
     verify_database,
 )
@@ -154,3 +155,49 @@ def test_clashing_projections_are_refused(
     """Projection set-ups that would corrupt each other or the log fail at construction."""
     with pytest.raises(ValueError, match=message):
         EventStore(db_path, projections)
+
+
+class StreamStatsV2(StreamStats):
+    """StreamStats in a newer format: `last_type` now lower-case."""
+
+    version = 2
+
+    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+        conn.execute(
+            "INSERT INTO stream_stats VALUES (?, 1, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
+            "events = events + 1, last_type = excluded.last_type, last_seq = excluded.last_seq",
+            (event.stream, event.type.lower(), event.seq),
+        )
+
+
+async def test_a_projection_in_an_older_format_is_rebuilt_once_at_the_next_start(
+    db_path: Path,
+) -> None:
+    """Upgrading a projection's `version` needs no operator: the next open rebuilds it alone,
+    verify says why it differs until then, and a later open does not rebuild it again."""
+
+    async def append_and_close(projections: list[Projection], types: list[str]) -> None:
+        store = EventStore(db_path, projections)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(store.run)
+            for type_ in types:
+                await store.append("s", [event(type_)])
+            nursery.cancel_scope.cancel()
+
+    await append_and_close([StreamStats(), TypeCounts()], ["A", "B"])
+    assert query(db_path, "SELECT last_type FROM stream_stats") == [("B",)]
+    upgraded: list[Projection] = [StreamStatsV2(), TypeCounts()]
+    [problem] = verify_database(db_path, upgraded)
+    assert "'stream_stats' is in format version 1, this somsd writes 2" in problem
+    await append_and_close(upgraded, ["C"])
+    assert query(db_path, "SELECT events, last_type FROM stream_stats") == [(3, "c")]
+    assert query(db_path, "SELECT type, n FROM type_counts ORDER BY type") == [
+        ("A", 1),
+        ("B", 1),
+        ("C", 1),
+    ]
+    assert verify_database(db_path, upgraded) == []
+    # Recorded: reopening does not replay the log again (a replay would undo this edit).
+    execute(db_path, "UPDATE stream_stats SET events = 99")
+    await append_and_close(upgraded, [])
+    assert query(db_path, "SELECT events FROM stream_stats") == [(99,)]
