@@ -24,7 +24,10 @@ log"). This actor turns those rows into requests:
   holds four connections, not the whole dispatcher, and other targets keep flowing.
 - **Wake-ups.** Actors call `wake()` after committing outbox items, which starts a scan at once;
   a bounded `poll_interval` (1 s) rescans anyway, which is how retries become due and how an
-  append whose writer forgot to wake us is still delivered.
+  append whose writer forgot to wake us is still delivered. A scan reads up to `page_size` due
+  entries of each target; when a delivery ends, the next entry of its target starts from what
+  that scan read, and only a target whose share ran out asks for a new scan. So a catalogue's
+  3,000 stock pushes cost ~50 scans, not 3,000, and never hide another target's entries.
 
 Metrics: `somsd_upstream_requests_total{system,outcome}` (outcome delivered|retry|dead for
 deliveries; the location actors add ok|retry|failed for their reads),
@@ -37,7 +40,8 @@ one series and one availability state.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
@@ -90,10 +94,10 @@ DEFAULT_PER_TARGET: Final = 4
 # thread hop) per second is noise, and a second is the longest an entry can wait past its due
 # time or after an append nobody woke us for.
 DEFAULT_POLL_INTERVAL: Final = 1.0
-# Due entries read per scan. Entries that are skipped (in flight, target at its limit, no
-# deliverer) still occupy the page; 500 keeps other targets visible behind a backlog of that
-# size while one scan stays a few milliseconds.
-DEFAULT_PAGE_SIZE: Final = 500
+# Due entries read per target and scan. The dispatcher works through them as slots free up and
+# reads again when a target's share runs out, so this is how often a busy target costs a scan
+# (every ~60 deliveries), not a bound on anything.
+DEFAULT_PAGE_SIZE: Final = 64
 # An upstream asking for more than an hour's pause (Retry-After) is misconfigured; we still
 # back off that long at most, so the attempt budget is not burned in a few minutes either.
 MAX_RETRY_AFTER: Final = 3600.0
@@ -253,6 +257,13 @@ class OutboxDispatcher:
         # start it again (see `_start_deliveries`).
         self._settled: dict[int, int] = {}
         self._scans = 0
+        # What the last scan read and has not started yet, per target; `_backlog_scan` is
+        # that scan's number, `_backlog_full` the targets whose share filled the page (more
+        # may be due behind it).
+        self._backlog: dict[str, deque[OutboxEntry]] = {}
+        self._backlog_scan = 0
+        self._backlog_full: set[str] = set()
+        self._nursery: trio.Nursery | None = None
         self._active: dict[str, int] = {}
         self._waiting: set[str] = set()  # targets logged as lacking a deliverer
         self._woken = trio.Event()
@@ -306,7 +317,9 @@ class OutboxDispatcher:
         self._in_flight.clear()
         self._active.clear()
         self._settled.clear()
+        self._backlog.clear()
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             task_status.started()
             while True:
                 # A fresh event before reading: a wake() while the read runs is not lost.
@@ -315,40 +328,54 @@ class OutboxDispatcher:
                 scan = self._scans
                 # Outcomes written before this scan began are in its snapshot: forget them.
                 self._settled = {i: s for i, s in self._settled.items() if s >= scan}
-                due = await self.store.due_outbox(limit=self.page_size, now=self._now())
-                self._start_deliveries(nursery, due, scan)
+                due = await self.store.due_outbox_per_target(
+                    per_target=self.page_size, now=self._now()
+                )
+                self._backlog = {target: deque(entries) for target, entries in due.items()}
+                self._backlog_full = {t for t, e in due.items() if len(e) >= self.page_size}
+                self._backlog_scan = scan
+                for target in list(self._backlog):
+                    self._start_deliveries(target)
                 with trio.move_on_after(self.poll_interval):
                     await self._woken.wait()
 
-    def _start_deliveries(
-        self, nursery: trio.Nursery, due: Iterable[OutboxEntry], scan: int
-    ) -> None:
-        """Decide, without awaiting, which due entries start now (no state can change under
-        us between the checks and the starts).
+    def _start_deliveries(self, target: str) -> None:
+        """Start what the last scan read of `target`, as far as its limit allows; decided
+        without awaiting, so no state can change between the checks and the starts.
 
-        Skipped: entries in flight, and entries whose outcome was written while this scan's
+        Dropped: entries in flight, and entries whose outcome was written while that scan's
         read ran: the read's snapshot may predate the write and show a delivered entry as
         still pending (seen under load as a second POST of a delivered fulfilment).
         """
-        for entry in due:
-            if entry.id in self._in_flight or self._settled.get(entry.id, 0) >= scan:
-                continue
-            registration = self._registrations.get(entry.target)
-            if registration is None:
-                if entry.target not in self._waiting:
-                    self._waiting.add(entry.target)
-                    log.warning(
-                        "outbox_target_has_no_deliverer",  # entries wait; nothing is lost
-                        target=entry.target,
-                        entry_id=entry.id,
-                    )
-                continue
-            limit = registration.limit or self.per_target
-            if self._active.get(entry.target, 0) >= limit:
+        backlog = self._backlog.get(target)
+        if not backlog:
+            return
+        registration = self._registrations.get(target)
+        if registration is None:
+            if target not in self._waiting:
+                self._waiting.add(target)
+                log.warning(
+                    "outbox_target_has_no_deliverer",  # entries wait; nothing is lost
+                    target=target,
+                    entry_id=backlog[0].id,
+                )
+            return
+        assert self._nursery is not None
+        limit = registration.limit or self.per_target
+        while backlog and self._active.get(target, 0) < limit:
+            entry = backlog.popleft()
+            if entry.id in self._in_flight or self._settled.get(entry.id, 0) >= self._backlog_scan:
                 continue
             self._in_flight.add(entry.id)
-            self._active[entry.target] = self._active.get(entry.target, 0) + 1
-            nursery.start_soon(self._deliver, entry, registration)
+            self._active[target] = self._active.get(target, 0) + 1
+            self._nursery.start_soon(self._deliver, entry, registration)
+
+    def _slot_freed(self, target: str) -> None:
+        """A delivery of `target` ended: start its next entry, or scan when none is left."""
+        self._start_deliveries(target)
+        if not self._backlog.get(target) and target in self._backlog_full:
+            self._backlog_full.discard(target)
+            self.wake()  # that scan's share is used up; more of this target may be due
 
     async def _deliver(self, entry: OutboxEntry, registration: _Registration) -> None:
         try:
@@ -372,7 +399,7 @@ class OutboxDispatcher:
             self._settled[entry.id] = self._scans
             self._in_flight.discard(entry.id)
             self._active[entry.target] -= 1
-            self.wake()  # a slot is free: the next entry of this target may go
+            self._slot_freed(entry.target)
 
     async def _record(
         self, entry: OutboxEntry, error: BaseException | None, elapsed: float

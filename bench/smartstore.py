@@ -37,7 +37,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from actors.channel import ChannelActor, ChannelMetrics, order_effects_for
-from actors.inventory import Inventory, ReportStock, channel_stock_policies
+from actors.inventory import Inventory, ReportStock, channel_stock_policies, stock_push_target
 from actors.order_desk import OrderDesk
 from actors.outbox import OutboxDispatcher
 from actors.smartstore_driver import smartstore_driver
@@ -169,7 +169,7 @@ class Core:
     def delivered(self) -> float:
         value = self.registry.get_sample_value(
             "somsd_outbox_delivery_attempts_total",
-            {"target": "channel/shop", "outcome": "delivered"},
+            {"target": stock_push_target("shop"), "outcome": "delivered"},
         )
         return value or 0.0
 

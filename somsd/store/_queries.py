@@ -21,6 +21,7 @@ __all__ = [
     "iter_events",
     "list_dead_letters",
     "list_due_outbox",
+    "list_due_outbox_per_target",
     "read_events",
     "read_stream",
     "stream_version",
@@ -110,6 +111,38 @@ def list_due_outbox(conn: sqlite3.Connection, now: str, limit: int) -> list[Outb
         (now, limit),
     ).fetchall()
     return [outbox_from_row(row) for row in rows]
+
+
+def list_due_outbox_per_target(
+    conn: sqlite3.Connection, now: str, per_target: int
+) -> dict[str, list[OutboxEntry]]:
+    """Up to `per_target` due entries of every target with pending ones, oldest first each.
+
+    Per target, so a backlog of one (a catalogue's stock pushes, a dead warehouse's
+    fulfilments) never hides another target's entries behind it. The targets are found with a
+    loose index scan (one index seek per target, not a read of every pending row), then each
+    target's due entries with one seek on `outbox_due_per_target`.
+    """
+    targets = conn.execute(
+        """WITH RECURSIVE pending(target) AS (
+            SELECT (SELECT min(target) FROM outbox WHERE state = 'pending')
+            UNION ALL
+            SELECT (
+                SELECT min(target) FROM outbox WHERE state = 'pending' AND target > pending.target
+            ) FROM pending WHERE pending.target IS NOT NULL
+        ) SELECT target FROM pending WHERE target IS NOT NULL"""
+    ).fetchall()
+    due: dict[str, list[OutboxEntry]] = {}
+    for (target,) in targets:
+        rows = conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' "  # noqa: S608
+            "AND target = ? AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, id LIMIT ?",
+            (target, now, per_target),
+        ).fetchall()
+        if rows:
+            due[target] = [outbox_from_row(row) for row in rows]
+    return due
 
 
 def list_dead_letters(

@@ -88,6 +88,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_due ON outbox (next_attempt_at, id) WHERE state = 'pending'",
         "CREATE INDEX outbox_open ON outbox (state, target) WHERE state IN ('pending', 'dead')",
     ),
+    # 2: what is due, per target (`list_due_outbox_per_target`).
+    (
+        "CREATE INDEX outbox_due_per_target ON outbox (target, next_attempt_at, id) "
+        "WHERE state = 'pending'",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _STORE_TABLES = frozenset({"events", "idempotency", "outbox"})

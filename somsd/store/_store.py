@@ -48,6 +48,7 @@ from somsd.store._queries import (
     count_outbox,
     list_dead_letters,
     list_due_outbox,
+    list_due_outbox_per_target,
     read_events,
     read_stream,
     stream_version,
@@ -476,6 +477,13 @@ class EventStore(Actor[WriteRequest]):
         """Pending entries whose next attempt is due, oldest first."""
         at = to_text(self._now() if now is None else now)
         return await self.read(partial(list_due_outbox, now=at, limit=limit))
+
+    async def due_outbox_per_target(
+        self, *, per_target: int = 100, now: datetime | None = None
+    ) -> dict[str, list[OutboxEntry]]:
+        """Pending entries whose next attempt is due, up to `per_target` of each target."""
+        at = to_text(self._now() if now is None else now)
+        return await self.read(partial(list_due_outbox_per_target, now=at, per_target=per_target))
 
     async def dead_letters(
         self, *, target: str | None = None, limit: int = 100

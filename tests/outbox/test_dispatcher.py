@@ -114,6 +114,41 @@ async def test_slow_target_is_limited_and_does_not_starve_others(
     assert Counter(e.idempotency_key for e in slow.calls) == {f"slow-{i}": 1 for i in range(10)}
 
 
+async def test_a_backlog_bigger_than_a_page_does_not_hide_other_targets(
+    nursery: trio.Nursery, store: EventStore, registry: CollectorRegistry
+) -> None:
+    """Scans read each target's share: a stuck target with far more due entries than a page
+    holds, all older, does not keep a later target's entries from being delivered."""
+    dispatcher = fast_dispatcher(store, registry, per_target=2, page_size=16, poll_interval=60.0)
+    stuck, other = Recorder(), Recorder()
+    stuck.gate = trio.Event()
+    dispatcher.register("channel/shop/stock", stuck)
+    dispatcher.register("channel/shop", other)
+    await add_outbox(store, "channel/shop/stock", [(b"{}", f"push-{i}") for i in range(100)])
+    await add_outbox(store, "channel/shop", [(b"{}", f"ship-{i}") for i in range(3)])
+    await start(nursery, dispatcher)
+    await wait_until(lambda: len(other.calls) == 3 and len(stuck.active) == 2)
+    assert await outbox_states(store, "channel/shop") == {"pending": 0, "dead": 0}
+    stuck.gate.set()
+    await wait_until(lambda: all_delivered(store))
+    assert Counter(e.idempotency_key for e in stuck.calls) == {f"push-{i}": 1 for i in range(100)}
+
+
+async def test_deliveries_continue_from_the_scan_without_a_read_per_delivery(
+    nursery: trio.Nursery, store: EventStore, registry: CollectorRegistry
+) -> None:
+    """A finished delivery starts the next entry the scan read; a new scan comes only when
+    the target's share is used up: 300 entries, pages of 32 -> about 10 scans, not 300."""
+    deliver = Recorder()
+    dispatcher = fast_dispatcher(store, registry, per_target=4, page_size=32, poll_interval=60.0)
+    dispatcher.register("channel/shop/stock", deliver)
+    await add_outbox(store, "channel/shop/stock", [(b"{}", f"push-{i}") for i in range(300)])
+    await start(nursery, dispatcher)
+    await wait_until(lambda: all_delivered(store))
+    assert Counter(e.idempotency_key for e in deliver.calls) == {f"push-{i}": 1 for i in range(300)}
+    assert dispatcher._scans <= 300 // 32 + 5
+
+
 async def test_transient_failure_is_retried_no_sooner_than_retry_after(
     nursery: trio.Nursery, store: EventStore, registry: CollectorRegistry
 ) -> None:
@@ -238,8 +273,8 @@ class HeldReads:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def due_outbox(self, **kwargs: Any) -> list[OutboxEntry]:
-        due = await self._store.due_outbox(**kwargs)
+    async def due_outbox_per_target(self, **kwargs: Any) -> dict[str, list[OutboxEntry]]:
+        due = await self._store.due_outbox_per_target(**kwargs)
         if self.hold:
             self.hold = False
             self.held.set()
