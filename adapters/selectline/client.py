@@ -305,6 +305,14 @@ class SelectLineClient:
             params={"includeInactiveArticles": "true"},
         )
 
+    async def articles_by_gtin(self, gtin: str) -> list[Article]:
+        return await self._list(
+            "/Articles",
+            DECODERS.articles,
+            operation="GET /Articles",
+            params={"filter": filter_eq(EuropeanArticleNumber=gtin)},
+        )
+
     async def documents(self, **conditions: str) -> list[DocumentReadModel]:
         """Documents matching every `Property = value` (e.g. KindFlag, BusinessPartnerContract)."""
         params = {"filter": filter_eq(**conditions)} if conditions else {}

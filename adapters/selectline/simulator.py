@@ -91,7 +91,7 @@ STATUS_NAMES: Final = {
     "Parked": 6,
 }
 _NUMBER_PREFIX: Final = {"F": "AU", "L": "LS", "R": "RE", "G": "GU", "A": "AN"}
-_FILTER = re.compile(r"\(\s*([A-Za-z.]+)\s+EQ\s+'((?:[^']|'')*)'\s*\)")
+_FILTER = re.compile(r"\(\s*([A-Za-z0-9.]+)\s+EQ\s+'((?:[^']|'')*)'\s*\)")
 _HTTP_NAMES: Final = {
     400: "BadRequest",
     401: "Unauthorized",
