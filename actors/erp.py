@@ -645,6 +645,14 @@ def _shipment_positions(
     article position (somsd adds them in line order); the first shipment takes the shipping
     position along, so the first invoice bills it."""
     articles = [p for p in positions if p.PositionKind == "A"]
+    has_shipping = any(p.PositionKind == "E" for p in positions)
+    if len(articles) < effect.order_lines or (effect.shipping and not has_shipping):
+        # Its own delivery is still adding positions (or retrying a lost answer).
+        raise TransientUpstreamError(
+            "erp",
+            f"sales order for {effect.number} is not complete in the ERP yet; will retry",
+            operation="GET /Documents/{key}/Positions",
+        )
     wanted: list[tuple[DocumentPositionReadModel, Decimal]] = []
     for line in effect.lines:
         if line.line >= len(articles):

@@ -221,6 +221,9 @@ class PostShipment(msgspec.Struct, frozen=True, kw_only=True, tag="post_shipment
     shipment_id: str
     lines: tuple[ShippedLine, ...]
     first: bool  # the order's first shipment: its invoice carries the shipping position
+    # What the complete sales order holds: a shipment waits until the F has all of it.
+    order_lines: int = 0
+    shipping: bool = False
 
     @property
     def key(self) -> str:
@@ -316,6 +319,8 @@ def plan_erp_effects(
                             for item in lines
                         ),
                         first=not shipped_before,
+                        order_lines=len(order.lines),
+                        shipping=order.shipping.price > 0,
                     )
                 )
                 shipped_before = True

@@ -112,6 +112,9 @@ class SelectLineKnobs:
     lose_next_creates: int = 0
     lost_response_rate: float = 0.0
     clock_skew: float = 0.0
+    # Seconds a session may idle before the server drops it (and frees its seat): how the
+    # seat of a client that died without logging out comes back. None: never.
+    session_timeout: float | None = None
 
 
 @dataclass
@@ -237,6 +240,7 @@ class SelectLineSimulator:
         self._clock = clock
         self._rng = random.Random(seed)
         self.sessions: dict[str, str] = {}  # token -> user
+        self._last_used: dict[str, float] = {}  # token -> when it was last used (monotonic)
         self.login_attempts = 0
         self.logins = 0
         self.logouts = 0
@@ -371,10 +375,12 @@ class SelectLineSimulator:
             raise _Failure(400, "Benutzername oder Passwort ist falsch", 1001)
         if self.app_key is not None and credentials.AppKey != self.app_key:
             raise _Failure(403, "AppKey ist nicht lizenziert", 1002)
+        self._drop_idle_sessions()
         if len(self.sessions) >= self.knobs.seats:
             raise _Failure(402, "Keine freie Lizenz verfügbar", 1003)
         token = secrets.token_hex(16)
         self.sessions[token] = credentials.UserName
+        self._last_used[token] = time.monotonic()
         self.logins += 1
         return _json(AccessTokenModel(AccessToken=token, TokenType="LoginId"))
 
@@ -401,11 +407,22 @@ class SelectLineSimulator:
         if path not in ("/Info", "/Login", "/Logout"):
             self.authorise(request)
 
+    def _drop_idle_sessions(self) -> None:
+        timeout = self.knobs.session_timeout
+        if timeout is None:
+            return
+        now = time.monotonic()
+        for token in [t for t, used in self._last_used.items() if now - used > timeout]:
+            self.sessions.pop(token, None)
+            del self._last_used[token]
+
     def authorise(self, request: Request) -> None:
+        self._drop_idle_sessions()
         token = self._token(request)
         if token is None or token not in self.sessions:
             accounting = request.url.path.startswith("/Accounting/")
             raise _Failure(401 if accounting else 403, "LoginId ungültig oder abgelaufen", 2001)
+        self._last_used[token] = time.monotonic()
 
     # -- lists ---------------------------------------------------------------------------
 

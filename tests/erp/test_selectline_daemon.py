@@ -24,7 +24,7 @@ from tests.orders.shop import accept, order_body, webhook_config
 pytestmark = pytest.mark.slow
 
 # Polls every 100 ms; each wait is bounded by these seconds of wall clock (a loaded 2-core CI).
-BUDGET = 5.0
+BUDGET = 20.0
 
 
 def seeded_sim(**knobs: Any) -> SelectLineSimulator:
@@ -37,7 +37,9 @@ def seeded_sim(**knobs: Any) -> SelectLineSimulator:
     return sim
 
 
-async def erp_config(tmp_path: Path, serve: Serve, sim: SelectLineSimulator, extra: str = "") -> Path:
+async def erp_config(
+    tmp_path: Path, serve: Serve, sim: SelectLineSimulator, extra: str = ""
+) -> Path:
     url, _ = await serve(sim)
     (tmp_path / "selectline.password").write_text(sim.password + "\n")
     return webhook_config(
@@ -98,7 +100,10 @@ async def test_stock_orders_shipments_credit_notes_and_payments_end_to_end(
         # An order: one F with its positions and totals to the cent.
         body = order_body(
             "5001",
-            lines=[sample_line(quantity=3), sample_line(sku="CUP-2", quantity=1, unit_price="7.99")],
+            lines=[
+                sample_line(quantity=3),
+                sample_line(sku="CUP-2", quantity=1, unit_price="7.99"),
+            ],
             payment_method="invoice",
             payment_status="pending",
         )
@@ -148,11 +153,20 @@ async def test_stock_orders_shipments_credit_notes_and_payments_end_to_end(
 
         # The ERP's documents are on the order.
         async def documents() -> list[tuple[str, str]] | None:
-            found = [(d["kind"], d["cause"]) for d in (await order_view(admin, order_id))["erp_documents"]]
+            found = [
+                (d["kind"], d["cause"])
+                for d in (await order_view(admin, order_id))["erp_documents"]
+            ]
             return found if len(found) >= 5 else None
 
         assert sorted(await eventually(daemon, "documents recorded", documents)) == sorted(
-            [("F", "order"), ("L", "shipment:s1"), ("R", "shipment:s1"), ("L", "shipment:s2"), ("R", "shipment:s2")]
+            [
+                ("F", "order"),
+                ("L", "shipment:s1"),
+                ("R", "shipment:s1"),
+                ("L", "shipment:s2"),
+                ("R", "shipment:s2"),
+            ]
         )
 
         # The bookkeeper books the first invoice's money: somsd records it on the order.
@@ -186,14 +200,22 @@ async def test_a_credit_note_becomes_a_g_and_a_cancellation_closes_the_f(
     sim = seeded_sim()
     config = await erp_config(tmp_path, serve, sim)
     async with running_daemon(config) as daemon, daemon.admin() as admin:
-        body = order_body("6001", lines=[sample_line(quantity=2), sample_line(sku="CUP-2", quantity=1, unit_price="7.99")])
+        body = order_body(
+            "6001",
+            lines=[
+                sample_line(quantity=2),
+                sample_line(sku="CUP-2", quantity=1, unit_price="7.99"),
+            ],
+        )
         order_id = await accept(admin, body)  # paid by card: invoiced at once in somsd
         canceled = await admin.post(
             f"/v1/orders/{order_id}/cancel",
             json={"reason": "customer asked", "lines": [{"line": 1, "quantity": 1}]},
         )
         assert canceled.status_code == 200, canceled.text
-        await wait_until(lambda: bool(sim.documents_of("G", "6001")), budget=BUDGET)
+        await wait_until(
+            lambda: [len(d.positions) for d in sim.documents_of("G", "6001")] == [1], budget=BUDGET
+        )
         (credit,) = sim.documents_of("G", "6001")
         assert [(p.article, p.quantity) for p in credit.positions] == [("CUP-2", 1)]
         assert credit.totals()[0] == Decimal("7.99")
@@ -248,10 +270,14 @@ async def test_a_wrong_password_is_a_clear_error_without_a_login_storm(
 
 async def test_bad_erp_data_is_skipped_per_row_and_counted(tmp_path: Path, serve: Serve) -> None:
     sim = seeded_sim()
-    sim.extra_stock_rows.append(Stock(ArticleNumber="GHOST-9", Number="200", AvailableStock=Decimal(4)))
+    sim.extra_stock_rows.append(
+        Stock(ArticleNumber="GHOST-9", Number="200", AvailableStock=Decimal(4))
+    )
     sim.set_stock("CUP-2", "400", -3)
-    config = await erp_config(tmp_path, serve, sim, extra='warehouses = ["999"]\nstock_location = "wh2"')
-    text = config.read_text().replace('[[erp]]', '[[location]]\nname = "wh2"\n\n[[erp]]', 1)
+    config = await erp_config(
+        tmp_path, serve, sim, extra='warehouses = ["999"]\nstock_location = "wh2"'
+    )
+    text = config.read_text().replace("[[erp]]", '[[location]]\nname = "wh2"\n\n[[erp]]', 1)
     config.write_text(text)
     async with running_daemon(config) as daemon, daemon.admin() as admin:
         kinds = set()
@@ -270,29 +296,33 @@ async def test_bad_erp_data_is_skipped_per_row_and_counted(tmp_path: Path, serve
 async def test_sigkills_and_lost_responses_never_double_or_drop_a_document(
     tmp_path: Path, serve: Serve
 ) -> None:
-    sim = seeded_sim(lost_response_rate=0.3, seed=0) if False else seeded_sim(lost_response_rate=0.3)
+    # A killed daemon never logs out: the server frees its seat after the idle timeout.
+    sim = seeded_sim(lost_response_rate=0.3, session_timeout=0.5)
     sim.set_stock("MUG-1", "200", 1000)
     config = await erp_config(tmp_path, serve, sim)
-    numbers = [str(8000 + i) for i in range(20)]
+    numbers = [str(8000 + i) for i in range(21)]
     ids: list[str] = []
     for round_ in range(3):
         async with running_daemon(config) as daemon, daemon.admin() as admin:
             for number in numbers[round_ * 7 : (round_ + 1) * 7]:
                 ids.append(await accept(admin, order_body(number)))
             for order_id in ids[-3:]:
-                await admin.post(
+                shipped = await admin.post(
                     f"/v1/orders/{order_id}/shipments",
                     json={"lines": [{"line": 0, "quantity": 2}], "shipment_id": f"s-{order_id}"},
                 )
+                assert shipped.status_code == 200, shipped.text
             await trio.sleep(0.2)  # in the middle of posting
             daemon.signal(signal.SIGKILL)
             await daemon.wait_exit()
     sim.knobs.lost_response_rate = 0.0
     async with running_daemon(config) as daemon:
         await wait_until(
-            lambda: {d.partner.BusinessPartnerContract for d in sim.documents_of("F") if d.partner}
-            == set(numbers[:21])
-            and len(sim.documents_of("R")) == 9,
+            lambda: (
+                {d.partner.BusinessPartnerContract for d in sim.documents_of("F") if d.partner}
+                == set(numbers[:21])
+                and len(sim.documents_of("R")) == 9
+            ),
             budget=BUDGET * 2,
         )
         await trio.sleep(0.5)  # anything still retrying would double now
@@ -301,4 +331,6 @@ async def test_sigkills_and_lost_responses_never_double_or_drop_a_document(
     assert len(orders) == len(numbers[:21])
     assert all(len([p for p in d.positions if p.kind == "A"]) == 1 for d in orders)
     assert len(sim.documents_of("L")) == 9 and len(sim.documents_of("R")) == 9
-    assert all([p.quantity for p in d.positions if p.kind == "A"] == [2] for d in sim.documents_of("L"))
+    assert all(
+        [p.quantity for p in d.positions if p.kind == "A"] == [2] for d in sim.documents_of("L")
+    )
