@@ -405,9 +405,7 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
             document = ErpDocument(
                 system=event.system, kind=event.kind, key=event.key, cause=event.cause
             )
-            return msgspec.structs.replace(
-                state, erp_documents=(*state.erp_documents, document)
-            )
+            return msgspec.structs.replace(state, erp_documents=(*state.erp_documents, document))
         case OrderReceived():  # pragma: no cover - handled above; keeps the match exhaustive
             raise AssertionError("unreachable")
 

@@ -119,9 +119,11 @@ async def test_stock_orders_shipments_credit_notes_and_payments_end_to_end(
             ("A", "CUP-2", 1),
             ("E", "VERSAND", 1),
         ]
-        assert sales_order.partner is not None and sales_order.partner.Address is not None
+        assert sales_order.partner is not None
+        assert sales_order.partner.Address is not None
         customer = sim.customers[sales_order.partner.Address.Number or ""]
-        assert customer.Contact is not None and customer.Contact.EMail1 == "max@example.com"
+        assert customer.Contact is not None
+        assert customer.Contact.EMail1 == "max@example.com"
 
         # Partial shipment: L and R with exactly the shipped units (and the shipping position).
         shipped = await admin.post(
@@ -261,7 +263,8 @@ async def test_a_wrong_password_is_a_clear_error_without_a_login_storm(
     (tmp_path / "selectline.password").write_text("wrong\n")
     async with running_daemon(config) as daemon, daemon.admin() as admin:
         event = await daemon.wait_log("erp_problem")
-        assert "login refused" in event["problem"] and "password file" in event["problem"]
+        assert "login refused" in event["problem"]
+        assert "password file" in event["problem"]
         await accept(admin, order_body("7201"))
         await trio.sleep(1.0)  # ten stock polls, payment polls and the delivery's retries
         assert sim.login_attempts == 1
@@ -330,7 +333,8 @@ async def test_sigkills_and_lost_responses_never_double_or_drop_a_document(
     orders = sim.documents_of("F")
     assert len(orders) == len(numbers[:21])
     assert all(len([p for p in d.positions if p.kind == "A"]) == 1 for d in orders)
-    assert len(sim.documents_of("L")) == 9 and len(sim.documents_of("R")) == 9
+    assert len(sim.documents_of("L")) == 9
+    assert len(sim.documents_of("R")) == 9
     assert all(
         [p.quantity for p in d.positions if p.kind == "A"] == [2] for d in sim.documents_of("L")
     )
