@@ -37,6 +37,7 @@ from somsd.domain.cancellation import cancel_lines, cancel_order
 from somsd.domain.errors import DomainError
 from somsd.domain.events import (
     CreditNoteIssued,
+    ErpDocumentRecorded,
     InvoiceIssued,
     LineQuantity,
     OrderEvent,
@@ -98,6 +99,7 @@ __all__ = [
     "ReceiveOrder",
     "ReceiveReturn",
     "Received",
+    "RecordErpDocument",
     "RecordPayment",
     "RecordShipment",
     "RefundReturn",
@@ -180,6 +182,16 @@ class RefundReturn(msgspec.Struct, frozen=True, tag=True):
     reason: str = ""
 
 
+class RecordErpDocument(msgspec.Struct, frozen=True, tag=True):
+    """An ERP created a document for the order (see `ErpDocumentRecorded`); a repeat of one
+    already recorded changes nothing."""
+
+    system: str
+    kind: str
+    key: str
+    cause: str
+
+
 class CopyOrder(msgspec.Struct, frozen=True, tag=True):
     reason: str
     replacement: bool = False
@@ -200,6 +212,7 @@ OrderAction = (
     | RefundReturn
     | CopyOrder
     | CorrectAddress
+    | RecordErpDocument
 )
 
 
@@ -459,6 +472,15 @@ class OrderDesk(Actor[DeskMessage]):
                 )
             case IssueInvoice():
                 return issue_invoice(state, policy=policy, now=now, actor=user)
+            case RecordErpDocument(system=system, kind=kind, key=key, cause=cause):
+                known = any(d.system == system and d.key == key for d in state.erp_documents)
+                if known:
+                    return []
+                return [
+                    ErpDocumentRecorded(
+                        at=now, actor=user, system=system, kind=kind, key=key, cause=cause
+                    )
+                ]
             case CancelOrder(reason=reason, lines=None):
                 return cancel_order(
                     state,

@@ -254,6 +254,8 @@ class LocationConfig(_Table, frozen=True):
     inbound_dir: str | None = None  # adapter "csv": status and stock files read from here
     address: StoreAddress | None = None
     rates: tuple[RateConfig, ...] = ()
+    # The stock-source ERP's warehouses whose available stock is this location's stock.
+    warehouses: tuple[str, ...] = ()
     country: str = "DE"
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -278,6 +280,16 @@ class ErpConfig(_Table, frozen=True):
     password_file: SecretFile | None = None
     stock_source: bool = False
     post_invoices: bool = False
+    user: str = "somsd"  # kind selectline: the API user somsd logs in as (one licence seat)
+    app_key: str | None = None  # kind selectline: the licensed AppKey, if the install wants one
+    # kind selectline: warehouses feeding `stock_location` (locations may list their own)
+    warehouses: tuple[str, ...] = ()
+    stock_location: str | None = None
+    sku: Literal["number", "gtin"] = "number"  # somsd SKU = article number or GTIN (EAN)
+    poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("60s"))
+    payment_interval: Duration = msgspec.field(default_factory=lambda: Duration("60s"))
+    shipping_article: str = "VERSAND"  # the ERP article of the shipping position
+    cancel_action: Literal["close", "delete"] = "close"  # what a cancellation does to the F
 
 
 class RoutingWeights(_Table, frozen=True):

@@ -47,6 +47,7 @@ from actors.channel import (
     order_effects_for,
 )
 from actors.effects import all_fulfilment_effects, all_order_effects
+from actors.erp import ErpMetrics, SelectLineErp, erp_order_effects_for
 from actors.fulfilment import FulfilmentDesk
 from actors.fulfilment_api import FulfilmentRoutes
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
@@ -65,6 +66,7 @@ from somsd.config import (
     ChannelConfig,
     Config,
     ConfigError,
+    ErpConfig,
     LocationConfig,
     data_dir_problem,
     load_config,
@@ -163,11 +165,13 @@ class Daemon:
         # Each system that reacts to a change plans its own outbox items; one line per system.
         self.desk.effects = all_order_effects(
             order_effects_for(self._channels),
+            erp_order_effects_for(lambda: self.config.erp),
         )
         self.fulfilments.effects = all_fulfilment_effects(
             fulfilment_effects_for(self.store, self._channels),
         )
         self.channel_metrics = ChannelMetrics(registry)
+        self.erp_metrics = ErpMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
@@ -240,6 +244,8 @@ class Daemon:
                 driver=DRIVERS[section.kind],
                 metrics=self.channel_metrics,
             )
+        elif isinstance(section, ErpConfig) and section.kind == "selectline":
+            actor = self._selectline_erp(name, section)
         else:
             # Webhook shops are driven by the intake route; other kinds bring their own actor.
             webhook = isinstance(section, ChannelConfig) and section.kind == "webhook"
@@ -247,6 +253,18 @@ class Daemon:
         self.integration_actors[name] = actor
         self.metrics.track_mailbox(name, actor.mailbox)
         return ChildSpec(name, actor.run)
+
+    def _selectline_erp(self, name: str, section: ErpConfig) -> SelectLineErp:
+        return SelectLineErp(
+            name,
+            section,
+            store=self.store,
+            dispatcher=self.dispatcher,
+            desk=self.desk,
+            sink=self.fulfilments,
+            locations=lambda: self.config.location,
+            metrics=self.erp_metrics,
+        )
 
     def _listener(self, name: str) -> HttpListener:
         drain = self.config.daemon.drain_timeout.seconds

@@ -38,6 +38,7 @@ __all__ = [
     "UNNUMBERED",
     "AddressCorrected",
     "CreditNoteIssued",
+    "ErpDocumentRecorded",
     "EventBase",
     "HoldReleased",
     "InvoiceDrafted",
@@ -252,6 +253,17 @@ class AddressCorrected(EventBase, frozen=True, kw_only=True):
     reason: str
 
 
+class ErpDocumentRecorded(EventBase, frozen=True, kw_only=True):
+    """An ERP holds a document for this order: `key` is the ERP's own (SelectLine `FAU123`),
+    `kind` its kind flag (F order, L delivery note, R invoice, G credit note), `cause` what in
+    somsd it stands for (`order`, `shipment:<id>`, `credit:<n>`, `cancel`)."""
+
+    system: str  # the [[erp]] section's name
+    kind: str
+    key: str
+    cause: str
+
+
 OrderEvent = (
     OrderReceived
     | OrderAccepted
@@ -273,6 +285,7 @@ OrderEvent = (
     | ReturnRefunded
     | OrderCopied
     | AddressCorrected
+    | ErpDocumentRecorded
 )
 
 _encoder = msgspec.json.Encoder()

@@ -27,6 +27,7 @@ from somsd.domain.events import (
     UNNUMBERED,
     AddressCorrected,
     CreditNoteIssued,
+    ErpDocumentRecorded,
     HoldReleased,
     InvoiceDrafted,
     InvoiceIssued,
@@ -56,6 +57,7 @@ from somsd.domain.status import CANCELED, NEW, ON_HOLD, PENDING
 
 __all__ = [
     "Decision",
+    "ErpDocument",
     "InconsistentHistory",
     "IssuedDocument",
     "LineState",
@@ -126,6 +128,15 @@ class StatusEntry(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+class ErpDocument(msgspec.Struct, frozen=True, kw_only=True):
+    """A document an ERP holds for the order (see `ErpDocumentRecorded`)."""
+
+    system: str
+    kind: str
+    key: str
+    cause: str
+
+
 class OrderState(msgspec.Struct, frozen=True, kw_only=True):
     order_id: str
     channel: str
@@ -149,6 +160,7 @@ class OrderState(msgspec.Struct, frozen=True, kw_only=True):
     copied_from: str | None = None
     replacement: bool = False
     copies: tuple[str, ...] = ()
+    erp_documents: tuple[ErpDocument, ...] = ()
 
     @property
     def currency(self) -> str:
@@ -389,6 +401,11 @@ def apply(state: OrderState | None, event: OrderEvent) -> OrderState:
                 shipping_address=event.shipping_address or state.order.shipping_address,
             )
             return msgspec.structs.replace(state, order=order)
+        case ErpDocumentRecorded():
+            document = ErpDocument(
+                system=event.system, kind=event.kind, key=event.key, cause=event.cause
+            )
+            return msgspec.structs.replace(state, erp_documents=(*state.erp_documents, document))
         case OrderReceived():  # pragma: no cover - handled above; keeps the match exhaustive
             raise AssertionError("unreachable")
 

@@ -1,0 +1,667 @@
+"""`SelectLineErp`: the actor behind one `[[erp]] kind = "selectline"` section.
+
+It holds the daemon's one SelectLine session (`adapters.selectline.SelectLineClient`: one
+licence seat, logout when the actor stops) and does three things, each switched on by the
+section:
+
+- `stock_source`: every `poll_interval` reads warehouses, articles and `Warehouses/Stocks` and
+  hands one complete `StockReport` per mapped somsd location to the sink (the fulfilment desk,
+  exactly as a location's adapter does). Which warehouses feed which location: a
+  `[[location]]`'s own `warehouses`, and the section's `warehouses` for its `stock_location`.
+  Rows the ERP gets wrong (unknown article, negative stock, a mapped warehouse it does not
+  have) are skipped one by one, counted in `somsd_erp_stock_rows_skipped_total{erp,kind}` and
+  logged once per distinct problem; the rest of the report goes through.
+- `post_invoices`: delivers the outbox target `erp/<name>` (entries planned by
+  `erp_order_effects_for` in the composition root): a sales order `F` per order, `L` + `R`
+  successors per shipment with exactly the shipped positions, a `G` per credit note, and a
+  cancellation closes or deletes the `F` (`cancel_action`). Every delivery first looks the
+  document up (by the shop's order number in `BusinessPartnerContract`, by the shipment or
+  credit note reference in `BusinessPartnerReferenceNumber`) and resumes what is missing, so a
+  lost response or a SIGKILL half-way never creates a second document. Deliveries of one order
+  run one at a time (a lock per order). Each ERP document key is recorded on the order
+  (`ErpDocumentRecorded`, shown in `GET /v1/orders/{id}` as `erp_documents`).
+- also with `post_invoices`: every `payment_interval` reads the open items and records what
+  was paid in the ERP as payments in somsd (the desk's `RecordPayment`), which the shop then
+  hears of through its own effects.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+from typing import Protocol
+
+import httpx
+import msgspec
+import structlog
+import trio
+from prometheus_client import CollectorRegistry, Counter
+
+from actors.integration import Describe, IntegrationActor, IntegrationStatus
+from actors.order_desk import OrderCommand, OrderDesk, RecordErpDocument, RecordPayment
+from actors.outbox import OutboxDispatcher
+from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
+from adapters.selectline.client import SelectLineClient
+from adapters.selectline.planning import (
+    CancelErpOrder,
+    ErpLine,
+    PostCreditNote,
+    PostSalesOrder,
+    PostShipment,
+    decode_effect,
+    erp_target,
+    payment_from_open_item,
+    plan_erp_effects,
+    stock_reports,
+)
+from adapters.selectline.wire import (
+    ENCODER,
+    ArticlePositionItem,
+    Customer,
+    CustomerAddress,
+    CustomerContact,
+    DocumentCreateModel,
+    DocumentDetailAddress,
+    DocumentDetailBusinessPartner,
+    DocumentPositionReadModel,
+    DocumentPositionWithShippingItemCreateModel,
+    DocumentReadModel,
+    DocumentUpdateModel,
+    EnumerationValue,
+    StoreInformationUpdate,
+    SuccessorsDocumentData,
+)
+from somsd.actor import Reply
+from somsd.config import ErpConfig, LocationConfig
+from somsd.domain.atp import StockCount, StockReport
+from somsd.domain.errors import DomainError
+from somsd.domain.events import OrderEvent
+from somsd.domain.state import OrderState, apply
+from somsd.projections.orders import decode_state, fetch_state
+from somsd.store import EventStore, OutboxEntry, OutboxItem
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "ErpMetrics",
+    "SelectLineErp",
+    "StockSink",
+    "erp_order_effects_for",
+    "stock_locations",
+]
+
+log = structlog.get_logger("actors.erp")
+
+# Connect fast (loopback or LAN), read generously: a full stock list is large.
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=3.0, read=60.0)
+
+
+class StockSink(Protocol):
+    """What takes the ERP's stock: the fulfilment desk's `stock_report` (a `LocationSink`)."""
+
+    async def stock_report(self, report: StockReport) -> None: ...
+
+
+class ErpMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.skipped = Counter(
+            "somsd_erp_stock_rows_skipped",
+            "ERP stock rows skipped as bad data, per ERP and kind (unknown_article, "
+            "negative_stock, missing_warehouse, no_gtin).",
+            ["erp", "kind"],
+            registry=registry,
+        )
+        self.documents = Counter(
+            "somsd_erp_documents_posted",
+            "Documents somsd created in the ERP, per ERP and kind flag (F, L, R, G).",
+            ["erp", "kind"],
+            registry=registry,
+        )
+        self.payments = Counter(
+            "somsd_erp_payments_recorded",
+            "Payments booked in the ERP that somsd recorded on orders, per ERP.",
+            ["erp"],
+            registry=registry,
+        )
+        self.stock_polls = Counter(
+            "somsd_erp_stock_polls",
+            "Stock polls of the ERP that handed their reports over, per ERP.",
+            ["erp"],
+            registry=registry,
+        )
+
+
+def stock_locations(
+    section: ErpConfig, locations: Sequence[LocationConfig]
+) -> dict[str, tuple[str, ...]]:
+    """somsd location -> the ERP warehouses whose available stock is its stock."""
+    mapping = {location.name: location.warehouses for location in locations if location.warehouses}
+    if section.stock_location is not None and section.warehouses:
+        mapping[section.stock_location] = section.warehouses
+    return mapping
+
+
+def erp_order_effects_for(
+    erps: Callable[[], Sequence[ErpConfig]],
+) -> Callable[[str, OrderState | None, Sequence[OrderEvent]], list[OutboxItem]]:
+    """The order desk's effects for every SelectLine ERP that takes documents."""
+
+    def effects(
+        channel: str, before: OrderState | None, events: Sequence[OrderEvent]
+    ) -> list[OutboxItem]:
+        posting = [e for e in erps() if e.kind == "selectline" and e.post_invoices]
+        if not posting:
+            return []
+        state = before
+        for event in events:
+            state = apply(state, event)
+        assert state is not None
+        planned = plan_erp_effects(before, state, events)
+        return [
+            OutboxItem(
+                erp_target(erp.name), ENCODER.encode(effect), f"{erp_target(erp.name)}:{effect.key}"
+            )
+            for erp in posting
+            for effect in planned
+        ]
+
+    return effects
+
+
+_ZERO = Decimal(0)
+
+
+class SelectLineErp(IntegrationActor):
+    """Drives one SelectLine ERP; see the module docstring."""
+
+    def __init__(
+        self,
+        name: str,
+        section: ErpConfig,
+        *,
+        store: EventStore,
+        dispatcher: OutboxDispatcher,
+        desk: OrderDesk,
+        sink: StockSink,
+        locations: Callable[[], Sequence[LocationConfig]],
+        metrics: ErpMetrics,
+        http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name, section, driver="selectline")
+        if section.url is None:
+            raise ValueError(f"erp {section.name!r}: kind selectline needs url")
+        self.erp = section
+        self.target = erp_target(section.name)
+        self.store = store
+        self.dispatcher = dispatcher
+        self.desk = desk
+        self.sink = sink
+        self.locations = locations
+        self.metrics = metrics
+        self.http_timeout = http_timeout
+        self._clock = clock
+        self._problems: dict[str, str] = {}
+        self._seen_bad_rows: set[tuple[str, str | None, str | None]] = set()
+        self._order_locks: dict[str, trio.Lock] = {}
+        self._last_counts: dict[str, tuple[StockCount, ...]] = {}
+        self.client: SelectLineClient | None = None
+
+    def _password(self) -> str:
+        secret = self.erp.password_file
+        lines = secret.lines() if secret is not None else []
+        return lines[0].reveal() if lines else ""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        section = self.erp
+        connections = self.dispatcher.per_target + 2
+        async with httpx.AsyncClient(
+            base_url=section.url or "",
+            timeout=self.http_timeout,
+            limits=httpx.Limits(
+                max_connections=connections,
+                max_keepalive_connections=connections,
+                keepalive_expiry=30.0,
+            ),
+        ) as http:
+            client = SelectLineClient(
+                http,
+                system=self.target,
+                user=section.user,
+                password=self._password(),
+                app_key=section.app_key,
+            )
+            self.client = client
+            deliver = partial(self._deliver, client)
+            if section.post_invoices:
+                self.dispatcher.register(self.target, deliver)
+            try:
+                async with trio.open_nursery() as nursery:
+                    if section.stock_source:
+                        nursery.start_soon(
+                            self._every,
+                            section.poll_interval.seconds,
+                            "stock",
+                            partial(self._poll_stock, client),
+                        )
+                    if section.post_invoices:
+                        nursery.start_soon(
+                            self._every,
+                            section.payment_interval.seconds,
+                            "payments",
+                            partial(self._poll_payments, client),
+                        )
+                    log.info(
+                        "erp_started",
+                        erp=section.name,
+                        stock_source=section.stock_source,
+                        post_invoices=section.post_invoices,
+                    )
+                    task_status.started()
+                    await self._serve()
+            finally:
+                if section.post_invoices:
+                    self.dispatcher.unregister(self.target, deliver)
+                # The seat goes back even when we are being cancelled; a dead server only
+                # costs the two seconds.
+                with trio.CancelScope(shield=True), trio.move_on_after(2.0):
+                    await client.logout()
+
+    async def _serve(self) -> None:
+        async for message in self.mailbox:
+            self.handled += 1
+            match message:
+                case Describe(reply=reply):
+                    reply.set(
+                        IntegrationStatus(self.name, self.kind, self.created_at, self.handled)
+                    )
+
+    # -- polling ---------------------------------------------------------------------------
+
+    async def _every(self, interval: float, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` now and every `interval`; after a failure sooner (1 s doubling), and log
+        each distinct problem once (a wrong password must not log a line per poll)."""
+        failures = 0
+        while True:
+            try:
+                await step()
+            except UpstreamError as exc:
+                failures += 1
+                self._note_problem(what, str(exc), None)
+            except Exception as exc:  # a sink refusing, or a bug: the traceback says where
+                failures += 1
+                self._note_problem(what, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                failures = 0
+                if self._problems.pop(what, None) is not None:
+                    log.info("erp_problem_solved", erp=self.erp.name, step=what)
+            await trio.sleep(min(interval, 2.0 ** (failures - 1)) if failures else interval)
+
+    def _note_problem(self, what: str, detail: str, error: Exception | None) -> None:
+        if self._problems.get(what) != detail:
+            log.error("erp_problem", erp=self.erp.name, step=what, problem=detail, exc_info=error)
+        self._problems[what] = detail
+
+    async def _poll_stock(self, client: SelectLineClient) -> None:
+        mapping = stock_locations(self.erp, self.locations())
+        if not mapping:
+            return
+        warehouses = await client.warehouses()
+        articles = await client.articles()
+        stocks = await client.stocks()
+        reading = stock_reports(
+            stocks,
+            articles,
+            (w.Number for w in warehouses if not w.InactiveFlag),
+            mapping,
+            sku=self.erp.sku,
+            as_of=datetime.fromtimestamp(self._clock(), UTC),
+        )
+        for problem in reading.problems:
+            self.metrics.skipped.labels(self.erp.name, problem.kind).inc()
+            seen = (problem.kind, problem.article, problem.warehouse)
+            if seen not in self._seen_bad_rows:
+                self._seen_bad_rows.add(seen)
+                log.warning(
+                    "erp_bad_stock_row",
+                    erp=self.erp.name,
+                    kind=problem.kind,
+                    article=problem.article,
+                    warehouse=problem.warehouse,
+                    problem=problem.detail,
+                )
+        for report in reading.reports:
+            # An unchanged report would only store the same counts again (a 100,000-row
+            # event per poll); a changed one goes whole, as the complete report it is.
+            if self._last_counts.get(report.location) == report.counts:
+                continue
+            await self.sink.stock_report(report)
+            self._last_counts[report.location] = report.counts
+        self.metrics.stock_polls.labels(self.erp.name).inc()
+
+    async def _poll_payments(self, client: SelectLineClient) -> None:
+        for item in await client.open_items():
+            if not item.YourOrder:
+                continue
+            state = await self._order_by_number(item.YourOrder)
+            if state is None:
+                continue
+            payment = payment_from_open_item(self.erp.name, item, state)
+            if payment is None:
+                continue
+            action = RecordPayment(
+                amount=payment.amount, payment_id=payment.payment_id, reference=payment.reference
+            )
+            try:
+                await self._command(state.order_id, action)
+            except DomainError as exc:  # already recorded (a race with a redelivery), or refused
+                log.info(
+                    "erp_payment_not_recorded",
+                    erp=self.erp.name,
+                    order=state.order_id,
+                    reason=str(exc),
+                )
+                continue
+            self.metrics.payments.labels(self.erp.name).inc()
+            log.info(
+                "erp_payment_recorded",
+                erp=self.erp.name,
+                order_id=state.order_id,
+                amount=str(payment.amount),
+                open_item=item.OpenItemNumber,
+            )
+
+    async def _order_by_number(self, number: str) -> OrderState | None:
+        def find(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT order_id FROM orders WHERE number = ? ORDER BY seq LIMIT 1", (number,)
+            ).fetchone()
+            return None if row is None else fetch_state(conn, row[0])
+
+        blob = await self.store.read(find)
+        return None if blob is None else decode_state(blob)
+
+    # -- documents out ---------------------------------------------------------------------
+
+    async def _deliver(self, client: SelectLineClient, entry: OutboxEntry) -> None:
+        try:
+            effect = decode_effect(entry.payload)
+        except msgspec.DecodeError as exc:
+            raise PermanentUpstreamError(
+                self.target, f"{self.target}: unreadable outbox entry: {exc}", operation="decode"
+            ) from exc
+        lock = self._order_locks.setdefault(effect.order_id, trio.Lock())
+        async with lock:
+            match effect:
+                case PostSalesOrder():
+                    await self._post_sales_order(client, effect)
+                case PostShipment():
+                    await self._post_shipment(client, effect)
+                case PostCreditNote():
+                    await self._post_credit_note(client, effect)
+                case CancelErpOrder():
+                    await self._cancel(client, effect)
+
+    async def _command(self, order_id: str, action: RecordPayment | RecordErpDocument) -> None:
+        def command(reply: Reply[OrderState]) -> OrderCommand:
+            return OrderCommand(order_id, action, f"erp/{self.erp.name}", reply)
+
+        await self.desk.ask(command)
+
+    async def _record(self, order_id: str, kind: str, key: str, cause: str) -> None:
+        action = RecordErpDocument(system=self.erp.name, kind=kind, key=key, cause=cause)
+        await self._command(order_id, action)
+
+    async def _article_number(self, client: SelectLineClient, sku: str) -> str:
+        if self.erp.sku == "number":
+            return sku
+        found = await client.articles_by_gtin(sku)
+        if not found:
+            raise PermanentUpstreamError(
+                self.target, f"{self.target}: no article with GTIN {sku}", operation="GET /Articles"
+            )
+        return found[0].Number
+
+    async def _customer_number(self, client: SelectLineClient, effect: PostSalesOrder) -> str:
+        for customer in await client.customers(EMail1=effect.email):
+            if customer.Number:
+                return customer.Number
+        first, _, last = effect.name.rpartition(" ")
+        created = await client.create_customer(
+            Customer(
+                FirstName=first or None,
+                LastName=last,
+                Company=effect.company,
+                IsPrivatePerson=effect.company is None,
+                Address=CustomerAddress(
+                    Street=effect.street,
+                    City=effect.city,
+                    ZipCode=effect.zip,
+                    CountryId=effect.country,
+                ),
+                Contact=CustomerContact(EMail1=effect.email),
+            )
+        )
+        return created.CustomerNumber
+
+    async def _sales_order(self, client: SelectLineClient, number: str) -> DocumentReadModel | None:
+        found = await client.documents(KindFlag="F", BusinessPartnerContract=number)
+        return found[0] if found else None
+
+    async def _add_lines(
+        self,
+        client: SelectLineClient,
+        key: str,
+        lines: Sequence[ErpLine],
+        shipping_price: Decimal | None,
+    ) -> None:
+        """Add the positions `key` does not have yet, in order (resuming a half-built one)."""
+        positions = await client.positions(key)
+        have_articles = sum(1 for p in positions if p.PositionKind == "A")
+        articles = [line for line in lines if line.line is not None]
+        for line in articles[have_articles:]:
+            await client.add_article(
+                key,
+                ArticlePositionItem(
+                    ArticleNumber=await self._article_number(client, line.sku),
+                    CalculatedQuantityValue=Decimal(line.quantity),
+                    UnitPrice=line.unit_price,
+                    TaxRate=line.tax_rate,
+                    Name=line.name,
+                ),
+            )
+        has_shipping = any(p.PositionKind == "E" for p in positions)
+        if shipping_price is not None and shipping_price > 0 and not has_shipping:
+            await client.add_shipping(
+                key,
+                DocumentPositionWithShippingItemCreateModel(
+                    ArticleNumber=self.erp.shipping_article, UnitPrice=shipping_price
+                ),
+            )
+
+    async def _post_sales_order(self, client: SelectLineClient, effect: PostSalesOrder) -> None:
+        existing = await self._sales_order(client, effect.number)
+        if existing is not None:
+            key = existing.key
+        else:
+            customer = await self._customer_number(client, effect)
+            created = await client.create_document(
+                DocumentCreateModel(
+                    KindFlag="F",
+                    Date=effect.placed_at.date().isoformat(),
+                    CurrencyCode=effect.currency,
+                    PriceKindFlag="B",  # somsd's prices are gross
+                    BusinessPartner=DocumentDetailBusinessPartner(
+                        BusinessPartnerContract=effect.number,
+                        BusinessPartnerContractDate=effect.placed_at.date().isoformat(),
+                        Address=DocumentDetailAddress(Number=customer),
+                    ),
+                    HeaderText=f"Shop order {effect.number}",
+                )
+            )
+            key = created.DocumentKey
+            self.metrics.documents.labels(self.erp.name, "F").inc()
+        await self._add_lines(client, key, effect.lines, effect.shipping_price)
+        await self._record(effect.order_id, "F", key, "order")
+
+    async def _post_shipment(self, client: SelectLineClient, effect: PostShipment) -> None:
+        order = await self._sales_order(client, effect.number)
+        if order is None:
+            raise TransientUpstreamError(
+                self.target,
+                f"{self.target}: sales order for {effect.number} not in the ERP yet; will retry",
+                operation="GET /Documents",
+            )
+        reference = f"{effect.number}/{effect.shipment_id}"
+        positions = await client.positions(order.key)
+        wanted = _shipment_positions(positions, effect)
+        deliveries = [d for d in await client.successors(order.key) if d.KindFlag == "L"]
+        delivery = next((d for d in deliveries if _reference(d) == reference), None)
+        if delivery is None:
+            delivery = await self._adopt_unlabelled(client, deliveries, wanted)
+        if delivery is None:
+            created = await client.create_successor(
+                order.key,
+                SuccessorsDocumentData(
+                    DocumentKindDestination="L",
+                    Positions=tuple(
+                        StoreInformationUpdate(
+                            Identifier=p.Identifier, ArticleNumber=p.ArticleNumber, Quantity=q
+                        )
+                        for p, q in wanted
+                    ),
+                ),
+            )
+            self.metrics.documents.labels(self.erp.name, "L").inc()
+            delivery_key = created.DocumentKey
+        else:
+            delivery_key = delivery.key
+        await client.update_document(
+            delivery_key,
+            DocumentUpdateModel(
+                BusinessPartner=DocumentDetailBusinessPartner(
+                    BusinessPartnerContract=effect.number,
+                    BusinessPartnerReferenceNumber=reference,
+                    Address=order.BusinessPartner.Address if order.BusinessPartner else None,
+                )
+            ),
+        )
+        await self._record(effect.order_id, "L", delivery_key, f"shipment:{effect.shipment_id}")
+        invoices = [d for d in await client.successors(delivery_key) if d.KindFlag == "R"]
+        if invoices:
+            invoice_key = invoices[0].key
+        else:
+            lines = [p for p in await client.positions(delivery_key) if (p.Quantity or _ZERO) > 0]
+            created = await client.create_successor(
+                delivery_key,
+                SuccessorsDocumentData(
+                    DocumentKindDestination="R",
+                    Positions=tuple(
+                        StoreInformationUpdate(
+                            Identifier=p.Identifier,
+                            ArticleNumber=p.ArticleNumber,
+                            Quantity=p.Quantity,
+                        )
+                        for p in lines
+                    ),
+                ),
+            )
+            self.metrics.documents.labels(self.erp.name, "R").inc()
+            invoice_key = created.DocumentKey
+        await self._record(effect.order_id, "R", invoice_key, f"shipment:{effect.shipment_id}")
+
+    async def _adopt_unlabelled(
+        self,
+        client: SelectLineClient,
+        deliveries: Sequence[DocumentReadModel],
+        wanted: Sequence[tuple[DocumentPositionReadModel, Decimal]],
+    ) -> DocumentReadModel | None:
+        """A delivery note created for this shipment whose labelling answer was lost: not yet
+        labelled with a shipment reference, and holding exactly this shipment's quantities."""
+        expected = sorted((p.Identifier, q) for p, q in wanted)
+        for delivery in deliveries:
+            if "/" in (_reference(delivery) or ""):
+                continue
+            lines = await client.positions(delivery.key)
+            got = sorted(
+                (p.PredecessorIdentifier or "", p.Quantity or _ZERO)
+                for p in lines
+                if (p.Quantity or _ZERO) > 0
+            )
+            if got == expected:
+                return delivery
+        return None
+
+    async def _post_credit_note(self, client: SelectLineClient, effect: PostCreditNote) -> None:
+        found = await client.documents(
+            KindFlag="G", BusinessPartnerReferenceNumber=effect.reference
+        )
+        if found:
+            key = found[0].key
+        else:
+            order = await self._sales_order(client, effect.number)
+            address = order.BusinessPartner.Address if order and order.BusinessPartner else None
+            created = await client.create_document(
+                DocumentCreateModel(
+                    KindFlag="G",
+                    PriceKindFlag="B",
+                    BusinessPartner=DocumentDetailBusinessPartner(
+                        BusinessPartnerContract=effect.number,
+                        BusinessPartnerReferenceNumber=effect.reference,
+                        Address=address,
+                    ),
+                    HeaderText=f"Credit note {effect.index} for shop order {effect.number}",
+                )
+            )
+            key = created.DocumentKey
+            self.metrics.documents.labels(self.erp.name, "G").inc()
+        shipping = sum((line.unit_price for line in effect.lines if line.line is None), _ZERO)
+        await self._add_lines(client, key, effect.lines, shipping or None)
+        await self._record(effect.order_id, "G", key, f"credit:{effect.index}")
+
+    async def _cancel(self, client: SelectLineClient, effect: CancelErpOrder) -> None:
+        order = await self._sales_order(client, effect.number)
+        if order is None:
+            return  # never posted, or deleted already: nothing to cancel
+        if self.erp.cancel_action == "delete":
+            await client.delete_document(order.key)
+        else:
+            await client.set_status(order.key, EnumerationValue(Value=3, Name="CompletedManually"))
+        await self._record(effect.order_id, "F", order.key, "cancel")
+
+
+def _reference(document: DocumentReadModel) -> str | None:
+    partner = document.BusinessPartner
+    return partner.BusinessPartnerReferenceNumber if partner else None
+
+
+def _shipment_positions(
+    positions: Sequence[DocumentPositionReadModel], effect: PostShipment
+) -> list[tuple[DocumentPositionReadModel, Decimal]]:
+    """The sales order's positions with this shipment's quantities: order line i is the i-th
+    article position (somsd adds them in line order); the first shipment takes the shipping
+    position along, so the first invoice bills it."""
+    articles = [p for p in positions if p.PositionKind == "A"]
+    has_shipping = any(p.PositionKind == "E" for p in positions)
+    if len(articles) < effect.order_lines or (effect.shipping and not has_shipping):
+        # Its own delivery is still adding positions (or retrying a lost answer).
+        raise TransientUpstreamError(
+            "erp",
+            f"sales order for {effect.number} is not complete in the ERP yet; will retry",
+            operation="GET /Documents/{key}/Positions",
+        )
+    wanted: list[tuple[DocumentPositionReadModel, Decimal]] = []
+    for line in effect.lines:
+        if line.line >= len(articles):
+            raise PermanentUpstreamError(
+                "erp",
+                f"sales order for {effect.number} has no position for order line {line.line}",
+                operation="POST /Documents/{key}/Successors",
+            )
+        wanted.append((articles[line.line], Decimal(line.quantity)))
+    if effect.first:
+        wanted.extend((p, Decimal(1)) for p in positions if p.PositionKind == "E")
+    return wanted
