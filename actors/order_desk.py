@@ -50,6 +50,7 @@ from somsd.domain.invoicing import issue_invoice
 from somsd.domain.lifecycle import (
     change_status,
     correct_address,
+    hold_for,
     receive_order,
     record_payment,
     record_shipment,
@@ -91,6 +92,7 @@ __all__ = [
     "CopyOrder",
     "CorrectAddress",
     "DeskMessage",
+    "HoldOrder",
     "IssueInvoice",
     "OrderCommand",
     "OrderDesk",
@@ -125,6 +127,12 @@ class ChangeStatus(msgspec.Struct, frozen=True, tag=True):
 
 class ReleaseHold(msgspec.Struct, frozen=True, tag=True):
     reason: str
+
+
+class HoldOrder(msgspec.Struct, frozen=True, tag=True):
+    """A system's hold with its own reasons (see `somsd.domain.lifecycle.hold_for`)."""
+
+    reasons: tuple[HoldReason, ...]
 
 
 class CorrectAddress(msgspec.Struct, frozen=True, tag=True):
@@ -200,6 +208,7 @@ OrderAction = (
     | RefundReturn
     | CopyOrder
     | CorrectAddress
+    | HoldOrder
 )
 
 
@@ -426,6 +435,8 @@ class OrderDesk(Actor[DeskMessage]):
                 )
             case ReleaseHold(reason=reason):
                 return release_hold(state, policy=policy, reason=reason, now=now, actor=user)
+            case HoldOrder(reasons=reasons):
+                return hold_for(state, reasons, policy=policy, now=now, actor=user)
             case CorrectAddress():
                 return correct_address(
                     state,

@@ -50,6 +50,7 @@ __all__ = [
     "RoutingConfig",
     "RoutingWeights",
     "SecretFile",
+    "SenderAddress",
     "StatusConfig",
     "StoreAddress",
     "data_dir_problem",
@@ -237,6 +238,18 @@ class StoreAddress(_Table, frozen=True):
     country: str = "DE"
 
 
+class SenderAddress(_Table, frozen=True, kw_only=True):
+    """Who a location's parcels come from, as the carrier's label prints it."""
+
+    name: str
+    company: str | None = None
+    street: str
+    zip: str
+    city: str
+    country: str = "DE"
+    email: str | None = None
+
+
 class LocationConfig(_Table, frozen=True):
     name: str
     kind: Literal["warehouse", "store"] = "warehouse"
@@ -257,6 +270,21 @@ class LocationConfig(_Table, frozen=True):
     daily_capacity: Count | None = None
     priority: Rank = 1
     safety_stock: Count = 0
+    # Shipping labels (see actors/carrier.py): the [[carrier]]s this location ships with (the
+    # first is used unless routing chose another), its sender address, the carrier's billing
+    # number per product, and the label's format and medium.
+    carriers: tuple[str, ...] = ()
+    sender: SenderAddress | None = None
+    billing_numbers: dict[str, str] = msgspec.field(default_factory=dict)
+    product: str = "V01PAK"  # domestic parcels
+    international_product: str = "V53WPAK"  # parcels abroad
+    label_format: Literal["pdf", "zpl"] = "pdf"
+    print_format: str | None = None  # the carrier's label medium, e.g. "910-300-400"
+    parcel_weight_grams: Annotated[int, msgspec.Meta(ge=1, le=31_500)] = 1000
+    item_weights_grams: dict[str, Annotated[int, msgspec.Meta(ge=1, le=31_500)]] = msgspec.field(
+        default_factory=dict
+    )
+    label_printer: str | None = None  # "tcp://host:9100": raw ZPL to a Zebra; None: no printer
 
 
 class CarrierConfig(_Table, frozen=True):
@@ -264,6 +292,14 @@ class CarrierConfig(_Table, frozen=True):
     kind: Literal["dhl-parcel-de"]
     url: str | None = None
     api_key_file: SecretFile | None = None
+    tracking_url: str | None = None  # None: DHL's unified tracking API
+    auth: Literal["basic", "oauth"] = "basic"
+    user: str | None = None  # the business customer portal (GKP) user
+    password_file: SecretFile | None = None
+    client_secret_file: SecretFile | None = None  # auth oauth
+    profile: str = "STANDARD_GRUPPENPROFIL"
+    tracking_interval: Duration = msgspec.field(default_factory=lambda: Duration("15m"))
+    validate_addresses: bool = True  # DHL's dry run at order intake; refused -> on hold
 
 
 class ErpConfig(_Table, frozen=True):
@@ -756,6 +792,10 @@ def _check_references(
         if location.poll_interval.seconds <= 0:
             problems.append(f"location[{index}].poll_interval: must be longer than 0s")
         problems.extend(_country_problems(f"location[{index}]", location))
+    problems.extend(
+        _shipping_problems(indexed("location"), config.carrier)
+        + _carrier_problems(indexed("carrier"))
+    )
     weights = config.routing.weights
     for name in weights.__struct_fields__:
         if getattr(weights, name) < 0:
@@ -780,12 +820,72 @@ def _check_references(
     return problems
 
 
+def _carrier_problems(carriers: Sequence[tuple[int, CarrierConfig]]) -> list[str]:
+    problems: list[str] = []
+    for index, carrier in carriers:
+        for key in ("api_key_file", "user", "password_file"):
+            if getattr(carrier, key) is None:
+                problems.append(f"carrier[{index}].{key}: required for kind {carrier.kind}")
+        if carrier.auth == "oauth" and carrier.client_secret_file is None:
+            problems.append(f"carrier[{index}].client_secret_file: required for auth oauth")
+        if carrier.tracking_interval.seconds < 1:
+            problems.append(f"carrier[{index}].tracking_interval: at least 1s")
+    return problems
+
+
+def _shipping_problems(
+    locations: Sequence[tuple[int, LocationConfig]], carriers: Sequence[CarrierConfig]
+) -> list[str]:
+    problems: list[str] = []
+    for index, location in locations:
+        problems.extend(_location_shipping_problems(index, location, carriers))
+    return problems
+
+
+def _location_shipping_problems(
+    index: int, location: LocationConfig, carriers: Sequence[CarrierConfig]
+) -> list[str]:
+    """A location that ships with a carrier needs a sender and the product's billing number."""
+    prefix = f"location[{index}]"
+    problems: list[str] = []
+    known = {carrier.name for carrier in carriers}
+    for j, name in enumerate(location.carriers):
+        if name not in known:
+            problems.append(f'{prefix}.carriers[{j}]: unknown carrier "{name}"')
+    if location.carriers:
+        if location.sender is None:
+            problems.append(f"{prefix}.sender: required when the location has carriers")
+        if location.product not in location.billing_numbers:
+            problems.append(
+                f"{prefix}.billing_numbers: no billing number for product {location.product}"
+            )
+    for product, number in location.billing_numbers.items():
+        if not re.fullmatch(r"\w{10}\d{2}\w{2}", number):
+            problems.append(
+                f'{prefix}.billing_numbers.{product}: "{number[:20]}" is not a 14-character '
+                "billing number"
+            )
+    if location.label_printer is not None:
+        if not re.fullmatch(
+            r"tcp://(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+)(:\d{1,5})?/?", location.label_printer
+        ):
+            problems.append(
+                f'{prefix}.label_printer: "{location.label_printer[:80]}" is not a printer '
+                'address; write "tcp://host:9100"'
+            )
+        if location.label_format != "zpl":
+            problems.append(f'{prefix}.label_printer: a raw printer needs label_format = "zpl"')
+    return problems
+
+
 def _country_problems(prefix: str, location: LocationConfig) -> list[str]:
     """Countries are ISO 3166-1 alpha-2 codes: "Germany" or "de" would match no address."""
     found: list[tuple[str, str]] = [(f"{prefix}.country", location.country)]
     found += [(f"{prefix}.ships_to[{i}]", c) for i, c in enumerate(location.ships_to)]
     if location.address is not None:
         found.append((f"{prefix}.address.country", location.address.country))
+    if location.sender is not None:
+        found.append((f"{prefix}.sender.country", location.sender.country))
     for r, rate in enumerate(location.rates):
         found += [(f"{prefix}.rates[{r}].countries[{i}]", c) for i, c in enumerate(rate.countries)]
     return [

@@ -1,0 +1,188 @@
+"""Shipping through a real `somsd run`: DHL simulator over HTTP, a label printer over TCP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import trio
+
+from adapters.dhl.simulator import SHIPPING_PREFIX, DhlSimulator
+from somsd.domain.order import Address
+from tests.adapters.conftest import Serve
+from tests.carrier.conftest import FakeZebra
+from tests.harness import DaemonProcess, running_daemon
+from tests.orders.shop import accept, order_body, webhook_config
+
+pytestmark = pytest.mark.slow
+
+SKU = "MUG-1"
+BERLIN = Address(name="Max Muster", street="Hauptstr. 1", zip="10115", city="Berlin", country="DE")
+
+
+def shipping_config(tmp_path: Path, dhl_url: str, sim: DhlSimulator, *, printer: str = "") -> Path:
+    (tmp_path / "dhl.key").write_text(sim.api_key + "\n")
+    (tmp_path / "dhl.password").write_text(sim.password + "\n")
+    label = f'label_format = "zpl"\nlabel_printer = "{printer}"' if printer else ""
+    return webhook_config(
+        tmp_path,
+        f"""
+[[location]]
+name = "wh-1"
+adapter = "manual"
+lat = 51.51
+lon = 7.47
+ships_to = ["DE"]
+carriers = ["dhl"]
+sender = {{ name = "Versand", street = "Hafenstr. 1", zip = "44147", city = "Dortmund" }}
+billing_numbers = {{ V01PAK = "33333333330102" }}
+item_weights_grams = {{ {SKU} = 350 }}
+{label}
+
+[[carrier]]
+name = "dhl"
+kind = "dhl-parcel-de"
+url = "{dhl_url}{SHIPPING_PREFIX}"
+tracking_url = "{dhl_url}/track"
+api_key_file = "dhl.key"
+user = "{sim.user}"
+password_file = "dhl.password"
+tracking_interval = "1s"
+""",
+    )
+
+
+async def eventually(what: str, check: Any, *, budget: float = 30.0) -> Any:
+    """The daemon works after its answers (outbox, pollers) in another process: poll, bounded."""
+    with trio.fail_after(budget):
+        for _ in range(int(budget / 0.05)):
+            found = await check()
+            if found:
+                return found
+            await trio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def stock(admin: httpx.AsyncClient, units: int = 100) -> None:
+    response = await admin.put("/v1/locations/wh-1/stock", json=[{"sku": SKU, "on_hand": units}])
+    assert response.status_code == 200, response.text
+
+
+async def order_of(admin: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
+    response = await admin.get(f"/v1/orders/{order_id}")
+    assert response.status_code == 200, response.text
+    detail: dict[str, Any] = response.json()
+    return detail
+
+
+async def fulfilment_of(admin: httpx.AsyncClient, order_id: str) -> dict[str, Any] | None:
+    found = (await order_of(admin, order_id))["fulfilment"]["fulfilments"]
+    return found[0] if found else None
+
+
+async def place(daemon: DaemonProcess, external_id: str, **variations: Any) -> str:
+    async with httpx.AsyncClient(base_url=daemon.api) as shop:
+        body = order_body(external_id, **variations)
+        return await accept(shop, body)
+
+
+async def test_intake_to_delivered_with_one_label_printed(
+    tmp_path: Path, serve: Serve, zebra: FakeZebra
+) -> None:
+    """Validated at intake, packed -> one ZPL label bought and printed, tracked to delivered."""
+    sim = DhlSimulator()
+    url, _ = await serve(sim)
+    config = shipping_config(tmp_path, url, sim, printer=f"tcp://127.0.0.1:{zebra.port}")
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        order_id = await place(daemon, "ship-1", shipping_address=BERLIN)
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+
+        async def validated() -> bool:
+            return ("POST", "/orders") in sim.requests
+
+        await eventually("the intake dry run", validated)
+        assert sim.created == 0
+        packed = await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
+        assert packed.status_code == 200, packed.text
+
+        async def shipped() -> dict[str, Any] | None:
+            found = await fulfilment_of(admin, order_id)
+            return found if found and found["state"] in ("shipped", "delivered") else None
+
+        fulfilment = await eventually("shipped", shipped)
+        tracking = fulfilment["tracking_number"]
+        [shipment] = sim.live_shipments
+        assert tracking == shipment.number
+        assert shipment.reference == fulfilment["id"]
+        with trio.fail_after(10):
+            while not zebra.jobs:
+                await zebra.changed.wait()
+        [job] = zebra.jobs
+        text = job.decode()
+        assert text.startswith("^XA")
+        assert text.rstrip().endswith("^XZ")
+        assert f"^FD{tracking}^FS" in text
+        label = await admin.get(f"/v1/fulfillments/{fulfilment['id']}/label")
+        assert label.status_code == 200
+        assert label.headers["content-type"].startswith("application/zpl")
+        assert label.content == job
+
+        sim.advance(sim.knobs.deliver_after + 1)
+
+        async def delivered() -> dict[str, Any] | None:
+            detail = await order_of(admin, order_id)
+            state = detail["fulfilment"]["fulfilments"][0]["state"]
+            return detail if state == "delivered" else None
+
+        detail = await eventually("delivered", delivered)
+        assert detail["status"] == "complete"
+        assert sim.created == 1
+        assert len(zebra.jobs) == 1
+
+
+async def test_a_refused_address_holds_the_order_until_corrected(
+    tmp_path: Path, serve: Serve
+) -> None:
+    """DHL's dry run refuses the street; the hold carries DHL's words; the fix buys the label."""
+    sim = DhlSimulator()
+    url, _ = await serve(sim)
+    config = shipping_config(tmp_path, url, sim)
+    no_number = msgspec.structs.replace(BERLIN, street="Hauptstrasse")
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        order_id = await place(daemon, "bad-1", shipping_address=no_number)
+
+        async def held() -> dict[str, Any] | None:
+            detail = await order_of(admin, order_id)
+            return detail if detail["status"] == "on-hold" else None
+
+        detail = await eventually("held", held)
+        [reason] = detail["hold_reasons"]
+        assert reason["code"] == "address_incomplete"
+        assert "Please enter a house number" in reason["message"]
+        assert reason["message"].startswith("DHL: ")
+
+        fixed = await admin.post(
+            f"/v1/orders/{order_id}/address",
+            json={"shipping_address": msgspec.to_builtins(BERLIN), "reason": "called customer"},
+        )
+        assert fixed.status_code == 200, fixed.text
+        assert fixed.json()["status"] != "on-hold"
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+        packed = await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
+        assert packed.status_code == 200, packed.text
+
+        async def shipped() -> dict[str, Any] | None:
+            found = await fulfilment_of(admin, order_id)
+            return found if found and found["state"] == "shipped" else None
+
+        fulfilment = await eventually("shipped", shipped)
+        [shipment] = sim.live_shipments
+        assert fulfilment["tracking_number"] == shipment.number
+        label = await admin.get(f"/v1/fulfillments/{fulfilment['id']}/label")
+        assert label.content.startswith(b"%PDF-")
+        assert (await order_of(admin, order_id))["status"] != "on-hold"
