@@ -186,3 +186,49 @@ async def test_a_refused_address_holds_the_order_until_corrected(
         label = await admin.get(f"/v1/fulfillments/{fulfilment['id']}/label")
         assert label.content.startswith(b"%PDF-")
         assert (await order_of(admin, order_id))["status"] != "on-hold"
+
+
+async def test_sigkill_and_lost_answers_buy_each_label_exactly_once(
+    tmp_path: Path, serve: Serve
+) -> None:
+    """Labels bought slowly, some answers lost, the daemon SIGKILLed mid-way and restarted:
+    every packed parcel has exactly one label, and it is the one somsd recorded."""
+    parcels = 8
+    sim = DhlSimulator()
+    sim.knobs.latency = 0.15
+    sim.knobs.lose_next = 3
+    url, _ = await serve(sim)
+    config = shipping_config(tmp_path, url, sim)
+    order_ids: list[str] = []
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        for n in range(parcels):
+            order_ids.append(await place(daemon, f"kill-{n}", shipping_address=BERLIN))
+        for order_id in order_ids:
+            fulfilment = await eventually("routed", lambda o=order_id: fulfilment_of(admin, o))
+            packed = await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
+            assert packed.status_code == 200, packed.text
+
+        async def some_bought() -> bool:
+            return sim.created >= 3
+
+        await eventually("some labels bought", some_bought)
+        daemon.process.kill()  # SIGKILL: no drain, outbox entries in flight
+        await daemon.process.wait()
+    bought_before_restart = sim.created
+    assert bought_before_restart < parcels
+    sim.knobs.latency = 0.0
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+
+        async def all_shipped() -> list[dict[str, Any]] | None:
+            found = [await fulfilment_of(admin, order_id) for order_id in order_ids]
+            done = [f for f in found if f and f["state"] == "shipped"]
+            return done if len(done) == parcels else None
+
+        shipped = await eventually("every parcel shipped", all_shipped, budget=60)
+    by_reference: dict[str, list[str]] = {}
+    for shipment in sim.shipments.values():
+        by_reference.setdefault(shipment.reference or "", []).append(shipment.number)
+    assert sim.knobs.lose_next == 0  # three answers were lost after DHL bought the label
+    assert sim.created == parcels  # no second label for any parcel
+    assert {f["id"]: [f["tracking_number"]] for f in shipped} == by_reference
