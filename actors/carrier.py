@@ -99,6 +99,8 @@ __all__ = [
     "carrier_fulfilment_effects",
     "carrier_order_effects",
     "carrier_target",
+    "check_carrier",
+    "dhl_client",
     "label_stream",
     "shipment_data",
 ]
@@ -465,24 +467,7 @@ class CarrierActor(Actor[Describe]):
         )
 
     def _dhl(self, http: httpx.AsyncClient) -> DhlClient:
-        section = self.section
-        assert section.api_key_file is not None  # check-config requires it
-        return DhlClient(
-            http,
-            system=self.target,
-            shipping_url=section.url or DHL_PRODUCTION,
-            tracking_url=section.tracking_url or DHL_TRACKING,
-            auth=DhlAuth(
-                api_key=section.api_key_file.secret,
-                mode=section.auth,
-                user=section.user or "",
-                password=section.password_file.secret if section.password_file else None,
-                client_secret=(
-                    section.client_secret_file.secret if section.client_secret_file else None
-                ),
-            ),
-            profile=section.profile,
-        )
+        return dhl_client(self.section, http)
 
     @property
     def adapter(self) -> CarrierAdapter:
@@ -903,3 +888,94 @@ class CarrierRoutes:
                 tags=("fulfillments",),
             )
         ]
+
+
+def dhl_client(section: CarrierConfig, http: httpx.AsyncClient) -> DhlClient:
+    """The DHL client for a checked `[[carrier]]` section (api_key_file is required there)."""
+    assert section.api_key_file is not None
+    return DhlClient(
+        http,
+        system=carrier_target(section.name),
+        shipping_url=section.url or DHL_PRODUCTION,
+        tracking_url=section.tracking_url or DHL_TRACKING,
+        auth=DhlAuth(
+            api_key=section.api_key_file.secret,
+            mode=section.auth,
+            user=section.user or "",
+            password=section.password_file.secret if section.password_file else None,
+            client_secret=section.client_secret_file.secret if section.client_secret_file else None,
+        ),
+        profile=section.profile,
+    )
+
+
+# -- somsd doctor ------------------------------------------------------------------------------
+
+
+async def check_carrier(
+    section: CarrierConfig, locations: Sequence[LocationConfig]
+) -> list[tuple[str, bool, str]]:
+    """`somsd doctor` for one carrier: (check, ok, detail) for reach, https, credentials, and a
+    dry-run label (`validate=true`) from each location's sender to itself - DHL checks the
+    billing number, the product and the sender address; nothing is bought."""
+    checks: list[tuple[str, bool, str]] = []
+    url = section.url or DHL_PRODUCTION
+    host = httpx.URL(url).host
+    if url.startswith("https://"):
+        checks.append(("https", True, "the API is reached over https"))
+    elif host in ("127.0.0.1", "::1", "localhost"):
+        checks.append(("https", True, "plain http to a loopback server (test or demo)"))
+    else:
+        checks.append(("https", False, f"{url} is plain http; use https://"))
+    if section.api_key_file is None or section.password_file is None or not section.user:
+        checks.append(("credentials", False, "set api_key_file, user and password_file"))
+        return checks
+    # Without the carrier in reach there is no point waiting long for each check.
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        client = dhl_client(section, http)
+        try:
+            version = await client.version()
+        except UpstreamError as exc:
+            checks.append(("reachable", False, f"{exc}; check url and the network"))
+            return checks
+        checks.append(("reachable", True, f"{url} answers ({version})"))
+        shipping = [loc for loc in locations if section.name in loc.carriers]
+        if not shipping:
+            checks.append(("dry run", True, "no [[location]] names this carrier; skipped"))
+        for location in shipping:
+            name = f"dry run from {location.name}"
+            try:
+                sender = _sender(location)
+                data = shipment_data(
+                    location,
+                    reference=f"doctor-{location.name}"[:35],
+                    consignee=sender,
+                    lines=[],
+                    ship_date=datetime.now(UTC).date(),
+                )
+                messages = await client.validate(data)
+            except ValueError as exc:
+                checks.append((name, False, str(exc)))
+                continue
+            except PermanentUpstreamError as exc:
+                fix = (
+                    "check api_key_file, user and password_file"
+                    if exc.status_code in (401, 403)
+                    else "see the message"
+                )
+                checks.append((name, False, f"{exc}; {fix}"))
+                continue
+            except UpstreamError as exc:
+                checks.append((name, False, str(exc)))
+                continue
+            if messages:
+                checks.append((name, False, "refused: " + "; ".join(messages)))
+            else:
+                checks.append(
+                    (
+                        name,
+                        True,
+                        f"credentials, billing number and sender accepted ({data.product})",
+                    )
+                )
+    return checks

@@ -232,3 +232,43 @@ async def test_sigkill_and_lost_answers_buy_each_label_exactly_once(
     assert sim.knobs.lose_next == 0  # three answers were lost after DHL bought the label
     assert sim.created == parcels  # no second label for any parcel
     assert {f["id"]: [f["tracking_number"]] for f in shipped} == by_reference
+
+
+async def test_a_failed_delivery_holds_the_order_once(tmp_path: Path, serve: Serve) -> None:
+    sim = DhlSimulator()
+    url, _ = await serve(sim)
+    config = shipping_config(tmp_path, url, sim)
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        order_id = await place(daemon, "fail-1", shipping_address=BERLIN, payment_method="invoice",
+                               payment_status="pending")  # fmt: skip
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+        await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
+
+        async def shipped() -> dict[str, Any] | None:
+            found = await fulfilment_of(admin, order_id)
+            return found if found and found["state"] == "shipped" else None
+
+        fulfilment = await eventually("shipped", shipped)
+        sim.knobs.failing.add(fulfilment["tracking_number"])
+        sim.advance(sim.knobs.deliver_after + 1)
+
+        async def held() -> dict[str, Any] | None:
+            detail = await order_of(admin, order_id)
+            return detail if detail["status"] == "on-hold" else None
+
+        detail = await eventually("held", held)
+        [reason] = detail["hold_reasons"]
+        assert reason["code"] == "delivery_failed"
+        assert fulfilment["tracking_number"] in reason["message"]
+        assert "could not be found" in reason["message"]
+        released = await admin.post(f"/v1/orders/{order_id}/release", json={"reason": "resend"})
+        assert released.status_code == 200, released.text
+        polls = sim.requests.count(("GET", "/track/shipments"))
+
+        async def tracked_twice_more() -> bool:
+            return sim.requests.count(("GET", "/track/shipments")) >= polls + 2
+
+        # Two more tracking answers saying "failure": the same failure does not hold again.
+        await eventually("two more tracking polls", tracked_twice_more)
+        assert (await order_of(admin, order_id))["status"] != "on-hold"
