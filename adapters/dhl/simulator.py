@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qs
@@ -105,6 +106,7 @@ class SimulatedShipment:
     consignee: str
     routing_code: str
     deleted: bool = False
+    render_pdf: Callable[[], bytes] | None = None  # the PDF, drawn when first asked for
 
 
 class _DroppedResponse(Response):
@@ -280,7 +282,7 @@ class DhlSimulator:
                     )
                 )
             else:
-                created = await self._buy(shipment)
+                created = await self._buy(shipment, pdf=not zpl)
                 items.append(self._item(created, zpl=zpl, print_format=print_format))
         failed = sum(1 for item in items if item.sstatus.status != 200)
         if failed == len(items):
@@ -347,7 +349,7 @@ class DhlSimulator:
             for prop, text in problems
         ]
 
-    async def _buy(self, shipment: Shipment) -> SimulatedShipment:
+    async def _buy(self, shipment: Shipment, *, pdf: bool) -> SimulatedShipment:
         number = f"00340434{self._next:012d}"
         self._next += 1
         consignee = shipment.consignee
@@ -377,15 +379,14 @@ class DhlSimulator:
             weight_grams=grams,
             routing_code=routing,
         )
-        pdf = await trio.to_thread.run_sync(
-            lambda: parcel_label_pdf(
-                carrier="DHL Paket",
-                tracking_number=number,
-                sender=sender,
-                receiver=receiver,
-                reference=shipment.refNo or "",
-                weight_grams=grams,
-            )
+        render = partial(
+            parcel_label_pdf,
+            carrier="DHL Paket",
+            tracking_number=number,
+            sender=sender,
+            receiver=receiver,
+            reference=shipment.refNo or "",
+            weight_grams=grams,
         )
         created = SimulatedShipment(
             number=number,
@@ -393,16 +394,23 @@ class DhlSimulator:
             billing_number=shipment.billingNumber,
             product=shipment.product,
             created_at=self.now(),
-            label_pdf=pdf,
+            label_pdf=None,
             label_zpl=zpl,
             consignee=consignee.name1,
             routing_code=routing,
+            render_pdf=render,
         )
+        if pdf:
+            await self._ensure_pdf(created)
         self.shipments[number] = created
         if shipment.refNo:
             self.by_reference[shipment.refNo] = number
         self.created += 1
         return created
+
+    async def _ensure_pdf(self, shipment: SimulatedShipment) -> None:
+        if shipment.label_pdf is None and shipment.render_pdf is not None:
+            shipment.label_pdf = await trio.to_thread.run_sync(shipment.render_pdf)
 
     def _item(
         self, shipment: SimulatedShipment, *, zpl: bool, print_format: str | None
@@ -453,6 +461,8 @@ class DhlSimulator:
                     )
                 )
             else:
+                if not zpl:
+                    await self._ensure_pdf(found)
                 items.append(self._item(found, zpl=zpl, print_format=params.get("printFormat")))
         failed = sum(1 for item in items if item.sstatus.status != 200)
         status = 400 if failed == len(items) else 207 if failed else 200
