@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from somsd.domain.order import Address
 from tests.adapters.conftest import Serve
 from tests.carrier.conftest import FakeZebra
 from tests.harness import DaemonProcess, running_daemon
-from tests.orders.shop import accept, order_body, webhook_config
+from tests.orders.shop import accept, order_body, sample_value, scrape, webhook_config
 
 pytestmark = pytest.mark.slow
 
@@ -142,6 +143,19 @@ async def test_intake_to_delivered_with_one_label_printed(
         assert detail["status"] == "complete"
         assert sim.created == 1
         assert len(zebra.jobs) == 1
+        samples = await scrape(daemon)
+        labels = partial(sample_value, samples, "somsd_carrier_labels_total", carrier="dhl")
+        assert labels(outcome="bought") == 1
+        assert labels(outcome="reconciled") == 0
+        assert sample_value(samples, "somsd_labels_printed_total", location="wh-1") == 1
+        valid = sample_value(
+            samples, "somsd_carrier_validations_total", carrier="dhl", outcome="valid"
+        )
+        assert valid == 1
+        delivered = sample_value(
+            samples, "somsd_carrier_tracking_polls_total", carrier="dhl", state="delivered"
+        )
+        assert delivered >= 1
 
 
 async def test_a_refused_address_holds_the_order_until_corrected(
