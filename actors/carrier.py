@@ -67,6 +67,7 @@ from adapters.carrier import (
 from adapters.dhl import DhlAuth, DhlClient
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from adapters.labels import PrinterAddress, send_raw
+from adapters.ownfleet import OwnFleetCarrier
 from somsd.actor import Actor, ReplyError
 from somsd.api import ApiError, ApiRoute
 from somsd.config import CarrierConfig, LocationConfig
@@ -278,7 +279,7 @@ def _validating_location(
             continue
         for name in location.carriers:
             carrier = carriers.get(name)
-            if carrier is not None and carrier.validate_addresses:
+            if carrier is not None and carrier.validate_addresses and carrier.kind != "own-fleet":
                 return name, location
     return None
 
@@ -418,7 +419,7 @@ class CarrierActor(Actor[Describe]):
         super().__init__(carrier_target(section.name))
         self.section = section
         self.kind: str = section.kind
-        self.driver: str | None = "dhl-parcel-de"
+        self.driver: str | None = section.kind
         self.store = store
         self.dispatcher = dispatcher
         self.fulfilments = fulfilments
@@ -440,7 +441,11 @@ class CarrierActor(Actor[Describe]):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with self._http() as http:
             if self._adapter is None:
-                self._adapter = self._dhl(http)
+                self._adapter = (
+                    OwnFleetCarrier(system=self.target, title=section_title(self.section))
+                    if self.section.kind == "own-fleet"
+                    else self._dhl(http)
+                )
             self.dispatcher.register(self.target, self._deliver, limit=LABEL_CONCURRENCY)
             try:
                 async with trio.open_nursery() as nursery:
@@ -741,6 +746,8 @@ class CarrierActor(Actor[Describe]):
     # -- tracking -------------------------------------------------------------------------
 
     async def _track_forever(self) -> None:
+        if self.section.kind == "own-fleet":
+            return  # nobody to ask: the drivers report delivery
         interval = self.section.tracking_interval.seconds
         # A round at most every second, so short intervals (tests, the demo) are honoured and
         # long ones do not sleep past a shipment's due time by more than that.
@@ -895,6 +902,11 @@ class CarrierRoutes:
         ]
 
 
+def section_title(section: CarrierConfig) -> str:
+    """What an own-fleet label prints as the carrier: the section's name, readable."""
+    return section.name.replace("-", " ").replace("_", " ").title()
+
+
 def dhl_client(section: CarrierConfig, http: httpx.AsyncClient) -> DhlClient:
     """The DHL client for a checked `[[carrier]]` section (api_key_file is required there)."""
     assert section.api_key_file is not None
@@ -924,6 +936,8 @@ async def check_carrier(
     dry-run label (`validate=true`) from each location's sender to itself - DHL checks the
     billing number, the product and the sender address; nothing is bought."""
     checks: list[tuple[str, bool, str]] = []
+    if section.kind == "own-fleet":
+        return [("labels", True, "own fleet: somsd draws the labels itself")]
     url = section.url or DHL_PRODUCTION
     host = httpx.URL(url).host
     if url.startswith("https://"):

@@ -289,7 +289,7 @@ class LocationConfig(_Table, frozen=True):
 
 class CarrierConfig(_Table, frozen=True):
     name: str
-    kind: Literal["dhl-parcel-de"]
+    kind: Literal["dhl-parcel-de", "own-fleet"]
     url: str | None = None
     api_key_file: SecretFile | None = None
     tracking_url: str | None = None  # None: DHL's unified tracking API
@@ -823,6 +823,8 @@ def _check_references(
 def _carrier_problems(carriers: Sequence[tuple[int, CarrierConfig]]) -> list[str]:
     problems: list[str] = []
     for index, carrier in carriers:
+        if carrier.kind == "own-fleet":
+            continue  # no upstream: somsd draws the labels itself
         for key in ("api_key_file", "user", "password_file"):
             if getattr(carrier, key) is None:
                 problems.append(f"carrier[{index}].{key}: required for kind {carrier.kind}")

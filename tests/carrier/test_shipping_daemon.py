@@ -12,6 +12,7 @@ import pytest
 import trio
 
 from adapters.dhl.simulator import SHIPPING_PREFIX, DhlSimulator
+from adapters.ownfleet import own_fleet_number
 from somsd.domain.order import Address
 from tests.adapters.conftest import Serve
 from tests.carrier.conftest import FakeZebra
@@ -286,3 +287,45 @@ async def test_a_failed_delivery_holds_the_order_once(tmp_path: Path, serve: Ser
         # Two more tracking answers saying "failure": the same failure does not hold again.
         await eventually("two more tracking polls", tracked_twice_more)
         assert (await order_of(admin, order_id))["status"] != "on-hold"
+
+
+async def test_own_fleet_labels_are_drawn_by_somsd(tmp_path: Path, zebra: FakeZebra) -> None:
+    """A carrier without an API: packing draws our own ZPL label, prints it, ships."""
+    config = webhook_config(
+        tmp_path,
+        f"""
+[[location]]
+name = "wh-1"
+adapter = "manual"
+lat = 51.51
+lon = 7.47
+ships_to = ["DE"]
+carriers = ["city-van"]
+sender = {{ name = "Versand", street = "Hafenstr. 1", zip = "44147", city = "Dortmund" }}
+billing_numbers = {{ V01PAK = "OWNFLEET000100" }}
+label_format = "zpl"
+label_printer = "tcp://127.0.0.1:{zebra.port}"
+
+[[carrier]]
+name = "city-van"
+kind = "own-fleet"
+""",
+    )
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        order_id = await place(daemon, "van-1", shipping_address=BERLIN)
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+        await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
+        with trio.fail_after(10):
+            while not zebra.jobs:
+                await zebra.changed.wait()
+
+        async def shipped() -> dict[str, Any] | None:
+            found = await fulfilment_of(admin, order_id)
+            return found if found and found["state"] == "shipped" else None
+
+        found = await eventually("shipped", shipped)
+        assert found["tracking_number"] == own_fleet_number(fulfilment["id"])
+        text = zebra.jobs[0].decode()
+        assert f"^FD{found['tracking_number']}^FS" in text
+        assert "^FDCity Van^FS" in text
