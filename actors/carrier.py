@@ -242,6 +242,7 @@ def shipment_data(
     consignee: Party,
     lines: Sequence[tuple[str, int]],
     ship_date: date,
+    billed: bool = True,
 ) -> ShipmentData:
     """The label request for a parcel from `location` (pure). Raises ValueError when the
     location lacks the billing number for the product the destination needs."""
@@ -249,7 +250,7 @@ def shipment_data(
     product = (
         location.product if consignee.country == sender.country else location.international_product
     )
-    billing = location.billing_numbers.get(product)
+    billing = location.billing_numbers.get(product, "" if not billed else None)
     if billing is None:
         raise ValueError(
             f"location {location.name!r} has no billing number for product {product} "
@@ -655,6 +656,7 @@ class CarrierActor(Actor[Describe]):
                 consignee=consignee,
                 lines=[(line.sku, line.quantity) for line in fulfilment.lines],
                 ship_date=self._today(),
+                billed=self.section.kind != "own-fleet",
             )
         except ValueError as exc:
             raise PermanentUpstreamError(self.target, str(exc), operation="label") from exc

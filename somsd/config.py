@@ -857,7 +857,8 @@ def _location_shipping_problems(
     if location.carriers:
         if location.sender is None:
             problems.append(f"{prefix}.sender: required when the location has carriers")
-        if location.product not in location.billing_numbers:
+        billed = any(c.kind != "own-fleet" for c in carriers if c.name in location.carriers)
+        if billed and location.product not in location.billing_numbers:
             problems.append(
                 f"{prefix}.billing_numbers: no billing number for product {location.product}"
             )

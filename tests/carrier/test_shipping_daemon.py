@@ -302,7 +302,6 @@ lon = 7.47
 ships_to = ["DE"]
 carriers = ["city-van"]
 sender = {{ name = "Versand", street = "Hafenstr. 1", zip = "44147", city = "Dortmund" }}
-billing_numbers = {{ V01PAK = "OWNFLEET000100" }}
 label_format = "zpl"
 label_printer = "tcp://127.0.0.1:{zebra.port}"
 
