@@ -193,7 +193,13 @@ class TrackingFailed(msgspec.Struct, frozen=True, kw_only=True, tag="tracking_fa
     description: str
 
 
-LabelEvent = LabelAttempted | LabelStored | LabelRefused | TrackingFailed
+class LabelCanceled(msgspec.Struct, frozen=True, kw_only=True, tag="label_canceled"):
+    at: datetime
+    carrier: str
+    shipment_number: str
+
+
+LabelEvent = LabelAttempted | LabelStored | LabelRefused | TrackingFailed | LabelCanceled
 _label_event_decoder = msgspec.json.Decoder(LabelEvent)
 
 
@@ -365,7 +371,7 @@ class CarrierMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.labels = Counter(
             "somsd_carrier_labels",
-            "Label purchases per carrier and outcome (bought, reconciled, refused).",
+            "Label purchases per carrier and outcome (bought, reconciled, refused, canceled).",
             ["carrier", "outcome"],
             registry=registry,
         )
@@ -568,13 +574,14 @@ class CarrierActor(Actor[Describe]):
             raise PermanentUpstreamError(
                 self.target, f"{self.target}: no fulfilment {fulfilment_id}", operation="label"
             )
-        if fulfilment.state in ("canceled", "rejected"):
-            return
         stream = label_stream(fulfilment_id)
         stored_events = await self.store.read_stream(stream)
         history = _decode_events(stored_events)
         version = stored_events[-1].version if stored_events else 0
         stored = next((e for e in history if isinstance(e, LabelStored)), None)
+        if fulfilment.state in ("canceled", "rejected"):
+            await self._void(fulfilment_id, stored, history, version)
+            return
         if stored is not None:
             await self._ship(fulfilment, stored)
             return
@@ -706,7 +713,12 @@ class CarrierActor(Actor[Describe]):
         return stored
 
     async def _ship(self, fulfilment: FulfilmentState, stored: LabelStored) -> None:
-        """The label exists: the parcel ships with its tracking number (repeats are no-ops)."""
+        """The label exists: the parcel ships with its tracking number (repeats are no-ops).
+
+        The order may have been canceled while the label was bought: then the fulfilment is
+        canceled, shipping it is refused, and the label is cancelled at the carrier
+        (`DELETE /orders`) so nobody pays for a parcel that never leaves.
+        """
         if fulfilment.state in ("shipped", "delivered"):
             return
         await self.fulfilments.location_update(
@@ -716,6 +728,40 @@ class CarrierActor(Actor[Describe]):
             tracking_number=stored.shipment_number,
             carrier=self.section.name,
         )
+        after = await self.store.read(
+            partial(fetch_fulfilment, fulfilment_id=fulfilment.fulfilment_id)
+        )
+        if after is not None and after.state in ("canceled", "rejected"):
+            stream = label_stream(fulfilment.fulfilment_id)
+            stored_events = await self.store.read_stream(stream)
+            version = stored_events[-1].version if stored_events else 0
+            await self._void(
+                fulfilment.fulfilment_id, stored, _decode_events(stored_events), version
+            )
+
+    async def _void(
+        self,
+        fulfilment_id: str,
+        stored: LabelStored | None,
+        history: Sequence[LabelEvent],
+        version: int,
+    ) -> None:
+        """Cancel the label of a fulfilment that will not ship, once."""
+        if stored is None or any(isinstance(e, LabelCanceled) for e in history):
+            return
+        try:
+            await self.adapter.cancel(stored.shipment_number)
+        except ShipmentRefused as exc:
+            # Unknown or already deleted at the carrier: nothing is left to pay for.
+            log.info("label_cancel_refused", fulfilment_id=fulfilment_id, reason=str(exc))
+        canceled = LabelCanceled(
+            at=datetime.now(UTC), carrier=self.section.name, shipment_number=stored.shipment_number
+        )
+        await self.store.append(
+            label_stream(fulfilment_id), [_event(canceled)], expected_version=version
+        )
+        self.metrics.labels.labels(self.section.name, "canceled").inc()
+        log.info("label_canceled", fulfilment_id=fulfilment_id, shipment=stored.shipment_number)
 
     async def _print(self, work: PrintLabel) -> None:
         stored = await self.stored_label(work.fulfilment_id)

@@ -328,3 +328,45 @@ kind = "own-fleet"
         text = zebra.jobs[0].decode()
         assert f"^FD{found['tracking_number']}^FS" in text
         assert "^FDCity Van^FS" in text
+
+
+async def test_a_label_bought_for_a_canceled_order_is_cancelled_at_dhl(
+    tmp_path: Path, serve: Serve
+) -> None:
+    """The order is canceled while DHL is still answering: the label is deleted there."""
+    sim = DhlSimulator()
+    url, _ = await serve(sim)
+    config = shipping_config(tmp_path, url, sim)
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        order_id = await place(daemon, "cancel-1", shipping_address=BERLIN)
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+
+        async def validated() -> bool:
+            return ("POST", "/orders") in sim.requests
+
+        await eventually("the intake dry run", validated)
+        sim.knobs.latency = 1.0
+        await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
+
+        async def buying() -> bool:
+            return sim.requests.count(("POST", "/orders")) >= 2
+
+        await eventually("the label purchase under way", buying)
+        canceled = await admin.post(
+            f"/v1/orders/{order_id}/cancel", json={"reason": "changed mind"}
+        )
+        assert canceled.status_code == 200, canceled.text
+
+        async def deleted() -> bool:
+            return sim.created == 1 and all(s.deleted for s in sim.shipments.values())
+
+        await eventually("the label deleted at DHL", deleted)
+        found = await fulfilment_of(admin, order_id)
+        assert found is not None
+        assert found["state"] == "canceled"
+        samples = await scrape(daemon)
+        assert (
+            sample_value(samples, "somsd_carrier_labels_total", carrier="dhl", outcome="canceled")
+            == 1
+        )
