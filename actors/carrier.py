@@ -66,7 +66,7 @@ from adapters.carrier import (
 )
 from adapters.dhl import DhlAuth, DhlClient
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
-from adapters.labels import PrinterAddress, send_raw
+from adapters.labels import PrinterAddress, pickup_slip_pdf, send_raw
 from adapters.ownfleet import OwnFleetCarrier
 from somsd.actor import Actor, ReplyError
 from somsd.api import ApiError, ApiRoute
@@ -908,7 +908,9 @@ def _write_atomically(path: Path, content: bytes) -> None:
 
 
 class CarrierRoutes:
-    """`GET /v1/fulfillments/{id}/label`: the stored carrier label, PDF or ZPL as bought."""
+    """`GET /v1/fulfillments/{id}/label`: the stored carrier label, PDF or ZPL as bought; for
+    a click & collect fulfilment, which no carrier carries, a pickup slip PDF drawn on the spot.
+    """
 
     def __init__(self, store: EventStore, data_dir: Path) -> None:
         self.store = store
@@ -919,6 +921,9 @@ class CarrierRoutes:
         history = _decode_events(await self.store.read_stream(label_stream(fulfilment_id)))
         stored = next((e for e in history if isinstance(e, LabelStored)), None)
         if stored is None:
+            slip = await self._pickup_slip(fulfilment_id)
+            if slip is not None:
+                return Response(slip, media_type=LABEL_MEDIA["pdf"])
             raise ApiError(404, "label_not_found", f"fulfilment {fulfilment_id!r} has no label")
         try:
             content = await trio.Path(self.data_dir / stored.file).read_bytes()
@@ -936,13 +941,31 @@ class CarrierRoutes:
             },
         )
 
+    async def _pickup_slip(self, fulfilment_id: str) -> bytes | None:
+        fulfilment = await self.store.read(partial(fetch_fulfilment, fulfilment_id=fulfilment_id))
+        if fulfilment is None or fulfilment.kind != "pickup":
+            return None
+        blob = await self.store.read(partial(fetch_state, order_id=fulfilment.order_id))
+        customer = decode_state(blob).order.billing_address.name if blob is not None else ""
+        return await trio.to_thread.run_sync(
+            partial(
+                pickup_slip_pdf,
+                store=fulfilment.location,
+                order_number=fulfilment.order_number,
+                customer=customer,
+                lines=[(line.sku, line.quantity) for line in fulfilment.lines],
+                barcode=fulfilment.fulfilment_id,
+            )
+        )
+
     def routes(self) -> list[ApiRoute]:
         return [
             ApiRoute(
                 "/v1/fulfillments/{fulfilment_id}/label",
                 "GET",
                 self.label,
-                "The carrier label of a fulfilment (PDF or ZPL, as the carrier sent it)",
+                "The carrier label of a fulfilment (PDF or ZPL, as the carrier sent it); a "
+                "pickup slip PDF for click & collect",
                 admin=True,
                 responses={200: None, 404: None},
                 tags=("fulfillments",),

@@ -5,7 +5,7 @@ carriers without a label of their own (own fleet, pickup slips) and for the DHL 
 The `zpl` package on PyPI is AGPL-3.0 and must not ship in an on-prem product, hence our own.
 """
 
-from adapters.labels.pdf import parcel_label_pdf
+from adapters.labels.pdf import parcel_label_pdf, pickup_slip_pdf
 from adapters.labels.printer import PrinterAddress, send_raw
 from adapters.labels.zpl import ZplLabel, escape_field, parcel_label_zpl, unescape_field
 
@@ -15,6 +15,7 @@ __all__ = [
     "escape_field",
     "parcel_label_pdf",
     "parcel_label_zpl",
+    "pickup_slip_pdf",
     "send_raw",
     "unescape_field",
 ]

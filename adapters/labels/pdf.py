@@ -10,7 +10,7 @@ from reportlab.graphics.shapes import Drawing
 from reportlab.lib.units import mm
 from reportlab.pdfgen import canvas
 
-__all__ = ["parcel_label_pdf"]
+__all__ = ["parcel_label_pdf", "pickup_slip_pdf"]
 
 PAGE = (100 * mm, 150 * mm)
 
@@ -63,6 +63,44 @@ def parcel_label_pdf(
         )
         drawing.add(code)
         renderPDF.draw(drawing, page, width - size - 5 * mm, 48 * mm)
+    page.showPage()
+    page.save()
+    return buffer.getvalue()
+
+
+def pickup_slip_pdf(
+    *,
+    store: str,
+    order_number: str,
+    customer: str,
+    lines: list[tuple[str, int]],
+    barcode: str,
+) -> bytes:
+    """A click & collect slip (100 x 150 mm) for the shelf: who collects which order, what is
+    in the bag, and a Code 128 of the fulfilment to scan at the counter. The pickup code is
+    never on it: the counter asks the customer for that."""
+    buffer = io.BytesIO()
+    page = canvas.Canvas(buffer, pagesize=PAGE, invariant=True)
+    page.setTitle(f"Pickup {order_number}")
+    width, height = PAGE
+    page.setFont("Helvetica-Bold", 18)
+    page.drawString(6 * mm, height - 14 * mm, "Click & Collect")
+    page.setFont("Helvetica", 10)
+    page.drawString(6 * mm, height - 21 * mm, store)
+    page.line(5 * mm, height - 24 * mm, width - 5 * mm, height - 24 * mm)
+    page.setFont("Helvetica-Bold", 14)
+    page.drawString(6 * mm, height - 33 * mm, f"Order {order_number}")
+    page.drawString(6 * mm, height - 41 * mm, customer)
+    page.setFont("Helvetica", 10)
+    y = height - 52 * mm
+    for sku, quantity in lines[:14]:
+        page.drawString(8 * mm, y, f"{quantity} x {sku}")
+        y -= 5 * mm
+    if len(lines) > 14:
+        page.drawString(8 * mm, y, f"... and {len(lines) - 14} more lines")
+    code = code128.Code128(barcode, barHeight=18 * mm, barWidth=0.38 * mm)
+    code.drawOn(page, 5 * mm, 14 * mm)
+    page.drawCentredString(width / 2, 9 * mm, barcode)
     page.showPage()
     page.save()
     return buffer.getvalue()

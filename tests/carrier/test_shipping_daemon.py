@@ -370,3 +370,34 @@ async def test_a_label_bought_for_a_canceled_order_is_cancelled_at_dhl(
             sample_value(samples, "somsd_carrier_labels_total", carrier="dhl", outcome="canceled")
             == 1
         )
+
+
+async def test_a_pickup_fulfilment_has_a_pickup_slip(tmp_path: Path) -> None:
+    config = webhook_config(
+        tmp_path,
+        """
+[[location]]
+name = "store-1"
+kind = "store"
+adapter = "manual"
+lat = 51.51
+lon = 7.47
+ships_to = ["DE"]
+capabilities = ["ship", "pickup"]
+""",
+    )
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        response = await admin.put("/v1/locations/store-1/stock", json=[{"sku": SKU, "on_hand": 5}])
+        assert response.status_code == 200, response.text
+        order_id = await place(
+            daemon, "pickup-1", shipping_method="pickup", pickup_location="store-1",
+            shipping_price="0.00",
+        )  # fmt: skip
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+        slip = await admin.get(f"/v1/fulfillments/{fulfilment['id']}/label")
+        assert slip.status_code == 200, slip.text
+        assert slip.headers["content-type"] == "application/pdf"
+        assert slip.content.startswith(b"%PDF-")
+        missing = await admin.get("/v1/fulfillments/f-nope/label")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "label_not_found"
