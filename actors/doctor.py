@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 
+from actors.carrier import check_carrier
 from adapters.errors import UpstreamError
 from adapters.smartstore.client import SmartstoreClient, smartstore_http_client
 from adapters.smartstore.errors import AUTH_FIXES, SmartstoreAuthError
@@ -136,4 +137,7 @@ async def check_config(config: Config) -> list[Check]:
     for section in config.channel:
         if section.kind == "smartstore":
             checks.extend(await check_smartstore(section))
+    for carrier in config.carrier:
+        found = await check_carrier(carrier, config.location)
+        checks.extend(Check(f"carrier/{carrier.name}", *check) for check in found)
     return checks

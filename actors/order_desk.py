@@ -51,6 +51,7 @@ from somsd.domain.invoicing import issue_invoice
 from somsd.domain.lifecycle import (
     change_status,
     correct_address,
+    hold_for,
     receive_order,
     record_payment,
     record_shipment,
@@ -92,6 +93,7 @@ __all__ = [
     "CopyOrder",
     "CorrectAddress",
     "DeskMessage",
+    "HoldOrder",
     "IssueInvoice",
     "OrderCommand",
     "OrderDesk",
@@ -127,6 +129,12 @@ class ChangeStatus(msgspec.Struct, frozen=True, tag=True):
 
 class ReleaseHold(msgspec.Struct, frozen=True, tag=True):
     reason: str
+
+
+class HoldOrder(msgspec.Struct, frozen=True, tag=True):
+    """A system's hold with its own reasons (see `somsd.domain.lifecycle.hold_for`)."""
+
+    reasons: tuple[HoldReason, ...]
 
 
 class CorrectAddress(msgspec.Struct, frozen=True, tag=True):
@@ -213,6 +221,7 @@ OrderAction = (
     | CopyOrder
     | CorrectAddress
     | RecordErpDocument
+    | HoldOrder
 )
 
 
@@ -439,6 +448,8 @@ class OrderDesk(Actor[DeskMessage]):
                 )
             case ReleaseHold(reason=reason):
                 return release_hold(state, policy=policy, reason=reason, now=now, actor=user)
+            case HoldOrder(reasons=reasons):
+                return hold_for(state, reasons, policy=policy, now=now, actor=user)
             case CorrectAddress():
                 return correct_address(
                     state,

@@ -517,7 +517,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line())
     if not checks:
-        print("nothing to check: no channel of a kind doctor knows (smartstore)")
+        print("nothing to check: no smartstore channel and no carrier configured")
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILURE
 
 

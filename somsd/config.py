@@ -50,6 +50,7 @@ __all__ = [
     "RoutingConfig",
     "RoutingWeights",
     "SecretFile",
+    "SenderAddress",
     "StatusConfig",
     "StoreAddress",
     "data_dir_problem",
@@ -242,6 +243,18 @@ class StoreAddress(_Table, frozen=True):
     country: str = "DE"
 
 
+class SenderAddress(_Table, frozen=True, kw_only=True):
+    """Who a location's parcels come from, as the carrier's label prints it."""
+
+    name: str
+    company: str | None = None
+    street: str
+    zip: str
+    city: str
+    country: str = "DE"
+    email: str | None = None
+
+
 class LocationConfig(_Table, frozen=True):
     name: str
     kind: Literal["warehouse", "store"] = "warehouse"
@@ -264,13 +277,36 @@ class LocationConfig(_Table, frozen=True):
     daily_capacity: Count | None = None
     priority: Rank = 1
     safety_stock: Count = 0
+    # Shipping labels (see actors/carrier.py): the [[carrier]]s this location ships with (the
+    # first is used unless routing chose another), its sender address, the carrier's billing
+    # number per product, and the label's format and medium.
+    carriers: tuple[str, ...] = ()
+    sender: SenderAddress | None = None
+    billing_numbers: dict[str, str] = msgspec.field(default_factory=dict)
+    product: str = "V01PAK"  # domestic parcels
+    international_product: str = "V53WPAK"  # parcels abroad
+    label_format: Literal["pdf", "zpl"] = "pdf"
+    print_format: str | None = None  # the carrier's label medium, e.g. "910-300-400"
+    parcel_weight_grams: Annotated[int, msgspec.Meta(ge=1, le=31_500)] = 1000
+    item_weights_grams: dict[str, Annotated[int, msgspec.Meta(ge=1, le=31_500)]] = msgspec.field(
+        default_factory=dict
+    )
+    label_printer: str | None = None  # "tcp://host:9100": raw ZPL to a Zebra; None: no printer
 
 
 class CarrierConfig(_Table, frozen=True):
     name: str
-    kind: Literal["dhl-parcel-de"]
+    kind: Literal["dhl-parcel-de", "own-fleet"]
     url: str | None = None
     api_key_file: SecretFile | None = None
+    tracking_url: str | None = None  # None: DHL's unified tracking API
+    auth: Literal["basic", "oauth"] = "basic"
+    user: str | None = None  # the business customer portal (GKP) user
+    password_file: SecretFile | None = None
+    client_secret_file: SecretFile | None = None  # auth oauth
+    profile: str = "STANDARD_GRUPPENPROFIL"
+    tracking_interval: Duration = msgspec.field(default_factory=lambda: Duration("15m"))
+    validate_addresses: bool = True  # DHL's dry run at order intake; refused -> on hold
 
 
 class ErpConfig(_Table, frozen=True):
@@ -793,6 +829,18 @@ def _check_references(
         if location.poll_interval.seconds <= 0:
             problems.append(f"location[{index}].poll_interval: must be longer than 0s")
         problems.extend(_country_problems(f"location[{index}]", location))
+    problems.extend(
+        _shipping_problems(indexed("location"), config.carrier)
+        + _carrier_problems(indexed("carrier"))
+    )
+    problems.extend(_setting_problems(config))
+    problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
+    return problems
+
+
+def _setting_problems(config: Config) -> list[str]:
+    """The single-table sections' own rules: routing, body limit, time zone, hold limits."""
+    problems: list[str] = []
     weights = config.routing.weights
     for name in weights.__struct_fields__:
         if getattr(weights, name) < 0:
@@ -813,7 +861,67 @@ def _check_references(
             problems.append(f"holds.unpaid_limits.{currency}: must be at most {MAX_MONEY_LIMIT}")
         elif limit < 0:
             problems.append(f"holds.unpaid_limits.{currency}: must not be negative")
-    problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
+    return problems
+
+
+def _carrier_problems(carriers: Sequence[tuple[int, CarrierConfig]]) -> list[str]:
+    problems: list[str] = []
+    for index, carrier in carriers:
+        if carrier.kind == "own-fleet":
+            continue  # no upstream: somsd draws the labels itself
+        for key in ("api_key_file", "user", "password_file"):
+            if getattr(carrier, key) is None:
+                problems.append(f"carrier[{index}].{key}: required for kind {carrier.kind}")
+        if carrier.auth == "oauth" and carrier.client_secret_file is None:
+            problems.append(f"carrier[{index}].client_secret_file: required for auth oauth")
+        if carrier.tracking_interval.seconds < 1:
+            problems.append(f"carrier[{index}].tracking_interval: at least 1s")
+    return problems
+
+
+def _shipping_problems(
+    locations: Sequence[tuple[int, LocationConfig]], carriers: Sequence[CarrierConfig]
+) -> list[str]:
+    problems: list[str] = []
+    for index, location in locations:
+        problems.extend(_location_shipping_problems(index, location, carriers))
+    return problems
+
+
+def _location_shipping_problems(
+    index: int, location: LocationConfig, carriers: Sequence[CarrierConfig]
+) -> list[str]:
+    """A location that ships with a carrier needs a sender and the product's billing number."""
+    prefix = f"location[{index}]"
+    problems: list[str] = []
+    known = {carrier.name for carrier in carriers}
+    for j, name in enumerate(location.carriers):
+        if name not in known:
+            problems.append(f'{prefix}.carriers[{j}]: unknown carrier "{name}"')
+    if location.carriers:
+        if location.sender is None:
+            problems.append(f"{prefix}.sender: required when the location has carriers")
+        billed = any(c.kind != "own-fleet" for c in carriers if c.name in location.carriers)
+        if billed and location.product not in location.billing_numbers:
+            problems.append(
+                f"{prefix}.billing_numbers: no billing number for product {location.product}"
+            )
+    for product, number in location.billing_numbers.items():
+        if not re.fullmatch(r"\w{10}\d{2}\w{2}", number):
+            problems.append(
+                f'{prefix}.billing_numbers.{product}: "{number[:20]}" is not a 14-character '
+                "billing number"
+            )
+    if location.label_printer is not None:
+        if not re.fullmatch(
+            r"tcp://(\[[0-9a-fA-F:.]+\]|[^:/\[\]]+)(:\d{1,5})?/?", location.label_printer
+        ):
+            problems.append(
+                f'{prefix}.label_printer: "{location.label_printer[:80]}" is not a printer '
+                'address; write "tcp://host:9100"'
+            )
+        if location.label_format != "zpl":
+            problems.append(f'{prefix}.label_printer: a raw printer needs label_format = "zpl"')
     return problems
 
 
@@ -823,6 +931,8 @@ def _country_problems(prefix: str, location: LocationConfig) -> list[str]:
     found += [(f"{prefix}.ships_to[{i}]", c) for i, c in enumerate(location.ships_to)]
     if location.address is not None:
         found.append((f"{prefix}.address.country", location.address.country))
+    if location.sender is not None:
+        found.append((f"{prefix}.sender.country", location.sender.country))
     for r, rate in enumerate(location.rates):
         found += [(f"{prefix}.rates[{r}].countries[{i}]", c) for i, c in enumerate(rate.countries)]
     return [

@@ -38,6 +38,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import actors.smartstore_driver  # noqa: F401  # registers the smartstore channel driver
+from actors.carrier import (
+    CarrierActor,
+    CarrierMetrics,
+    CarrierRoutes,
+    carrier_fulfilment_effects,
+    carrier_order_effects,
+)
 from actors.channel import (
     DRIVERS,
     ChannelActor,
@@ -63,6 +70,7 @@ from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
 from somsd.config import (
+    CarrierConfig,
     ChannelConfig,
     Config,
     ConfigError,
@@ -166,12 +174,15 @@ class Daemon:
         self.desk.effects = all_order_effects(
             order_effects_for(self._channels),
             erp_order_effects_for(lambda: self.config.erp),
+            carrier_order_effects(lambda: self.config.carrier, lambda: self.config.location),
         )
         self.fulfilments.effects = all_fulfilment_effects(
             fulfilment_effects_for(self.store, self._channels),
+            carrier_fulfilment_effects(lambda: self.config.location),
         )
         self.channel_metrics = ChannelMetrics(registry)
         self.erp_metrics = ErpMetrics(registry)
+        self.carrier_metrics = CarrierMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
@@ -185,7 +196,9 @@ class Daemon:
         )
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
-        self.integration_actors: dict[str, IntegrationActor | LocationActor | ChannelActor] = {}
+        self.integration_actors: dict[
+            str, IntegrationActor | LocationActor | ChannelActor | CarrierActor
+        ] = {}
         self.core = Supervisor(
             "core",
             [ChildSpec(actor.name, actor.run) for actor in (*self.core_actors, self.dispatcher)],
@@ -229,8 +242,10 @@ class Daemon:
     # -- wiring -------------------------------------------------------------------------
 
     def _integration_spec(self, name: str, section: msgspec.Struct) -> ChildSpec:
-        actor: IntegrationActor | LocationActor | ChannelActor
-        if isinstance(section, LocationConfig):
+        actor: IntegrationActor | LocationActor | ChannelActor | CarrierActor
+        if isinstance(section, CarrierConfig):
+            actor = self._carrier_actor(section)
+        elif isinstance(section, LocationConfig):
             actor = LocationActor(
                 section, store=self.store, dispatcher=self.dispatcher, sink=self.fulfilments
             )
@@ -266,6 +281,18 @@ class Daemon:
             metrics=self.erp_metrics,
         )
 
+    def _carrier_actor(self, section: CarrierConfig) -> CarrierActor:
+        return CarrierActor(
+            section,
+            store=self.store,
+            dispatcher=self.dispatcher,
+            fulfilments=self.fulfilments,
+            desk=self.desk,
+            locations=lambda: self.config.location,
+            data_dir=Path(self.config.daemon.data_dir),
+            metrics=self.carrier_metrics,
+        )
+
     def _listener(self, name: str) -> HttpListener:
         drain = self.config.daemon.drain_timeout.seconds
         if name == "api":
@@ -281,6 +308,7 @@ class Daemon:
                 *DeadLetterRoutes(self.store, self.dispatcher).routes(),
                 *LocationRoutes(self._location_actors).routes(),
                 *ChannelRoutes(self._channel_actors).routes(),
+                *CarrierRoutes(self.store, Path(self.config.daemon.data_dir)).routes(),
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)
@@ -405,7 +433,7 @@ class Daemon:
 
     @staticmethod
     async def _describe(
-        actor: IntegrationActor | LocationActor | ChannelActor,
+        actor: IntegrationActor | LocationActor | ChannelActor | CarrierActor,
     ) -> IntegrationStatus | None:
         # A busy actor must not stall the admin view; one second is far above a healthy
         # actor's answer time (microseconds) and far below an operator's patience.

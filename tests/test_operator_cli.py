@@ -29,11 +29,16 @@ from tests.test_cli import fixed_port_config
 
 pytestmark = pytest.mark.slow
 
-# Sections somsd has no driver for yet (DHL labels and SelectLine come with upstream issues).
+# A carrier with its driver (nothing listens at its url: no location ships with it, so it never
+# calls) and a section somsd has no driver for yet (SelectLine comes with an upstream issue).
 CARRIER = """
 [[carrier]]
 name = "dhl"
 kind = "dhl-parcel-de"
+url = "http://127.0.0.1:9/parcel/de/shipping/v2"
+api_key_file = "dhl.key"
+user = "gkp-user"
+password_file = "dhl.password"
 
 [[erp]]
 name = "erp"
@@ -44,7 +49,9 @@ NO_STREET = Address(name="Erika Muster", street=" ", zip="10115", city="Berlin",
 
 
 def operator_config(tmp_path: Path) -> Path:
-    """Webhook channels plus a driverless carrier, on a fixed API port the CLI can find."""
+    """Webhook channels, a carrier and a driverless ERP, on a fixed API port the CLI can find."""
+    (tmp_path / "dhl.key").write_text("key\n")
+    (tmp_path / "dhl.password").write_text("password\n")
     config = webhook_config(tmp_path, CARRIER)
     port_config = fixed_port_config(tmp_path / "port")
     port_line = next(
@@ -72,18 +79,19 @@ async def test_a_section_without_driver_says_so_everywhere(tmp_path: Path) -> No
     config = operator_config(tmp_path)
     async with running_daemon(config) as daemon, daemon.admin() as admin:
         warning = await daemon.wait_log("integration_without_driver")
-        assert (warning["level"], warning["section"]) == ("warning", "carrier/dhl")
+        assert (warning["level"], warning["section"]) == ("warning", "erp/erp")
 
         code, out, err = await cli(config, "status")
         assert code == 0, err
         rows = {line.split()[0]: line for line in out.splitlines()[2:]}
-        assert "running (no driver)" in rows["carrier/dhl"]
+        assert "no driver" not in rows["carrier/dhl"]
         assert "running (no driver)" in rows["erp/erp"]
         assert "no driver" not in rows["channel/b2b"]
 
         report = (await admin.get("/v1/admin/actors")).json()
         actors = {a["name"]: a for a in report["actors"]}
-        assert actors["carrier/dhl"]["no_driver"] is True
+        assert actors["erp/erp"]["no_driver"] is True
+        assert actors["carrier/dhl"]["driver"] == "dhl-parcel-de"
         assert actors["channel/b2b"]["driver"] == "webhook intake"
         # RFC 3339 in UTC, like every other time in the API.
         for stamp in (report["config_loaded_at"], actors["store"]["started_at"]):
@@ -93,7 +101,7 @@ async def test_a_section_without_driver_says_so_everywhere(tmp_path: Path) -> No
         ready = await admin.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["status"] == "ready"
-        assert any(line.startswith("carrier/dhl: no driver") for line in ready.json()["detail"])
+        assert any(line.startswith("erp/erp: no driver") for line in ready.json()["detail"])
 
 
 async def test_orders_are_acted_on_from_the_command_line(tmp_path: Path) -> None:

@@ -50,6 +50,9 @@ class StoreKnobs:
     poll_interval: float = 0.5
     reject_rate: float = 0.0
     reject_reason: RejectionReason = "stock_missing"
+    # Packed parcels wait for the carrier's label (somsd buys it on pack and ships them) instead
+    # of being shipped by hand with a typed-in tracking number.
+    label_from_carrier: bool = False
 
 
 def next_step(item: WorkItem) -> Step | None:
@@ -117,6 +120,8 @@ class StoreSimulator:
     async def _work(self, item: WorkItem) -> None:
         try:
             while (step := next_step(item)) is not None:
+                if step == "ship" and self.knobs.label_from_carrier:
+                    break
                 delay = self.knobs.collect_delay if step == "picked-up" else self.knobs.step_delay
                 await trio.sleep(delay)
                 if step == "pick" and item.id not in self._rejected:

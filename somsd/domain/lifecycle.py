@@ -45,6 +45,7 @@ __all__ = [
     "allowed_transitions",
     "change_status",
     "correct_address",
+    "hold_for",
     "hold_order",
     "receive_order",
     "record_payment",
@@ -181,6 +182,27 @@ def hold_order(
             reasons=(HoldReason("manual", reason),),
         )
     ]
+
+
+def hold_for(
+    state: OrderState,
+    reasons: Sequence[HoldReason],
+    *,
+    policy: OrderPolicy,
+    now: datetime,
+    actor: str,
+) -> list[OrderEvent]:
+    """A system (a carrier refusing the address) holds the order with its own reasons.
+
+    The codes count like intake's: an `address_incomplete` hold is released by an address
+    correction that clears it. An order already on hold stays as it is (a `Conflict`).
+    """
+    if not reasons:
+        raise InvalidCommand("a hold needs at least one reason", path="$.reasons")
+    if state.status == ON_HOLD:
+        raise Conflict("the order is on hold already", code="already_on_hold")
+    policy.machine.check(state.status, ON_HOLD)
+    return [OrderHeld(at=now, actor=actor, held_from=state.status, reasons=tuple(reasons))]
 
 
 def release_hold(

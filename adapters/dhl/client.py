@@ -1,0 +1,334 @@
+"""`DhlClient`: somsd's own client of DHL Parcel DE Shipping v2 and the unified tracking API.
+
+One method per operation of `adapters.carrier.CarrierAdapter`, each one request, no retries
+(the outbox dispatcher retries). Authentication as the SPEC has it (reference section 2): the
+API key in `dhl-api-key` on every call, plus either HTTP Basic with the business-customer
+(GKP) user or an OAuth2 password-flow token from `/parcel/de/account/auth/ropc/v1/token`,
+fetched once and renewed shortly before it expires or when DHL answers 401.
+
+Answers: 200 for one shipment, 207 when items differ (each `items[i].sstatus` is read), 400
+with per-item `validationMessages` (-> `ShipmentRefused` with DHL's words), 401/403 permanent,
+429 and 5xx transient with `Retry-After`. A timeout on `POST /orders` is transient too, but
+the label may exist: the carrier actor asks `find_by_reference` before it buys again.
+
+`find_by_reference` is `GET /orders?refNo=...`. The published v2 API can reprint only by
+shipment number (`GET /orders?shipment=`); DHL's own lookup by customer reference is the
+Parcel DE tracking XML service (`piece-customer-reference`), which this client does not speak
+yet. The simulator serves the lookup under this path, so everything above the client is
+already built for the real one; swapping in the XML call changes this method only.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Mapping
+from typing import Final
+
+import httpx
+import msgspec
+
+from adapters.carrier import Label, LabelFormat, ShipmentData, ShipmentRefused, TrackingStatus
+from adapters.dhl.mapping import (
+    UnknownCountry,
+    item_label,
+    item_messages,
+    order_request,
+    query,
+    tracking_status,
+)
+from adapters.dhl.wire import (
+    API_KEY_HEADER,
+    DEFAULT_PROFILE,
+    LabelDataResponse,
+    ResponseItem,
+    TrackingResponse,
+)
+from adapters.errors import (
+    PermanentUpstreamError,
+    UpstreamError,
+    status_error,
+    translate_http_error,
+)
+from somsd.secrets import Secret
+
+__all__ = ["OAUTH_TOKEN_PATH", "DhlAuth", "DhlClient"]
+
+OAUTH_TOKEN_PATH: Final = "/parcel/de/account/auth/ropc/v1/token"  # noqa: S105  # a path
+# Renew an OAuth token this long before DHL says it expires: a request signed with a token
+# that expires in flight is refused.
+TOKEN_MARGIN: Final = 60.0
+
+_labels = msgspec.json.Decoder(LabelDataResponse)
+_tracking = msgspec.json.Decoder(TrackingResponse)
+_encoder = msgspec.json.Encoder()
+
+
+class _Token(msgspec.Struct, frozen=True):
+    access_token: str
+    expires_in: float = 1800.0
+
+
+class DhlAuth(msgspec.Struct, frozen=True, kw_only=True):
+    """Credentials: `mode` basic (GKP user + password) or oauth (the same user through ROPC,
+    with the API key as client id and `client_secret`)."""
+
+    api_key: Secret
+    mode: str = "basic"  # basic | oauth
+    user: str = ""
+    password: Secret | None = None
+    client_secret: Secret | None = None
+    token_url: str | None = None  # default: OAUTH_TOKEN_PATH on the shipping host
+
+
+class DhlClient:
+    """See the module docstring. `http` carries timeouts and limits; base URLs are explicit."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        system: str,
+        shipping_url: str,
+        tracking_url: str,
+        auth: DhlAuth,
+        profile: str = DEFAULT_PROFILE,
+    ) -> None:
+        self.system = system
+        self._http = http
+        self._shipping = shipping_url.rstrip("/")
+        self._tracking = tracking_url.rstrip("/")
+        self._auth = auth
+        self._profile = profile
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    # -- the carrier protocol --------------------------------------------------------------
+
+    async def validate(self, shipment: ShipmentData) -> tuple[str, ...]:
+        """DHL's dry run: the error messages of a shipment it would refuse, else ()."""
+        response = await self._post_orders(shipment, validate=True)
+        answer = self._decode_labels(response, "validate shipment")
+        if response.status_code in (200, 207):
+            return tuple(m for item in answer.items for m in _errors_of(item))
+        if response.status_code == 400:
+            messages = tuple(m for item in answer.items for m in item_messages(item))
+            return messages or (answer.status.detail or "refused by DHL",)
+        raise self._refusal(response, "validate shipment", answer)
+
+    async def create_label(self, shipment: ShipmentData) -> Label:
+        operation = "create label"
+        response = await self._post_orders(shipment, validate=False)
+        answer = self._decode_labels(response, operation)
+        if response.status_code in (200, 207):
+            if len(answer.items) != 1:
+                raise PermanentUpstreamError(
+                    self.system,
+                    f"{self.system}: {operation}: {len(answer.items)} items for one shipment",
+                    operation=operation,
+                )
+            [item] = answer.items
+            if item.sstatus.status not in (None, 200) or not item.shipmentNo:
+                raise ShipmentRefused(self.system, item_messages(item), operation=operation)
+            return self._label(item, shipment.reference, shipment.label_format, operation)
+        if response.status_code == 400:
+            messages = tuple(m for item in answer.items for m in item_messages(item))
+            raise ShipmentRefused(
+                self.system, messages or (answer.status.detail or "",), operation=operation
+            )
+        raise self._refusal(response, operation, answer)
+
+    async def find_by_reference(self, reference: str, label_format: LabelFormat) -> Label | None:
+        operation = "find label by reference"
+        params = {
+            "refNo": reference,
+            "docFormat": "ZPL2" if label_format == "zpl" else "PDF",
+            "includeDocs": "include",
+        }
+        response = await self._request("GET", f"{self._shipping}/orders", operation, params=params)
+        if response.status_code == 404:
+            return None
+        answer = self._decode_labels(response, operation)
+        if response.status_code in (200, 207):
+            for item in answer.items:
+                if item.shipmentNo and item.sstatus.status in (None, 200):
+                    return self._label(item, reference, label_format, operation)
+            return None
+        if response.status_code == 400:
+            return None  # DHL's answer to a reference it does not know
+        raise self._refusal(response, operation, answer)
+
+    async def cancel(self, shipment_number: str) -> None:
+        operation = "cancel shipment"
+        params = {"profile": self._profile, "shipment": shipment_number}
+        response = await self._request(
+            "DELETE", f"{self._shipping}/orders", operation, params=params
+        )
+        answer = self._decode_labels(response, operation)
+        if response.status_code in (200, 207) and all(
+            item.sstatus.status in (None, 200) for item in answer.items
+        ):
+            return
+        if response.status_code in (200, 207, 400):
+            messages = tuple(m for item in answer.items for m in item_messages(item))
+            raise ShipmentRefused(self.system, messages, operation=operation)
+        raise self._refusal(response, operation, answer)
+
+    async def track(self, shipment_number: str) -> TrackingStatus:
+        operation = "track shipment"
+        response = await self._request(
+            "GET",
+            f"{self._tracking}/shipments",
+            operation,
+            params={"trackingNumber": shipment_number},
+            tracking=True,
+        )
+        if response.status_code == 404:
+            return TrackingStatus(state="unknown", description="not known to DHL tracking yet")
+        if response.status_code != 200:
+            raise status_error(response, system=self.system, operation=operation)
+        try:
+            found = _tracking.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise PermanentUpstreamError(
+                self.system,
+                f"{self.system}: {operation}: not a tracking answer ({exc})",
+                operation=operation,
+            ) from exc
+        for shipment in found.shipments:
+            if shipment.id == shipment_number:
+                return tracking_status(shipment)
+        return TrackingStatus(state="unknown", description="not in DHL's answer")
+
+    async def version(self) -> str:
+        """`GET /` (no auth): the API's name and version, for `somsd doctor`."""
+        response = await self._request("GET", f"{self._shipping}/", "version", auth=False)
+        if response.status_code != 200:
+            raise status_error(response, system=self.system, operation="version")
+        body = msgspec.json.decode(response.content)
+        amp = body.get("amp", {}) if isinstance(body, dict) else {}
+        return f"{amp.get('name', '?')} {amp.get('version', '?')}"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _post_orders(self, shipment: ShipmentData, *, validate: bool) -> httpx.Response:
+        operation = "validate shipment" if validate else "create label"
+        try:
+            body = _encoder.encode(order_request(shipment, profile=self._profile))
+        except UnknownCountry as exc:
+            raise ShipmentRefused(self.system, (str(exc),), operation=operation) from exc
+        return await self._request(
+            "POST",
+            f"{self._shipping}/orders",
+            operation,
+            params=query(shipment, validate=validate),
+            content=body,
+        )
+
+    async def _request(
+        self,
+        method: str,
+        url: str,
+        operation: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        tracking: bool = False,
+        auth: bool = True,
+    ) -> httpx.Response:
+        for attempt in range(2):
+            headers = {"Accept": "application/json"}
+            if content is not None:
+                headers["Content-Type"] = "application/json"
+            if tracking:
+                headers["DHL-API-Key"] = self._auth.api_key.reveal()
+            elif auth:
+                headers.update(await self._auth_headers())
+            try:
+                response = await self._http.request(
+                    method, url, params=params, content=content, headers=headers
+                )
+            except httpx.HTTPError as exc:
+                raise translate_http_error(exc, system=self.system, operation=operation) from exc
+            if response.status_code == 401 and self._auth.mode == "oauth" and attempt == 0:
+                self._token = None  # revoked or expired early: one fresh token, once
+                continue
+            return response
+        return response
+
+    async def _auth_headers(self) -> dict[str, str]:
+        headers = {API_KEY_HEADER: self._auth.api_key.reveal()}
+        if self._auth.mode == "oauth":
+            headers["Authorization"] = f"Bearer {await self._bearer()}"
+        else:
+            password = self._auth.password.reveal() if self._auth.password else ""
+            pair = f"{self._auth.user}:{password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
+        return headers
+
+    async def _bearer(self) -> str:
+        if self._token is not None and time.monotonic() < self._token_expires:
+            return self._token
+        url = self._auth.token_url or _host_of(self._shipping) + OAUTH_TOKEN_PATH
+        form = {
+            "grant_type": "password",
+            "username": self._auth.user,
+            "password": self._auth.password.reveal() if self._auth.password else "",
+            "client_id": self._auth.api_key.reveal(),
+            "client_secret": self._auth.client_secret.reveal() if self._auth.client_secret else "",
+        }
+        try:
+            response = await self._http.post(url, data=form)
+        except httpx.HTTPError as exc:
+            raise translate_http_error(exc, system=self.system, operation="get token") from exc
+        if response.status_code != 200:
+            raise status_error(response, system=self.system, operation="get token")
+        token = msgspec.json.decode(response.content, type=_Token)
+        self._token = token.access_token
+        self._token_expires = time.monotonic() + max(token.expires_in - TOKEN_MARGIN, 1.0)
+        return self._token
+
+    def _decode_labels(self, response: httpx.Response, operation: str) -> LabelDataResponse:
+        if (
+            not response.content
+            or response.status_code in (401, 403, 404, 429)
+            or (response.status_code >= 500)
+        ):
+            return LabelDataResponse()
+        try:
+            return _labels.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise PermanentUpstreamError(
+                self.system,
+                f"{self.system}: {operation}: {response.status_code} with a body that is not "
+                f"DHL's label answer ({exc})",
+                operation=operation,
+            ) from exc
+
+    def _label(
+        self, item: ResponseItem, reference: str, label_format: LabelFormat, operation: str
+    ) -> Label:
+        try:
+            return item_label(item, reference, label_format)
+        except ValueError as exc:
+            raise PermanentUpstreamError(
+                self.system, f"{self.system}: {operation}: {exc}", operation=operation
+            ) from exc
+
+    def _refusal(
+        self, response: httpx.Response, operation: str, answer: LabelDataResponse
+    ) -> UpstreamError:
+        detail = answer.status.detail or answer.status.title or ""
+        return status_error(response, system=self.system, operation=operation, detail=detail)
+
+
+def _errors_of(item: ResponseItem) -> tuple[str, ...]:
+    if item.sstatus.status in (None, 200):
+        return ()
+    return item_messages(item)
+
+
+def _host_of(url: str) -> str:
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}"
