@@ -144,7 +144,14 @@ def test_unchanged_sections_compare_equal_and_changed_ones_do_not(tmp_path: Path
 
 def test_shipped_example_and_demo_configs_are_valid(tmp_path: Path) -> None:
     """config/somsd.example.toml (with its credentials present) and config/demo.toml load."""
-    for name in ("admin.token", "shop.secret", "b2b.secret", "dhl.key", "selectline.password"):
+    for name in (
+        "admin.token",
+        "shop.secret",
+        "b2b.secret",
+        "dhl.key",
+        "selectline.password",
+        "smtp.password",
+    ):
         (tmp_path / name).write_text(f"value-of-{name}\n")
     example = load_config(
         REPO / "config" / "somsd.example.toml", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}
