@@ -840,8 +840,7 @@ def _check_references(
         elif limit < 0:
             problems.append(f"holds.unpaid_limits.{currency}: must not be negative")
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
-    if config.notify is not None:
-        problems.extend(_notify_problems(config.notify, config))
+    problems.extend(_notify_problems(config.notify, config) if config.notify else [])
     return problems
 
 
@@ -877,8 +876,9 @@ def _notify_problems(notify: NotifyConfig, config: Config) -> list[str]:
                 addresses.append((f"notify.channel[{i}].{key}", value))
     for path, value in addresses:
         if bad_address(value):
+            shown = value[:80].encode("unicode_escape").decode()
             problems.append(
-                f'{path}: "{value[:80].encode("unicode_escape").decode()}" is not one e-mail address; write '
+                f'{path}: "{shown}" is not one e-mail address; write '
                 '"Shop <shop@example.com>" or "shop@example.com"'
             )
     for carrier, url in notify.tracking_urls.items():
@@ -889,7 +889,7 @@ def _notify_problems(notify: NotifyConfig, config: Config) -> list[str]:
     for country in notify.languages:
         if not is_country_code(country):
             problems.append(
-                f'notify.languages.{country[:40]}: not an ISO 3166-1 alpha-2 country code; '
+                f"notify.languages.{country[:40]}: not an ISO 3166-1 alpha-2 country code; "
                 'write e.g. "AT"'
             )
     if (notify.user is None) != (notify.password_file is None):
