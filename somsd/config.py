@@ -46,6 +46,8 @@ __all__ = [
     "ListenAddress",
     "LocationConfig",
     "MetricsConfig",
+    "NotifyChannelConfig",
+    "NotifyConfig",
     "RateConfig",
     "RoutingConfig",
     "RoutingWeights",
@@ -368,6 +370,56 @@ class HoldsConfig(_Table, frozen=True):
     blocked_customer_ids: tuple[str, ...] = ()
 
 
+# The customer mails somsd sends (somsd/mail); `notify.mails` and a channel's `mails` pick them.
+MailKind = Literal[
+    "order_confirmation", "invoice", "shipped", "pickup_ready", "return_received", "refund"
+]
+MAIL_KINDS: tuple[MailKind, ...] = (
+    "order_confirmation",
+    "invoice",
+    "shipped",
+    "pickup_ready",
+    "return_received",
+    "refund",
+)
+MailLanguage = Literal["de", "en"]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+
+
+class NotifyChannelConfig(_Table, frozen=True):
+    """What differs per sales channel in its customers' mails; unset keys take `[notify]`'s."""
+
+    name: str
+    sender: str | None = None
+    reply_to: str | None = None
+    shop_name: str | None = None
+    shop_url: str | None = None
+    mails: tuple[MailKind, ...] | None = None
+
+
+class NotifyConfig(_Table, frozen=True):
+    """`[notify]`: customer e-mail over SMTP (somsd/mail, actors/mailer.py)."""
+
+    host: str
+    sender: str  # "Shop <shop@example.com>": From of every mail unless its channel has one
+    port: Port = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    user: str | None = None
+    password_file: SecretFile | None = None
+    ca_file: str | None = None
+    timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    reply_to: str | None = None
+    bcc: tuple[str, ...] = ()
+    template_dir: str | None = None
+    shop_name: str = ""
+    shop_url: str | None = None
+    tracking_urls: dict[str, str] = msgspec.field(default_factory=dict)
+    default_language: MailLanguage = "en"
+    languages: dict[str, MailLanguage] = msgspec.field(default_factory=dict)
+    mails: tuple[MailKind, ...] = MAIL_KINDS
+    channel: tuple[NotifyChannelConfig, ...] = ()
+
+
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
     name: str
     from_: tuple[str, ...] = ()
@@ -387,6 +439,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)
     inventory: InventoryConfig = msgspec.field(default_factory=InventoryConfig)
     status: tuple[StatusConfig, ...] = ()
+    notify: NotifyConfig | None = None
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -403,7 +456,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     def secrets(self) -> list[Secret]:
         """Every secret value loaded, so the logger can scrub them from any line."""
         found: list[Secret] = []
-        for section in (self.api, *self.integrations().values()):
+        notify = () if self.notify is None else (self.notify,)
+        for section in (self.api, *self.integrations().values(), *notify):
             for name in section.__struct_fields__:
                 value = getattr(section, name)
                 if isinstance(value, SecretFile):
@@ -424,6 +478,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "holds": HoldsConfig,
     "inventory": InventoryConfig,
     "status": StatusConfig,
+    "notify": NotifyConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
 
@@ -638,6 +693,14 @@ def parse_config(
             data_dir=str(config_dir / daemon.data_dir),
             pid_file=str(config_dir / daemon.pid_file) if daemon.pid_file else None,
         )
+    if "notify" in sections and config_dir is not None:
+        # Like the data dir: relative paths mean "next to the config file".
+        notify = sections["notify"]
+        sections["notify"] = msgspec.structs.replace(
+            notify,
+            template_dir=str(config_dir / notify.template_dir) if notify.template_dir else None,
+            ca_file=str(config_dir / notify.ca_file) if notify.ca_file else None,
+        )
     if sections.get("channel") and sections.get("location"):
         # No `locations` on a channel means every location may fulfil it: the common case of
         # one shop and its warehouses needs no list, and a new location serves it at once.
@@ -835,6 +898,7 @@ def _check_references(
     )
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
+    problems.extend(_notify_problems(config.notify, config) if config.notify else [])
     return problems
 
 
@@ -922,6 +986,60 @@ def _location_shipping_problems(
             )
         if location.label_format != "zpl":
             problems.append(f'{prefix}.label_printer: a raw printer needs label_format = "zpl"')
+    return problems
+
+
+def _notify_problems(notify: NotifyConfig, config: Config) -> list[str]:
+    """Addresses parse, links carry their placeholder, channels are known."""
+    from email.headerregistry import Address
+    from email.utils import getaddresses
+
+    def bad_address(value: str) -> bool:
+        if any(c in value for c in "\r\n"):
+            return True
+        found = getaddresses([value])
+        if len(found) != 1 or "@" not in found[0][1]:
+            return True
+        try:
+            Address(display_name=found[0][0], addr_spec=found[0][1])
+        except (ValueError, IndexError):
+            return True
+        return False
+
+    problems: list[str] = []
+    addresses = [("notify.sender", notify.sender)]
+    if notify.reply_to is not None:
+        addresses.append(("notify.reply_to", notify.reply_to))
+    addresses += [(f"notify.bcc[{i}]", bcc) for i, bcc in enumerate(notify.bcc)]
+    channels = {channel.name for channel in config.channel}
+    for i, channel in enumerate(notify.channel):
+        if channel.name not in channels:
+            problems.append(f'notify.channel[{i}].name: unknown channel "{channel.name[:80]}"')
+        for key in ("sender", "reply_to"):
+            value = getattr(channel, key)
+            if value is not None:
+                addresses.append((f"notify.channel[{i}].{key}", value))
+    for path, value in addresses:
+        if bad_address(value):
+            shown = value[:80].encode("unicode_escape").decode()
+            problems.append(
+                f'{path}: "{shown}" is not one e-mail address; write '
+                '"Shop <shop@example.com>" or "shop@example.com"'
+            )
+    for carrier, url in notify.tracking_urls.items():
+        if "{tracking_number}" not in url:
+            problems.append(
+                f"notify.tracking_urls.{carrier}: needs the placeholder {{tracking_number}}"
+            )
+    for country in notify.languages:
+        if not is_country_code(country):
+            problems.append(
+                f"notify.languages.{country[:40]}: not an ISO 3166-1 alpha-2 country code; "
+                'write e.g. "AT"'
+            )
+    if (notify.user is None) != (notify.password_file is None):
+        missing = "user" if notify.user is None else "password_file"
+        problems.append(f"notify.{missing}: give both user and password_file, or neither")
     return problems
 
 

@@ -61,6 +61,7 @@ from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.inventory import Inventory, channel_stock_policies, debounce_policy, safety_stock
 from actors.inventory_api import InventoryRoutes
 from actors.location import LocationActor, LocationRoutes
+from actors.mailer import Mailer, fulfilment_mail_effects, order_mail_effects
 from actors.order_api import OrderRoutes
 from actors.order_desk import OrderDesk
 from actors.outbox import OutboxDispatcher
@@ -175,10 +176,15 @@ class Daemon:
             order_effects_for(self._channels),
             erp_order_effects_for(lambda: self.config.erp),
             carrier_order_effects(lambda: self.config.carrier, lambda: self.config.location),
+            order_mail_effects(lambda: self.config.notify),
         )
         self.fulfilments.effects = all_fulfilment_effects(
             fulfilment_effects_for(self.store, self._channels),
             carrier_fulfilment_effects(lambda: self.config.location),
+            fulfilment_mail_effects(self.store, lambda: self.config.notify),
+        )
+        self.mailer = Mailer(
+            self.store, self.dispatcher, config=lambda: self.config, registry=registry
         )
         self.channel_metrics = ChannelMetrics(registry)
         self.erp_metrics = ErpMetrics(registry)
@@ -201,7 +207,10 @@ class Daemon:
         ] = {}
         self.core = Supervisor(
             "core",
-            [ChildSpec(actor.name, actor.run) for actor in (*self.core_actors, self.dispatcher)],
+            [
+                ChildSpec(actor.name, actor.run)
+                for actor in (*self.core_actors, self.dispatcher, self.mailer)
+            ],
             metrics=self.metrics,
         )
         self.integrations = Supervisor(
@@ -543,7 +552,16 @@ class Daemon:
             elif old_sections[name] != section:
                 await self.integrations.replace_child(self._integration_spec(name, section))
                 changed.append(name)
-        for table in ("routing", "invoicing", "holds", "status", "daemon", "api", "metrics"):
+        for table in (
+            "routing",
+            "invoicing",
+            "holds",
+            "status",
+            "daemon",
+            "api",
+            "metrics",
+            "notify",
+        ):
             if getattr(old, table) != getattr(new, table):
                 changed.append(table)
         self.config_loaded_at = time.time()

@@ -151,6 +151,7 @@ def test_shipped_example_and_demo_configs_are_valid(tmp_path: Path) -> None:
         "dhl.key",
         "dhl.password",
         "selectline.password",
+        "smtp.password",
     ):
         (tmp_path / name).write_text(f"value-of-{name}\n")
     example = load_config(
