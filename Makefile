@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # scrape, systemd-analyze checks the unit, wrk drives the benchmarks.
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null \
-		|| ! command -v systemd-analyze >/dev/null; then \
+		|| ! command -v systemd-analyze >/dev/null || ! command -v pdftoppm >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd poppler-utils >/dev/null; \
 	fi
 
 demo: $(STAMP)
