@@ -315,6 +315,53 @@ class HoldsConfig(_Table, frozen=True):
     blocked_customer_ids: tuple[str, ...] = ()
 
 
+class DocumentTemplateConfig(_Table, frozen=True):
+    """One channel's seller template: any key left out is taken from `[documents]`."""
+
+    channel: str
+    seller_name: str | None = None
+    street: str | None = None
+    zip: str | None = None
+    city: str | None = None
+    country: str | None = None
+    vat_id: str | None = None
+    tax_number: str | None = None
+    email: str | None = None
+    contact_name: str | None = None
+    phone: str | None = None
+    bank_name: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    logo: str | None = None
+    footer: str | None = None
+
+
+class DocumentsConfig(_Table, frozen=True):
+    """Invoice and credit-note PDFs with their e-invoice; off until `enabled`."""
+
+    enabled: bool = False
+    seller_name: str = ""
+    street: str = ""
+    zip: str = ""
+    city: str = ""
+    country: str = "DE"
+    vat_id: str = ""
+    tax_number: str = ""
+    email: str = ""
+    contact_name: str = ""
+    phone: str = ""
+    bank_name: str = ""
+    iban: str = ""
+    bic: str = ""
+    logo: str | None = None  # a PNG, relative to the config file's folder
+    footer: str = ""
+    payment_terms_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 14
+    # customer id (the shop's) -> Leitweg-ID/buyer reference: those get XRechnung 3.0
+    buyer_references: dict[str, str] = msgspec.field(default_factory=dict)
+    validation_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    template: tuple[DocumentTemplateConfig, ...] = ()
+
+
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
     name: str
     from_: tuple[str, ...] = ()
@@ -334,6 +381,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     holds: HoldsConfig = msgspec.field(default_factory=HoldsConfig)
     inventory: InventoryConfig = msgspec.field(default_factory=InventoryConfig)
     status: tuple[StatusConfig, ...] = ()
+    documents: DocumentsConfig = msgspec.field(default_factory=DocumentsConfig)
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -371,6 +419,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "holds": HoldsConfig,
     "inventory": InventoryConfig,
     "status": StatusConfig,
+    "documents": DocumentsConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
 

@@ -46,6 +46,13 @@ from actors.channel import (
     fulfilment_effects_for,
     order_effects_for,
 )
+from actors.documents import (
+    DocumentActor,
+    DocumentReader,
+    DocumentRoutes,
+    FileStore,
+    document_effects,
+)
 from actors.effects import all_fulfilment_effects, all_order_effects
 from actors.fulfilment import FulfilmentDesk
 from actors.fulfilment_api import FulfilmentRoutes
@@ -163,6 +170,7 @@ class Daemon:
         # Each system that reacts to a change plans its own outbox items; one line per system.
         self.desk.effects = all_order_effects(
             order_effects_for(self._channels),
+            document_effects(lambda: self.config.documents.enabled),
         )
         self.fulfilments.effects = all_fulfilment_effects(
             fulfilment_effects_for(self.store, self._channels),
@@ -182,9 +190,19 @@ class Daemon:
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
         self.integration_actors: dict[str, IntegrationActor | LocationActor | ChannelActor] = {}
+        # Documents: rendered off the hot path by their own actor, when [documents] is on.
+        self.document_reader = DocumentReader(
+            self.store, FileStore(Path(config.daemon.data_dir) / "documents")
+        )
+        self.documents = (
+            DocumentActor(config, store=self.store, dispatcher=self.dispatcher, registry=registry)
+            if config.documents.enabled
+            else None
+        )
         self.core = Supervisor(
             "core",
-            [ChildSpec(actor.name, actor.run) for actor in (*self.core_actors, self.dispatcher)],
+            [ChildSpec(actor.name, actor.run) for actor in (*self.core_actors, self.dispatcher)]
+            + ([ChildSpec(self.documents.name, self.documents.run)] if self.documents else []),
             metrics=self.metrics,
         )
         self.integrations = Supervisor(
@@ -263,6 +281,7 @@ class Daemon:
                 *DeadLetterRoutes(self.store, self.dispatcher).routes(),
                 *LocationRoutes(self._location_actors).routes(),
                 *ChannelRoutes(self._channel_actors).routes(),
+                *DocumentRoutes(self.document_reader).routes(),
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)
