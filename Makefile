@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # Debian tools the tests talk to for real: promtool (package prometheus) checks a metrics
-# scrape, systemd-analyze checks the unit, wrk drives the benchmarks.
+# scrape, systemd-analyze checks the unit, wrk drives the benchmarks, pdftoppm (poppler-utils)
+# renders document PDFs to PNG for a person to look at (tests/documents).
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null \
 		|| ! command -v systemd-analyze >/dev/null || ! command -v pdftoppm >/dev/null; then \

@@ -129,8 +129,7 @@ class Validator:
         """Compile the XRechnung rules now rather than on the first XRechnung invoice."""
         self._kosit  # noqa: B018
 
-    def _schematron(self, executable: Any, xml_text: str, skip: frozenset[str]) -> list[Finding]:
-        node = self._saxon.parse_xml(xml_text=xml_text)
+    def _schematron(self, executable: Any, node: Any, skip: frozenset[str]) -> list[Finding]:
         svrl = etree.fromstring(str(executable.transform_to_string(xdm_node=node)).encode())
         findings: list[Finding] = []
         for failed in svrl.iter(f"{_SVRL}failed-assert", f"{_SVRL}successful-report"):
@@ -155,8 +154,9 @@ class Validator:
             tree = etree.fromstring(
                 xml, parser=etree.XMLParser(resolve_entities=False, no_network=True)
             )
-        except etree.XMLSyntaxError as exc:
-            finding = Finding(rule="XML", severity="error", message=str(exc))
+            text = xml.decode("utf-8")
+        except (etree.XMLSyntaxError, UnicodeDecodeError) as exc:
+            finding = Finding(rule="XML", severity="error", message=f"not UTF-8 XML: {exc}")
             return ValidationReport(
                 valid=False, profile="", rule_sets=("XML",), findings=(finding,)
             )
@@ -173,12 +173,13 @@ class Validator:
                 )
                 for error in self._schema.error_log
             )
-        text = xml.decode("utf-8")
+        # Parsed once for Saxon, shared by both rule sets.
+        node = self._saxon.parse_xml(xml_text=text)
         skip = frozenset({_FACTURX_GUIDELINE_RULE}) if xrechnung else frozenset()
-        findings.extend(self._schematron(self._facturx, text, skip))
+        findings.extend(self._schematron(self._facturx, node, skip))
         if xrechnung:
             rule_sets.append("KoSIT XRechnung 3.0 CII schematron")
-            findings.extend(self._schematron(self._kosit, text, frozenset()))
+            findings.extend(self._schematron(self._kosit, node, frozenset()))
         return ValidationReport(
             valid=not any(finding.severity == "error" for finding in findings),
             profile="XRECHNUNG" if xrechnung else "EN16931",
