@@ -193,9 +193,23 @@ class MetricsConfig(_Table, frozen=True):
     listen: ListenAddress = msgspec.field(default_factory=lambda: ListenAddress("127.0.0.1:9470"))
 
 
+class EdifactPartnerConfig(_Table, frozen=True):
+    """A B2B partner of an `edifact` channel: its GLN and who it is as a customer."""
+
+    gln: str
+    name: str
+    email: str
+    street: str
+    zip: str
+    city: str
+    country: str = "DE"
+    customer_id: str | None = None  # the customer number on invoices; unset: the GLN
+    tax_rate: Decimal = Decimal(19)  # for ORDERS lines without a TAX segment
+
+
 class ChannelConfig(_Table, frozen=True):
     name: str
-    kind: Literal["smartstore", "webhook"]
+    kind: Literal["smartstore", "webhook", "edifact"]
     url: str | None = None
     public_key: str | None = None
     secret_key_file: SecretFile | None = None
@@ -216,6 +230,11 @@ class ChannelConfig(_Table, frozen=True):
     reconcile_interval: Duration | None = None  # None: reconcile only when asked
     poll_overlap: Duration = msgspec.field(default_factory=lambda: Duration("2m"))
     stock_sync_concurrency: int = 4
+    # kind edifact: the drop folder (in/, processing/, processed/, failed/, out/), our GLN
+    # (UNB sender of what we send, NAD+SU) and the partners whose ORDERS we take
+    folder: str | None = None
+    gln: str | None = None
+    partners: tuple[EdifactPartnerConfig, ...] = ()
 
 
 class RateConfig(_Table, frozen=True):
@@ -785,6 +804,10 @@ def _check_references(
             problems.append(
                 f"channel[{index}].secret_file: a webhook channel needs the HMAC key file"
             )
+        if channel.kind == "edifact":
+            for key in ("folder", "gln"):
+                if getattr(channel, key) is None:
+                    problems.append(f"channel[{index}].{key}: required for kind edifact")
         if channel.kind == "smartstore":
             for key in ("url", "public_key", "secret_key_file"):
                 if getattr(channel, key) is None:

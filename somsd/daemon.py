@@ -53,6 +53,7 @@ from actors.documents import (
     FileStore,
     document_effects,
 )
+from actors.edifact_channel import EdifactChannelActor, EdifactMetrics, edifact_effects_for
 from actors.effects import all_fulfilment_effects, all_order_effects
 from actors.fulfilment import FulfilmentDesk
 from actors.fulfilment_api import FulfilmentRoutes
@@ -171,11 +172,13 @@ class Daemon:
         self.desk.effects = all_order_effects(
             order_effects_for(self._channels),
             document_effects(lambda: self.config.documents.enabled),
+            edifact_effects_for(self._channels),
         )
         self.fulfilments.effects = all_fulfilment_effects(
             fulfilment_effects_for(self.store, self._channels),
         )
         self.channel_metrics = ChannelMetrics(registry)
+        self.edifact_metrics = EdifactMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
@@ -257,6 +260,14 @@ class Daemon:
                 inventory=self.inventory,
                 driver=DRIVERS[section.kind],
                 metrics=self.channel_metrics,
+            )
+        elif isinstance(section, ChannelConfig) and section.kind == "edifact":
+            actor = EdifactChannelActor(
+                section,
+                store=self.store,
+                dispatcher=self.dispatcher,
+                desk=self.desk,
+                metrics=self.edifact_metrics,
             )
         else:
             # Webhook shops are driven by the intake route; other kinds bring their own actor.
