@@ -804,10 +804,7 @@ def _check_references(
             problems.append(
                 f"channel[{index}].secret_file: a webhook channel needs the HMAC key file"
             )
-        if channel.kind == "edifact":
-            for key in ("folder", "gln"):
-                if getattr(channel, key) is None:
-                    problems.append(f"channel[{index}].{key}: required for kind edifact")
+        problems.extend(_edifact_problems(index, channel))
         if channel.kind == "smartstore":
             for key in ("url", "public_key", "secret_key_file"):
                 if getattr(channel, key) is None:
@@ -850,6 +847,16 @@ def _check_references(
             problems.append(f"holds.unpaid_limits.{currency}: must not be negative")
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     return problems
+
+
+def _edifact_problems(index: int, channel: ChannelConfig) -> list[str]:
+    if channel.kind != "edifact":
+        return []
+    return [
+        f"channel[{index}].{key}: required for kind edifact"
+        for key in ("folder", "gln")
+        if getattr(channel, key) is None
+    ]
 
 
 def _country_problems(prefix: str, location: LocationConfig) -> list[str]:

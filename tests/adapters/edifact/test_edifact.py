@@ -214,3 +214,12 @@ def test_release_characters_survive_the_round_trip() -> None:
     segments = parse_interchange(text)
     names = [s.elements[2][3] for s in segments if s.tag == "IMD"]
     assert names == [document_name]
+
+
+def test_an_edifact_channel_needs_its_folder_and_gln() -> None:
+    from somsd.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config('[[channel]]\nname = "edi"\nkind = "edifact"\n')
+    assert "channel[0].folder: required for kind edifact" in caught.value.problems
+    assert "channel[0].gln: required for kind edifact" in caught.value.problems
