@@ -196,9 +196,23 @@ class MetricsConfig(_Table, frozen=True):
     listen: ListenAddress = msgspec.field(default_factory=lambda: ListenAddress("127.0.0.1:9470"))
 
 
+class EdifactPartnerConfig(_Table, frozen=True):
+    """A B2B partner of an `edifact` channel: its GLN and who it is as a customer."""
+
+    gln: str
+    name: str
+    email: str
+    street: str
+    zip: str
+    city: str
+    country: str = "DE"
+    customer_id: str | None = None  # the customer number on invoices; unset: the GLN
+    tax_rate: Decimal = Decimal(19)  # for ORDERS lines without a TAX segment
+
+
 class ChannelConfig(_Table, frozen=True):
     name: str
-    kind: Literal["smartstore", "webhook"]
+    kind: Literal["smartstore", "webhook", "edifact"]
     url: str | None = None
     public_key: str | None = None
     secret_key_file: SecretFile | None = None
@@ -224,6 +238,11 @@ class ChannelConfig(_Table, frozen=True):
     reconcile_interval: Duration | None = None  # None: reconcile only when asked
     poll_overlap: Duration = msgspec.field(default_factory=lambda: Duration("2m"))
     stock_sync_concurrency: int = 4
+    # kind edifact: the drop folder (in/, processing/, processed/, failed/, out/), our GLN
+    # (UNB sender of what we send, NAD+SU) and the partners whose ORDERS we take
+    folder: str | None = None
+    gln: str | None = None
+    partners: tuple[EdifactPartnerConfig, ...] = ()
 
 
 class RateConfig(_Table, frozen=True):
@@ -418,6 +437,51 @@ class NotifyConfig(_Table, frozen=True):
     languages: dict[str, MailLanguage] = msgspec.field(default_factory=dict)
     mails: tuple[MailKind, ...] = MAIL_KINDS
     channel: tuple[NotifyChannelConfig, ...] = ()
+class DocumentTemplateConfig(_Table, frozen=True):
+    """One channel's seller template: any key left out is taken from `[documents]`."""
+
+    channel: str
+    seller_name: str | None = None
+    street: str | None = None
+    zip: str | None = None
+    city: str | None = None
+    country: str | None = None
+    vat_id: str | None = None
+    tax_number: str | None = None
+    email: str | None = None
+    contact_name: str | None = None
+    phone: str | None = None
+    bank_name: str | None = None
+    iban: str | None = None
+    bic: str | None = None
+    logo: str | None = None
+    footer: str | None = None
+
+
+class DocumentsConfig(_Table, frozen=True):
+    """Invoice and credit-note PDFs with their e-invoice; off until `enabled`."""
+
+    enabled: bool = False
+    seller_name: str = ""
+    street: str = ""
+    zip: str = ""
+    city: str = ""
+    country: str = "DE"
+    vat_id: str = ""
+    tax_number: str = ""
+    email: str = ""
+    contact_name: str = ""
+    phone: str = ""
+    bank_name: str = ""
+    iban: str = ""
+    bic: str = ""
+    logo: str | None = None  # a PNG, relative to the config file's folder
+    footer: str = ""
+    payment_terms_days: Annotated[int, msgspec.Meta(ge=0, le=365)] = 14
+    # customer id (the shop's) -> Leitweg-ID/buyer reference: those get XRechnung 3.0
+    buyer_references: dict[str, str] = msgspec.field(default_factory=dict)
+    validation_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    template: tuple[DocumentTemplateConfig, ...] = ()
 
 
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
@@ -440,6 +504,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     inventory: InventoryConfig = msgspec.field(default_factory=InventoryConfig)
     status: tuple[StatusConfig, ...] = ()
     notify: NotifyConfig | None = None
+    documents: DocumentsConfig = msgspec.field(default_factory=DocumentsConfig)
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -479,6 +544,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "inventory": InventoryConfig,
     "status": StatusConfig,
     "notify": NotifyConfig,
+    "documents": DocumentsConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
 
@@ -871,6 +937,7 @@ def _check_references(
             problems.append(
                 f"channel[{index}].secret_file: a webhook channel needs the HMAC key file"
             )
+        problems.extend(_edifact_problems(index, channel))
         if channel.kind == "smartstore":
             for key in ("url", "public_key", "secret_key_file"):
                 if getattr(channel, key) is None:
@@ -1041,6 +1108,16 @@ def _notify_problems(notify: NotifyConfig, config: Config) -> list[str]:
         missing = "user" if notify.user is None else "password_file"
         problems.append(f"notify.{missing}: give both user and password_file, or neither")
     return problems
+
+
+def _edifact_problems(index: int, channel: ChannelConfig) -> list[str]:
+    if channel.kind != "edifact":
+        return []
+    return [
+        f"channel[{index}].{key}: required for kind edifact"
+        for key in ("folder", "gln")
+        if getattr(channel, key) is None
+    ]
 
 
 def _country_problems(prefix: str, location: LocationConfig) -> list[str]:

@@ -53,6 +53,14 @@ from actors.channel import (
     fulfilment_effects_for,
     order_effects_for,
 )
+from actors.documents import (
+    DocumentActor,
+    DocumentReader,
+    DocumentRoutes,
+    FileStore,
+    document_effects,
+)
+from actors.edifact_channel import EdifactChannelActor, EdifactMetrics, edifact_effects_for
 from actors.effects import all_fulfilment_effects, all_order_effects
 from actors.erp import ErpMetrics, SelectLineErp, erp_order_effects_for
 from actors.fulfilment import FulfilmentDesk
@@ -177,6 +185,8 @@ class Daemon:
             erp_order_effects_for(lambda: self.config.erp),
             carrier_order_effects(lambda: self.config.carrier, lambda: self.config.location),
             order_mail_effects(lambda: self.config.notify),
+            document_effects(lambda: self.config.documents.enabled),
+            edifact_effects_for(self._channels),
         )
         self.fulfilments.effects = all_fulfilment_effects(
             fulfilment_effects_for(self.store, self._channels),
@@ -189,6 +199,7 @@ class Daemon:
         self.channel_metrics = ChannelMetrics(registry)
         self.erp_metrics = ErpMetrics(registry)
         self.carrier_metrics = CarrierMetrics(registry)
+        self.edifact_metrics = EdifactMetrics(registry)
         self.inventory.on_stock_added = self.router.stock_added
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
@@ -205,12 +216,22 @@ class Daemon:
         self.integration_actors: dict[
             str, IntegrationActor | LocationActor | ChannelActor | CarrierActor
         ] = {}
+        # Documents: rendered off the hot path by their own actor, when [documents] is on.
+        self.document_reader = DocumentReader(
+            self.store, FileStore(Path(config.daemon.data_dir) / "documents")
+        )
+        self.documents = (
+            DocumentActor(config, store=self.store, dispatcher=self.dispatcher, registry=registry)
+            if config.documents.enabled
+            else None
+        )
         self.core = Supervisor(
             "core",
             [
                 ChildSpec(actor.name, actor.run)
                 for actor in (*self.core_actors, self.dispatcher, self.mailer)
-            ],
+            ]
+            + ([ChildSpec(self.documents.name, self.documents.run)] if self.documents else []),
             metrics=self.metrics,
         )
         self.integrations = Supervisor(
@@ -270,6 +291,14 @@ class Daemon:
             )
         elif isinstance(section, ErpConfig) and section.kind == "selectline":
             actor = self._selectline_erp(name, section)
+        elif isinstance(section, ChannelConfig) and section.kind == "edifact":
+            actor = EdifactChannelActor(
+                section,
+                store=self.store,
+                dispatcher=self.dispatcher,
+                desk=self.desk,
+                metrics=self.edifact_metrics,
+            )
         else:
             # Webhook shops are driven by the intake route; other kinds bring their own actor.
             webhook = isinstance(section, ChannelConfig) and section.kind == "webhook"
@@ -318,6 +347,7 @@ class Daemon:
                 *LocationRoutes(self._location_actors).routes(),
                 *ChannelRoutes(self._channel_actors).routes(),
                 *CarrierRoutes(self.store, Path(self.config.daemon.data_dir)).routes(),
+                *DocumentRoutes(self.document_reader).routes(),
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)

@@ -157,7 +157,7 @@ def test_shipped_example_and_demo_configs_are_valid(tmp_path: Path) -> None:
     example = load_config(
         REPO / "config" / "somsd.example.toml", environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}
     )
-    assert [c.name for c in example.channel] == ["shop", "b2b"]
+    assert [c.name for c in example.channel] == ["shop", "b2b", "edi"]
     demo = load_config(REPO / "config" / "demo.toml", environ={})
     assert len([loc for loc in demo.location if loc.kind == "warehouse"]) == 3
     assert len([loc for loc in demo.location if loc.kind == "store"]) == 2

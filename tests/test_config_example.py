@@ -104,5 +104,5 @@ def test_the_example_parses_with_its_optional_keys_set(tmp_path: Path) -> None:
         config = parse_config(
             body, config_dir=tmp_path, environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}
         )
-        assert [channel.name for channel in config.channel] == ["shop", "b2b"]
+        assert [channel.name for channel in config.channel] == ["shop", "b2b", "edi"]
     assert "low_stock_threshold = 5" in switched_on
