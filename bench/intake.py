@@ -408,7 +408,7 @@ COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
     ("store, trio side (somsd/store)", re.compile(r"somsd/store/|somsd/projections/")),
     ("route glue (order_api, somsd/api)", re.compile(r"actors/order_api\.py|somsd/api\.py")),
     ("Starlette", re.compile(r"starlette/")),
-    ("HTTP server (hypercorn, h11)", re.compile(r"hypercorn/|h11/|somsd/http\.py")),
+    ("HTTP server (somsd.httpserver, httptools)", re.compile(r"somsd/httpserver/|httptools|somsd/http\.py")),
 ]
 SCHEDULER = "trio scheduler + I/O (no app frame)"
 FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -716,7 +716,7 @@ def describe_machine(directory: Path) -> str:
     ).stdout.split()[-1]
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     packages = ", ".join(
-        f"{p} {version(p)}" for p in ("hypercorn", "h11", "starlette", "trio", "msgspec")
+        f"{p} {version(p)}" for p in ("httptools", "starlette", "trio", "msgspec")
     )
     return (
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "

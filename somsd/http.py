@@ -1,41 +1,49 @@
-"""Serving ASGI apps on trio: hypercorn's trio runner in the caller's nursery.
+"""Serving ASGI apps on trio: somsd's own HTTP/1.1 server (`somsd.httpserver`, on llhttp).
 
-The rest of somsd only sees the ASGI interface, so the server can be swapped (a faster trio
-server on llhttp is planned) without touching routes. `serve_asgi` reports the bound URLs
-through `task_status`, which is how tests use port 0 without start-up races.
+The rest of somsd only sees the ASGI interface. `serve_asgi` reports the bound URLs through
+`task_status`, which is how tests use port 0 without start-up races.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import cast
 
 import structlog
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-from hypercorn.typing import ASGIFramework
 from starlette.types import ASGIApp
 
-from somsd.config import ListenAddress
+from somsd.config import MAX_BODY_BYTES, ListenAddress
+from somsd.httpserver import Limits, Server
 
 __all__ = ["HttpListener", "ListenError", "bind_listener", "serve_asgi"]
 
 log = structlog.get_logger("somsd.http")
 
-# hypercorn's keep-alive timer runs from the end of one request (or the connection's start) until
-# the next request's headers are complete; raw bytes do not reset it. So it is also the deadline
-# for reading a request's headers: a slowloris client trickling a header is cut off after it.
-# The read timeout cuts off a client that goes silent anywhere, a short body included. Ten
-# seconds is far above any real client's header time; a scraper polling every 15 s pays one
-# TCP handshake per scrape for it.
+# A kept-alive connection may wait this long for its next request, and a request's headers
+# (from its first byte) and a stalled read take at most this long: a slowloris client
+# trickling a header is cut off after it. Ten seconds is far above any real client's header
+# time; a scraper polling every 15 s pays one TCP handshake per scrape for it.
 READ_TIMEOUT_SECONDS = 10
-# Request line plus headers may take at most this many bytes before h11 rejects them.
+# A body may trickle in for this long in all, however steadily its bytes come.
+BODY_TIMEOUT_SECONDS = 30
+# Request line plus headers may take at most this many bytes (431 beyond).
 MAX_HEADER_BYTES = 16 * 1024
-LISTEN_BACKLOG = 100
+# Open connections per listener; one more is answered 503 and closed. Each idle
+# kept-alive connection costs a few KiB (one trio task, one parser).
+MAX_CONNECTIONS = 4096
+LISTEN_BACKLOG = 1024
+
+LIMITS = Limits(
+    max_header_bytes=MAX_HEADER_BYTES,
+    max_body_bytes=MAX_BODY_BYTES,
+    idle_timeout=READ_TIMEOUT_SECONDS,
+    header_timeout=READ_TIMEOUT_SECONDS,
+    body_timeout=BODY_TIMEOUT_SECONDS,
+    write_timeout=READ_TIMEOUT_SECONDS,
+    max_connections=MAX_CONNECTIONS,
+)
 
 
 class ListenError(OSError):
@@ -45,8 +53,8 @@ class ListenError(OSError):
 def bind_listener(listen: ListenAddress) -> socket.socket:
     """Bind and listen on `listen` now, so a busy port fails before anything else starts.
 
-    The socket is handed to hypercorn later (`fd://`); binding early is what lets the daemon
-    refuse to start, or a reload to be rejected, with the address in the message.
+    Binding early is what lets the daemon refuse to start, or a reload to be rejected, with the
+    address in the message.
     """
     host = listen.host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -71,30 +79,27 @@ async def serve_asgi(
     shutdown_trigger: Callable[..., Awaitable[None]],
     graceful_timeout: float = 10.0,
     sock: socket.socket | None = None,
+    limits: Limits = LIMITS,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until `shutdown_trigger` returns, then finish in-flight requests.
 
     `sock` is a socket `bind_listener` bound earlier; without one, `listen` is bound here.
     """
-    config = HypercornConfig()
     sock = sock if sock is not None else bind_listener(listen)
-    config.bind = [f"fd://{sock.detach()}"]  # hypercorn owns and closes the descriptor now
-    config.graceful_timeout = graceful_timeout
-    config.accesslog = None  # one structured line per request is the app's job, not the server's
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = READ_TIMEOUT_SECONDS  # the header deadline, see above
-    config.read_timeout = READ_TIMEOUT_SECONDS
-    config.h11_max_incomplete_size = MAX_HEADER_BYTES
-    config.include_server_header = False
-
-    async def started(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        # hypercorn's ASGIFramework type spells the same ASGI callable with its own TypedDicts.
-        framework = cast(ASGIFramework, app)
-        await serve(framework, config, shutdown_trigger=shutdown_trigger, task_status=task_status)
-
+    listener = trio.socket.from_stdlib_socket(sock)  # closed by the server when it stops
+    host, port = sock.getsockname()[:2]
+    urls = [f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"]
+    server = Server(app, limits, name=name)
     async with trio.open_nursery() as nursery:
-        urls: list[str] = await nursery.start(started)
+        await nursery.start(
+            partial(
+                server.serve,
+                listener,
+                shutdown_trigger=shutdown_trigger,
+                graceful_timeout=graceful_timeout,
+            )
+        )
         log.info("http_listening", listener=name, urls=urls)
         task_status.started(urls)
 
@@ -103,9 +108,16 @@ class HttpListener:
     """A supervised listener: `run` serves until `stop` asks it to finish in-flight requests."""
 
     def __init__(
-        self, name: str, app: ASGIApp, listen: ListenAddress, *, graceful_timeout: float
+        self,
+        name: str,
+        app: ASGIApp,
+        listen: ListenAddress,
+        *,
+        graceful_timeout: float,
+        limits: Limits = LIMITS,
     ) -> None:
         self.name = name
+        self.limits = limits
         self.app = app
         self.listen = listen
         self.graceful_timeout = graceful_timeout
@@ -136,6 +148,7 @@ class HttpListener:
                     shutdown_trigger=self._shutdown.wait,
                     graceful_timeout=self.graceful_timeout,
                     sock=sock,
+                    limits=self.limits,
                 )
             )
             task_status.started()
