@@ -78,6 +78,7 @@ from actors.router import Router
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
+from somsd.backlog_metrics import BacklogMetrics, count_backlog
 from somsd.config import (
     CarrierConfig,
     ChannelConfig,
@@ -213,6 +214,8 @@ class Daemon:
         )
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
+        self.backlog_metrics = BacklogMetrics(registry)
+        self.metrics.on_scrape(self._refresh_backlog_gauges)
         self.integration_actors: dict[
             str, IntegrationActor | LocationActor | ChannelActor | CarrierActor
         ] = {}
@@ -414,6 +417,9 @@ class Daemon:
         self.metrics.set_outbox_counts(
             counts.pending, counts.dead, targets=self.dispatcher.status().targets
         )
+
+    async def _refresh_backlog_gauges(self) -> None:
+        self.backlog_metrics.publish(await self.store.read(count_backlog))
 
     # -- queries ------------------------------------------------------------------------
 
