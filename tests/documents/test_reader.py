@@ -49,10 +49,15 @@ async def test_for_invoice_gives_the_pdf_and_xml_once_rendered(
 
     received = await desk.ask(lambda reply: ReceiveOrder("shop", sample_order(), reply))
     reader = actor.reader
+    files = None
     with trio.fail_after(30):
-        while (files := await reader.for_invoice("RE-2026-000001")) is None:
-            # The worker is another process: look again shortly.
+        for _ in range(600):  # bounded in count and time
+            files = await reader.for_invoice("RE-2026-000001")
+            if files is not None:
+                break
+            # The validator worker is another process: look again shortly.
             await trio.sleep(0.05)
+    assert files is not None
     assert files.xml_name == "factur-x.xml"
     assert facturx.get_xml_from_pdf(files.pdf, check_xsd=False)[1] == files.xml
     (record,) = await reader.for_order(received.order_id) or []
