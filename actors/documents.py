@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -343,19 +344,24 @@ class DocumentReader:
         )
 
     async def invalid(self) -> list[DocumentRendered]:
-        records: list[DocumentRendered] = []
-        after = 0
-        for _ in range(100_000):  # bounded: 1,000 events a page
-            page = await self.store.read_all(after_seq=after, limit=1000)
-            if not page:
-                break
-            after = page[-1].seq
-            for entry in page:
-                if entry.type == "DocumentRendered":
-                    record = entry.decode(DocumentRendered)
-                    if not record.valid:
-                        records.append(record)
-        return records
+        """Every document whose e-invoice failed validation, oldest first."""
+        payloads = await self.store.read(_invalid_payloads)
+        return [msgspec.json.decode(payload, type=DocumentRendered) for payload in payloads]
+
+
+def _invalid_payloads(conn: sqlite3.Connection) -> list[bytes]:
+    # The stream range uses the (stream, version) index: only document streams are read.
+    rows = conn.execute(
+        "SELECT payload FROM events WHERE stream >= ? AND stream < ? AND type = ? "
+        "AND CAST(payload AS TEXT) LIKE ? ORDER BY seq LIMIT 10000",
+        (
+            DOCUMENT_STREAM_PREFIX,
+            DOCUMENT_STREAM_PREFIX[:-1] + ".",
+            "DocumentRendered",
+            '%"valid":false%',
+        ),
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]
 
 
 def _prepaid(events: Sequence[OrderEvent], issued: InvoiceIssued) -> Decimal:

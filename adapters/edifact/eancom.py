@@ -392,4 +392,5 @@ def build_interchange(
         header = Segment("UNH", str(number), [kind, "D", "96A", "UN", "EAN008"])
         segments.extend([header, *body, Segment("UNT", str(len(body) + 2), str(number))])
     segments.append(Segment("UNZ", str(count), reference))
-    return Serializer(CHARACTERS).serialize(segments, True, True)
+    # No line breaks between segments: the syntax forbids them, even if many tolerate them.
+    return Serializer(CHARACTERS).serialize(segments, True, False)

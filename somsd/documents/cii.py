@@ -21,7 +21,7 @@ from drafthorse.models.party import TaxRegistration
 from drafthorse.models.payment import PaymentMeans, PaymentTerms
 from drafthorse.models.tradelines import LineItem
 
-from somsd.documents.model import InvoiceRequest, Seller, payment_means_code
+from somsd.documents.model import InvoiceRequest, Seller, line_name, payment_means_code
 from somsd.domain.documents import DocumentLine
 from somsd.domain.money import round_money
 
@@ -110,7 +110,7 @@ def _line_item(index: int, line: DocumentLine, currency: str) -> Any:
     item.document.line_id = str(index)
     if line.sku:
         item.product.seller_assigned_id = line.sku
-    item.product.name = line.name
+    item.product.name = line_name(line)
     price, basis = _net_price(line)
     item.agreement.net.amount = price
     if basis != 1:

@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from somsd.domain.documents import InvoiceDocument
+from somsd.domain.documents import DocumentLine, InvoiceDocument
 from somsd.domain.order import Address
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "PackingRequest",
     "PaymentMeansCode",
     "Seller",
+    "line_name",
     "payment_means_code",
 ]
 
@@ -38,6 +39,14 @@ _MEANS: dict[str, PaymentMeansCode] = {
     "cod": "10",  # in cash, at the door
     "check": "20",  # cheque
 }
+
+
+def line_name(line: DocumentLine) -> str:
+    """What a document calls a line: the domain's shipping line "shipping (standard)" reads
+    "Versand (standard)" on a German invoice, in the PDF and the XML alike."""
+    if line.line is None and line.name.startswith("shipping"):
+        return "Versand" + line.name.removeprefix("shipping")
+    return line.name
 
 
 def payment_means_code(method: str) -> PaymentMeansCode:

@@ -31,7 +31,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen.canvas import Canvas
 
 from somsd.documents.cii import build_cii, is_xrechnung
-from somsd.documents.model import InvoiceRequest, PackingRequest, Seller
+from somsd.documents.model import InvoiceRequest, PackingRequest, Seller, line_name
 from somsd.documents.pdfa import make_pdfa
 from somsd.domain.order import Address
 
@@ -209,7 +209,7 @@ def _invoice_table(page: _Page, request: InvoiceRequest) -> None:
     for index, line in enumerate(document.lines, start=1):
         page.text(pos, str(index))
         page.text(sku, line.sku[:16])
-        page.text(name, line.name[:44])
+        page.text(name, line_name(line)[:44])
         page.right(quantity, _format_quantity(line.quantity))
         page.right(price, format_amount(line.unit_price, document.currency))
         page.right(rate, _rate(line.tax_rate))
