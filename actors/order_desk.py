@@ -21,6 +21,7 @@ the current `OrderPolicy`, and maps the store's answers.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -235,10 +236,33 @@ class OrderCommand(msgspec.Struct, frozen=True, tag=True):
 DeskMessage = ReceiveOrder | OrderCommand
 
 
+class _RandomPool:
+    """Random bytes from the OS in 4 KiB draws: one `getrandom` call per 512 ids instead of
+    one per id (`secrets.token_hex` was 4 % of the intake's trio thread, measured)."""
+
+    _DRAW = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the API and the desk may both ask; no slice twice
+        self._pool = b""
+        self._offset = 0
+
+    def hex(self, size: int) -> str:
+        with self._lock:
+            if self._offset + size > len(self._pool):
+                self._pool, self._offset = secrets.token_bytes(self._DRAW), 0
+            start = self._offset
+            self._offset += size
+            return self._pool[start : start + size].hex()
+
+
+_random_pool = _RandomPool()
+
+
 def new_id(prefix: str) -> str:
     # 64 random bits: unguessable in URLs, and a collision among a retailer's orders is
     # as likely as never; the event store's unique stream versions would refuse one anyway.
-    return f"{prefix}{secrets.token_hex(8)}"
+    return f"{prefix}{_random_pool.hex(8)}"
 
 
 def to_new_events(events: Sequence[OrderEvent]) -> list[NewEvent]:
