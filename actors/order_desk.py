@@ -67,6 +67,7 @@ from somsd.domain.returns import (
     request_return,
 )
 from somsd.domain.state import OrderState, apply
+from somsd.metrics import LabelChildren
 from somsd.projections.orders import (
     decode_state,
     fetch_state,
@@ -301,19 +302,25 @@ class DeskMetrics:
             ["kind"],
             registry=registry,
         )
+        # Children resolved once per label value: these run for every order.
+        self.received_in = LabelChildren(self.received)
+        self.duplicates_in = LabelChildren(self.duplicates)
+        self.entering = LabelChildren(self.status)
+        self.held_for = LabelChildren(self.holds)
+        self.issued = LabelChildren(self.documents)
 
     def event_committed(
         self, before: OrderState | None, after: OrderState, event: OrderEvent
     ) -> None:
         if before is None or after.status != before.status:
-            self.status.labels(after.status).inc()
+            self.entering(after.status).inc()
         if isinstance(event, OrderHeld):
             for reason in event.reasons:
-                self.holds.labels(reason.code).inc()
+                self.held_for(reason.code).inc()
         elif isinstance(event, InvoiceIssued):
-            self.documents.labels("invoice").inc()
+            self.issued("invoice").inc()
         elif isinstance(event, CreditNoteIssued):
-            self.documents.labels("credit_note").inc()
+            self.issued("credit_note").inc()
 
 
 class OrderDesk(Actor[DeskMessage]):
@@ -404,11 +411,11 @@ class OrderDesk(Actor[DeskMessage]):
             outbox=self._effects_of(message.channel, None, events),
         )
         if isinstance(result, Duplicate):
-            self.metrics.duplicates.labels(message.channel).inc()
+            self.metrics.duplicates_in(message.channel).inc()
             message.reply.set(Received(order_id_of_stream(result.stream), duplicate=True))
             return
         self._remember(None, self._committed_events(events, new_events, result))
-        self.metrics.received.labels(message.channel).inc()
+        self.metrics.received_in(message.channel).inc()
         log.info(
             "order_received",
             order_id=order_id,
