@@ -65,6 +65,7 @@ from somsd.domain.errors import (
 from somsd.domain.events import LineQuantity, OrderEvent, ReturnedLine, decode_event
 from somsd.domain.order import Address, Order, decode_order
 from somsd.domain.state import OrderState
+from somsd.metrics import LabelChildren
 from somsd.projections.fulfilments import OrderDetail, read_order_detail
 from somsd.projections.orders import OrderSummary, list_orders, order_stream
 from somsd.signing import SIGNATURE_HEADER, SignatureError, verify_signature
@@ -218,6 +219,7 @@ class OrderRoutes:
             # From a commit-bound 1 ms to the 10 s a webhook sender typically waits.
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.intake_by_outcome = LabelChildren(self.intake_seconds)
 
     # -- intake --------------------------------------------------------------------------
 
@@ -231,7 +233,7 @@ class OrderRoutes:
                 Accepted(received.order_id, received.duplicate), 200 if received.duplicate else 202
             )
         finally:
-            self.intake_seconds.labels(outcome).observe(time.perf_counter() - started)
+            self.intake_by_outcome(outcome).observe(time.perf_counter() - started)
 
     async def _intake(self, request: Request) -> Received:
         name = request.path_params["channel"]

@@ -21,6 +21,7 @@ the current `OrderPolicy`, and maps the store's answers.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -68,6 +69,7 @@ from somsd.domain.returns import (
     request_return,
 )
 from somsd.domain.state import OrderState, apply
+from somsd.metrics import LabelChildren
 from somsd.projections.orders import (
     decode_state,
     fetch_state,
@@ -257,10 +259,33 @@ class OrderCommand(msgspec.Struct, frozen=True, tag=True):
 DeskMessage = ReceiveOrder | OrderCommand
 
 
+class _RandomPool:
+    """Random bytes from the OS in 4 KiB draws: one `getrandom` call per 512 ids instead of
+    one per id (`secrets.token_hex` was 4 % of the intake's trio thread, measured)."""
+
+    _DRAW = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the API and the desk may both ask; no slice twice
+        self._pool = b""
+        self._offset = 0
+
+    def hex(self, size: int) -> str:
+        with self._lock:
+            if self._offset + size > len(self._pool):
+                self._pool, self._offset = secrets.token_bytes(self._DRAW), 0
+            start = self._offset
+            self._offset += size
+            return self._pool[start : start + size].hex()
+
+
+_random_pool = _RandomPool()
+
+
 def new_id(prefix: str) -> str:
     # 64 random bits: unguessable in URLs, and a collision among a retailer's orders is
     # as likely as never; the event store's unique stream versions would refuse one anyway.
-    return f"{prefix}{secrets.token_hex(8)}"
+    return f"{prefix}{_random_pool.hex(8)}"
 
 
 def to_new_events(events: Sequence[OrderEvent]) -> list[NewEvent]:
@@ -299,19 +324,25 @@ class DeskMetrics:
             ["kind"],
             registry=registry,
         )
+        # Children resolved once per label value: these run for every order.
+        self.received_in = LabelChildren(self.received)
+        self.duplicates_in = LabelChildren(self.duplicates)
+        self.entering = LabelChildren(self.status)
+        self.held_for = LabelChildren(self.holds)
+        self.issued = LabelChildren(self.documents)
 
     def event_committed(
         self, before: OrderState | None, after: OrderState, event: OrderEvent
     ) -> None:
         if before is None or after.status != before.status:
-            self.status.labels(after.status).inc()
+            self.entering(after.status).inc()
         if isinstance(event, OrderHeld):
             for reason in event.reasons:
-                self.holds.labels(reason.code).inc()
+                self.held_for(reason.code).inc()
         elif isinstance(event, InvoiceIssued):
-            self.documents.labels("invoice").inc()
+            self.issued("invoice").inc()
         elif isinstance(event, CreditNoteIssued):
-            self.documents.labels("credit_note").inc()
+            self.issued("credit_note").inc()
 
 
 class OrderDesk(Actor[DeskMessage]):
@@ -402,11 +433,11 @@ class OrderDesk(Actor[DeskMessage]):
             outbox=self._effects_of(message.channel, None, events),
         )
         if isinstance(result, Duplicate):
-            self.metrics.duplicates.labels(message.channel).inc()
+            self.metrics.duplicates_in(message.channel).inc()
             message.reply.set(Received(order_id_of_stream(result.stream), duplicate=True))
             return
         self._remember(None, self._committed_events(events, new_events, result))
-        self.metrics.received.labels(message.channel).inc()
+        self.metrics.received_in(message.channel).inc()
         log.info(
             "order_received",
             order_id=order_id,

@@ -13,7 +13,7 @@ What it does, all in a fresh temporary directory:
    applies; the listeners are not restarted because `listen` did not change), so logging does
    not dominate the figures. It is stopped with SIGTERM and must exit 0.
 2. Starts a second Python process (this script with `--serve-ceiling`) serving a bare Starlette
-   app through `somsd.http.serve_asgi` - the same hypercorn config as the daemon - whose only
+   app through `somsd.http.serve_asgi` - the same server config as the daemon - whose only
    route, at the same path, reads the body and answers 202 with a body the size of the real
    answer: the HTTP ceiling a route can not beat in this stack.
 3. For each level (concurrent connections) it pre-signs `--max-rate` x `--seconds` unique
@@ -33,7 +33,7 @@ What it does, all in a fresh temporary directory:
    time: the duplicate path (200).
 6. Runs the top level again under `py-spy record` (non-blocking, 200 Hz, per thread; `--gil`
    keeps only samples of the thread holding the GIL) and summarises the trio thread: each
-   sample is charged to the innermost frame of a known component (hypercorn/h11, Starlette,
+   sample is charged to the innermost frame of a known component (somsd.httpserver, Starlette,
    the route glue, the signature check, decoding and validation, the desk and domain, the
    store's trio side, logging, metrics); samples with no such frame are trio's scheduler and
    I/O. Then inclusive shares of named functions, and the top self functions of the trio
@@ -408,7 +408,7 @@ COMPONENTS: list[tuple[str, re.Pattern[str]]] = [
     ("store, trio side (somsd/store)", re.compile(r"somsd/store/|somsd/projections/")),
     ("route glue (order_api, somsd/api)", re.compile(r"actors/order_api\.py|somsd/api\.py")),
     ("Starlette", re.compile(r"starlette/")),
-    ("HTTP server (somsd.httpserver, httptools)", re.compile(r"somsd/httpserver/|httptools|somsd/http\.py")),
+    ("HTTP server (somsd.httpserver)", re.compile(r"somsd/httpserver/|httptools|somsd/http\.py")),
 ]
 SCHEDULER = "trio scheduler + I/O (no app frame)"
 FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
@@ -715,9 +715,7 @@ def describe_machine(directory: Path) -> str:
         ["df", "--output=fstype", str(directory)], capture_output=True, text=True, check=False
     ).stdout.split()[-1]
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
-    packages = ", ".join(
-        f"{p} {version(p)}" for p in ("httptools", "starlette", "trio", "msgspec")
-    )
+    packages = ", ".join(f"{p} {version(p)}" for p in ("httptools", "starlette", "trio", "msgspec"))
     return (
         f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
         f"CPython {platform.python_version()}, SQLite {sqlite3.sqlite_version}, {packages}, "

@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
@@ -32,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-__all__ = ["KernelMetrics", "build_metrics_app"]
+__all__ = ["KernelMetrics", "LabelChildren", "build_metrics_app"]
 
 
 RefreshHook = Callable[[], Awaitable[None]]
@@ -166,3 +167,25 @@ def build_metrics_app(metrics: KernelMetrics) -> Starlette:
         return Response(encode(metrics.registry), media_type=content_type)
 
     return Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
+
+
+MetricT = TypeVar("MetricT", Counter, Histogram)
+
+
+class LabelChildren(Generic[MetricT]):
+    """`metric.labels(value)` of a one-label metric, resolved once per value.
+
+    prometheus_client's `labels()` validates, builds a key and takes a lock on every call;
+    on the order intake that ran several times per order. Only for metrics whose children
+    are never removed (a removed child would keep counting, unseen).
+    """
+
+    def __init__(self, metric: MetricT) -> None:
+        self._metric: MetricT = metric
+        self._children: dict[str, MetricT] = {}
+
+    def __call__(self, value: str) -> MetricT:
+        child = self._children.get(value)
+        if child is None:
+            child = self._children[value] = self._metric.labels(value)
+        return child

@@ -127,3 +127,11 @@ async def test_invoices_issued_concurrently_get_gapless_numbers(desk: OrderDesk)
 async def test_unknown_order_is_refused(desk: OrderDesk) -> None:
     with pytest.raises(OrderNotFound):
         await command(desk, "o-missing", IssueInvoice())
+
+
+def test_new_ids_stay_unique_and_hex_across_random_pool_refills() -> None:
+    from actors.order_desk import new_id
+
+    ids = [new_id("o") for _ in range(3 * 4096 // 8 + 7)]  # several 4 KiB draws
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 17 and int(i[1:], 16) >= 0 for i in ids)
