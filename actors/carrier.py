@@ -529,7 +529,7 @@ class CarrierActor(Actor[Describe]):
         if state.status in ("canceled", "complete", "closed"):
             return
         location = self._location(work.location)
-        email = state.order.customer.email
+        email = state.order.customer.email if self.section.share_email else None
         try:
             data = shipment_data(
                 location,
@@ -655,7 +655,8 @@ class CarrierActor(Actor[Describe]):
                 name=a.name, street=a.street, zip=a.zip, city=a.city, country=a.country
             )
         else:
-            consignee = _party(order.shipping_address, email=order.customer.email)
+            email = order.customer.email if self.section.share_email else None
+            consignee = _party(order.shipping_address, email=email)
         try:
             return shipment_data(
                 location,
