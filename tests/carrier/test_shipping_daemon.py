@@ -242,7 +242,8 @@ async def test_sigkill_and_lost_answers_buy_each_label_exactly_once(
             done = [f for f in found if f and f["state"] == "shipped"]
             return done if len(done) == parcels else None
 
-        shipped = await eventually("every parcel shipped", all_shipped, budget=60)
+        # Generous: retries after the restart wait out the dispatcher's backoff (1, 2, 4 ... s).
+        shipped = await eventually("every parcel shipped", all_shipped, budget=120)
     by_reference: dict[str, list[str]] = {}
     for shipment in sim.shipments.values():
         by_reference.setdefault(shipment.reference or "", []).append(shipment.number)
