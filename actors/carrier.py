@@ -121,8 +121,10 @@ MAX_TRACKING_BACKOFF: Final = 8
 # dispatcher's default) those waits, not DHL, bound the rate. 16 lets group commit batch them;
 # a 429 from DHL still backs off every delivery (bench/shipping.py has the figures).
 LABEL_CONCURRENCY: Final = 16
-# Shipped fulfilments tracked per round; more wait for the next round.
+# Shipped fulfilments read per page, and pages per round: 100,000 parcels in transit at once is
+# far beyond one daemon's day; parcels beyond it are tracked once earlier ones are delivered.
 TRACKING_BATCH: Final = 1000
+MAX_TRACKING_PAGES: Final = 100
 LABEL_MEDIA: Final[dict[str, str]] = {"pdf": "application/pdf", "zpl": "application/zpl"}
 LABEL_SUFFIX: Final[dict[str, str]] = {"pdf": "pdf", "zpl": "zpl"}
 
@@ -529,7 +531,7 @@ class CarrierActor(Actor[Describe]):
         if state.status in ("canceled", "complete", "closed"):
             return
         location = self._location(work.location)
-        email = state.order.customer.email
+        email = state.order.customer.email if self.section.share_email else None
         try:
             data = shipment_data(
                 location,
@@ -655,7 +657,8 @@ class CarrierActor(Actor[Describe]):
                 name=a.name, street=a.street, zip=a.zip, city=a.city, country=a.country
             )
         else:
-            consignee = _party(order.shipping_address, email=order.customer.email)
+            email = order.customer.email if self.section.share_email else None
+            consignee = _party(order.shipping_address, email=email)
         try:
             return shipment_data(
                 location,
@@ -810,9 +813,20 @@ class CarrierActor(Actor[Describe]):
     async def track_round(self) -> int:
         """Ask the carrier about every due shipped parcel; returns how many were asked."""
         interval = self.section.tracking_interval.seconds
-        shipped = await self.store.read(
-            partial(list_fulfilments, location=None, states=("shipped",), limit=TRACKING_BATCH)
-        )
+        shipped: list[FulfilmentState] = []
+        for page in range(MAX_TRACKING_PAGES):
+            found = await self.store.read(
+                partial(
+                    list_fulfilments,
+                    location=None,
+                    states=("shipped",),
+                    offset=page * TRACKING_BATCH,
+                    limit=TRACKING_BATCH,
+                )
+            )
+            shipped.extend(found)
+            if len(found) < TRACKING_BATCH:
+                break
         mine = [f for f in shipped if f.carrier == self.section.name and f.tracking_number]
         now = self._clock()
         open_ids = {f.fulfilment_id for f in mine}

@@ -328,6 +328,9 @@ class CarrierConfig(_Table, frozen=True):
     profile: str = "STANDARD_GRUPPENPROFIL"
     tracking_interval: Duration = msgspec.field(default_factory=lambda: Duration("15m"))
     validate_addresses: bool = True  # DHL's dry run at order intake; refused -> on hold
+    # The customer's e-mail on the label data, for the carrier's own parcel notification; off
+    # by default: handing it over needs the customer's consent (GDPR).
+    share_email: bool = False
 
 
 class ErpConfig(_Table, frozen=True):

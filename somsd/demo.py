@@ -417,6 +417,8 @@ class DemoShipping:
             f'sender = {{ name = "somsd Versand {name}", street = "Lagerweg 1", zip = "04109", '
             'city = "Leipzig" }\n'
             'billing_numbers = { V01PAK = "33333333330102", V53WPAK = "33333333335301" }\n'
+            # ZPL: the label comes as text, so the simulator draws no PDF per parcel.
+            'label_format = "zpl"\n'
         )
 
 
