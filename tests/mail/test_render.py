@@ -175,7 +175,7 @@ sender = "a@b.de"
 
 
 def test_invoice_mail_has_the_number_table_and_an_attachment_seam() -> None:
-    state, log = order_state()
+    state, _log = order_state()
     assert state.invoice is not None  # paid by card: invoiced at intake
     pdf = Attachment("invoice.pdf", "application/pdf", b"%PDF-1.7 fake")
     message, _ = build_message(
@@ -184,7 +184,8 @@ def test_invoice_mail_has_the_number_table_and_an_attachment_seam() -> None:
     mail = parsed(message)
     assert state.invoice.number in str(mail["Subject"])
     text = body(mail, "plain")
-    assert "MwSt. 19 %" in text and "Rechnungsbetrag: 29,90 EUR" in text
+    assert "MwSt. 19 %" in text
+    assert "Rechnungsbetrag: 29,90 EUR" in text
     attachments = list(mail.iter_attachments())
     assert [a.get_filename() for a in attachments] == ["invoice.pdf"]
     assert attachments[0].get_content() == b"%PDF-1.7 fake"  # type: ignore[attr-defined]
@@ -198,7 +199,8 @@ def test_refund_mail_after_a_cancellation_names_the_credit_note() -> None:
     [refund] = [j for j in plan_order_mails("o-1", state, events) if j.kind == "refund"]
     log.commit("o-1", events)
     after = log.state("o-1")
-    assert refund.credit_note == 0 and refund.refund_amount == after.refunded
+    assert refund.credit_note == 0
+    assert refund.refund_amount == after.refunded
     message, _ = build_message(refund, after, SETTINGS, RENDERER, now=NOW)
     mail = parsed(message)
     assert str(mail["Subject"]).startswith(f"Gutschrift {after.credit_notes[0].number} ")
@@ -275,7 +277,8 @@ def test_any_name_one_recipient_escaped_and_no_other_customer(name: str, other: 
     mail = parsed(message)
     assert envelope[0] == "mine@example.com"
     assert [a.addr_spec for a in mail["To"].addresses] == ["mine@example.com"]
-    assert b"theirs@example.com" not in raw and b"o-theirs" not in raw
+    assert b"theirs@example.com" not in raw
+    assert b"o-theirs" not in raw
     assert str(escape(header_text(f"A{name}"))) in body(mail, "html")
     assert header_text(f"A{name}") in body(mail, "plain")
 
@@ -284,7 +287,8 @@ def test_any_name_one_recipient_escaped_and_no_other_customer(name: str, other: 
 def test_header_text_has_no_line_breaks_or_controls(value: str) -> None:
     text = header_text(value)
     assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in text)
-    assert "\u2028" not in text and "\u2029" not in text
+    assert "\u2028" not in text
+    assert "\u2029" not in text
     assert len(text) <= 200
     assert text == text.strip()
 
@@ -313,4 +317,5 @@ def test_message_id_is_stable_per_key_and_distinct_across_keys() -> None:
     one = message_id_for("mail/o-1/shipped/f-1", "Shop <shop@example.com>")
     assert one == message_id_for("mail/o-1/shipped/f-1", "shop@example.com")
     assert one != message_id_for("mail/o-1/shipped/f-2", "shop@example.com")
-    assert one.endswith("@example.com>") and Address(addr_spec=one.strip("<>"))
+    assert one.endswith("@example.com>")
+    assert Address(addr_spec=one.strip("<>"))
