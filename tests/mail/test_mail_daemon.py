@@ -57,10 +57,10 @@ def customer(n: int | str, name: str = "Kunde") -> dict[str, Any]:
     }
 
 
-async def eventually(what: str, check: Callable[[], Any], timeout: float = 30.0) -> Any:
+async def eventually(what: str, check: Callable[[], Any], within: float = 30.0) -> Any:
     """Mails arrive after the 202, in another process; poll the Maildir, bounded."""
-    with trio.fail_after(timeout):
-        for _ in range(int(timeout / 0.05)):
+    with trio.fail_after(within):
+        for _ in range(int(within / 0.05)):
             result = await check() if callable(check) else check
             if result:
                 return result
@@ -198,7 +198,7 @@ async def test_permanent_rejection_is_a_dead_letter_with_the_answer_and_4xx_retr
         await eventually("customer 3's mails", lambda: _count(smtp, 2))
         assert mails_to(smtp.mails(), "kunde2@example.com") == []  # 451: still retrying
         smtp.faults()  # the relay takes customer 2 again
-        await eventually("customer 2's mails", lambda: _count(smtp, 4), timeout=20)
+        await eventually("customer 2's mails", lambda: _count(smtp, 4), within=20)
         assert len(mails_to(smtp.mails(), "kunde2@example.com")) == 2
         assert mails_to(smtp.mails(), "kunde1@example.com") == []
 
@@ -224,7 +224,7 @@ async def test_sigkill_while_mails_are_sent_none_missing_none_twice(
         daemon.signal(signal.SIGKILL)
         await daemon.wait_exit()
     async with running_daemon(config):
-        await eventually("every mail", lambda: _unique(smtp, 2 * orders), timeout=60)
+        await eventually("every mail", lambda: _unique(smtp, 2 * orders), within=60)
     ids = message_ids(smtp.mails())
     assert len(ids) == 2 * orders  # confirmation + invoice per order, none missing
     duplicates = sum(n - 1 for n in ids.values())
