@@ -71,6 +71,10 @@ __all__ = [
 log = structlog.get_logger("actors.mailer")
 
 TARGET: Final = "notify/smtp"
+# Mails in flight at once. A delivery holds its slot while its outcome is committed (an fsync),
+# so the dispatcher's default of four leaves the relay idle most of the time; eight is what a
+# relay's per-client connection limit usually allows (Postfix: 50), and the pool keeps as many.
+CONCURRENCY: Final = 8
 
 AttachmentSource = Callable[[MailJob, OrderState], Awaitable[Sequence[Attachment]]]
 
@@ -189,7 +193,7 @@ class Mailer:
         self._renderer: Renderer | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.dispatcher.register(TARGET, self.deliver)
+        self.dispatcher.register(TARGET, self.deliver, limit=CONCURRENCY)
         try:
             task_status.started()
             await trio.sleep_forever()
@@ -204,7 +208,7 @@ class Mailer:
         if self._pool is None or self._pool.settings != settings:
             if self._pool is not None:
                 self._pool.close()
-            self._pool = SmtpPool(settings)
+            self._pool = SmtpPool(settings, max_idle=CONCURRENCY)
         return self._pool
 
     def renderer(self, notify: NotifyConfig) -> Renderer:

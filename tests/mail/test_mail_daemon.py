@@ -17,6 +17,7 @@ import httpx
 import pytest
 import trio
 
+from actors.mailer import CONCURRENCY
 from somsd.domain.order import Address, Customer
 from somsd.domain.testing import sample_line
 from somsd.mail import message_id_for
@@ -228,7 +229,7 @@ async def test_sigkill_while_mails_are_sent_none_missing_none_twice(
     ids = message_ids(smtp.mails())
     assert len(ids) == 2 * orders  # confirmation + invoice per order, none missing
     duplicates = sum(n - 1 for n in ids.values())
-    assert duplicates <= 2 * 4  # at most what was in flight at each kill (4 per target)
+    assert duplicates <= 2 * CONCURRENCY  # at most what was in flight at each kill
 
 
 async def _unique(smtp: SmtpServer, n: int) -> bool:
