@@ -234,3 +234,22 @@ async def test_sigkill_while_mails_are_sent_none_missing_none_twice(
 
 async def _unique(smtp: SmtpServer, n: int) -> bool:
     return len(message_ids(smtp.mails())) >= n
+
+
+async def test_cancellation_sends_the_refund_mail_with_its_credit_note(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    config = webhook_config(tmp_path, smtp.notify_section())  # no location: nothing ships
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        async with httpx.AsyncClient(base_url=daemon.api) as shop:
+            order_id = await accept(shop, order_body("c-1", **customer(7)))
+        await eventually("confirmation and invoice", lambda: _count(smtp, 2))
+        cancel = await admin.post(f"/v1/orders/{order_id}/cancel", json={"reason": "asked"})
+        assert cancel.status_code == 200, cancel.text
+        await eventually("the refund mail", lambda: _count(smtp, 3))
+        detail = (await admin.get(f"/v1/orders/{order_id}")).json()
+        note = detail["credit_notes"][0]["number"]
+        [refund] = [m for m in smtp.mails() if "Gutschrift" in str(m["Subject"])]
+        assert str(refund["Subject"]) == f"Gutschrift {note} zu Ihrer Bestellung c-1"
+        assert "wir erstatten Ihnen 29,90 EUR" in text_of(refund)
+        assert str(refund["To"]) == "Kunde 7 <kunde7@example.com>"

@@ -319,3 +319,44 @@ def test_message_id_is_stable_per_key_and_distinct_across_keys() -> None:
     assert one != message_id_for("mail/o-1/shipped/f-2", "shop@example.com")
     assert one.endswith("@example.com>")
     assert Address(addr_spec=one.strip("<>"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    cancels=st.integers(min_value=0, max_value=4),
+    quantity=st.integers(min_value=1, max_value=5),
+)
+def test_planned_keys_are_stable_and_unique_over_an_order_life(cancels: int, quantity: int) -> None:
+    """Replanning the same events gives the same keys; no two mails of one order share one
+    (the outbox would refuse the whole append)."""
+    from somsd.domain.cancellation import cancel_lines
+    from somsd.domain.events import LineQuantity
+    from somsd.domain.testing import sample_line
+
+    log = InMemoryOrderLog()
+    order = sample_order(external_id="h-1", lines=[sample_line(quantity=quantity)])
+    events = receive_order(
+        order, order_id="h-1", channel="shop", policy=POLICY, now=NOW, actor="test"
+    )
+    keys: list[str] = [j.key for j in plan_order_mails("h-1", None, events)]
+    log.commit("h-1", events)
+    for n in range(cancels):
+        state = log.state("h-1")
+        if state.lines[0].open <= 1:  # the last unit would be a whole-order cancellation
+            break
+        batch = cancel_lines(
+            state,
+            [LineQuantity(line=0, quantity=1)],
+            refund_id=f"r-{n}",
+            policy=POLICY,
+            reason="asked",
+            now=NOW,
+            actor="test",
+        )
+        planned = plan_order_mails("h-1", state, batch)
+        assert planned == plan_order_mails("h-1", state, batch)
+        keys += [j.key for j in planned]
+        log.commit("h-1", batch)
+    assert len(keys) == len(set(keys))
+    assert keys[:2] == ["mail/h-1/order_confirmation", "mail/h-1/invoice"]
+    assert sum(k.startswith("mail/h-1/refund/") for k in keys) == min(cancels, quantity - 1)
