@@ -253,3 +253,23 @@ async def test_cancellation_sends_the_refund_mail_with_its_credit_note(
         assert str(refund["Subject"]) == f"Gutschrift {note} zu Ihrer Bestellung c-1"
         assert "wir erstatten Ihnen 29,90 EUR" in text_of(refund)
         assert str(refund["To"]) == "Kunde 7 <kunde7@example.com>"
+
+
+async def test_a_reload_changes_the_sender_of_the_next_mails(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    config = webhook_config(tmp_path, smtp.notify_section())
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        async with httpx.AsyncClient(base_url=daemon.api) as shop:
+            await accept(shop, order_body("s-1", **customer(1)))
+            await eventually("the first order's mails", lambda: _count(smtp, 2))
+            config.write_text(config.read_text().replace(SENDER, "New Name <news@example.com>"))
+            reload = await admin.post("/v1/admin/reload")
+            assert reload.status_code == 200, reload.text
+            assert "notify" in reload.json()["changed"]
+            await accept(shop, order_body("s-2", **customer(2)))
+            await eventually("the second order's mails", lambda: _count(smtp, 4))
+        senders = {str(m["From"]) for m in mails_to(smtp.mails(), "kunde2@example.com")}
+        assert senders == {"New Name <news@example.com>"}
+        old = {str(m["From"]) for m in mails_to(smtp.mails(), "kunde1@example.com")}
+        assert old == {SENDER}
