@@ -273,3 +273,34 @@ async def test_a_reload_changes_the_sender_of_the_next_mails(
         assert senders == {"New Name <news@example.com>"}
         old = {str(m["From"]) for m in mails_to(smtp.mails(), "kunde1@example.com")}
         assert old == {SENDER}
+
+
+async def test_a_return_received_and_refunded_sends_two_mails(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    config = webhook_config(tmp_path, smtp.notify_section())
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        async with httpx.AsyncClient(base_url=daemon.api) as shop:
+            order_id = await accept(shop, order_body("ret-1", **customer(5)))
+        url = f"/v1/orders/{order_id}"
+        shipped = await admin.post(f"{url}/shipments", json={"lines": [{"line": 0, "quantity": 2}]})
+        assert shipped.status_code == 200, shipped.text
+        requested = await admin.post(
+            f"{url}/returns", json={"lines": [{"line": 0, "quantity": 1}], "reason": "too big"}
+        )
+        assert requested.status_code == 201, requested.text
+        rma = requested.json()["returns"][-1]["rma_id"]
+        assert (await admin.post(f"{url}/returns/{rma}/approve", json={})).status_code == 200
+        received = await admin.post(
+            f"{url}/returns/{rma}/receive",
+            json={"lines": [{"line": 0, "quantity": 1, "condition": "resellable"}]},
+        )
+        assert received.status_code == 200, received.text
+        await eventually("the return mail", lambda: _count(smtp, 3))
+        [mail] = [m for m in smtp.mails() if "Rücksendung" in str(m["Subject"])]
+        assert f"Ihre Rücksendung {rma} zur Bestellung ret-1" in text_of(mail)
+        assert "1 x Mug (MUG-1)" in text_of(mail)
+        refunded = await admin.post(f"{url}/returns/{rma}/refund", json={})
+        assert refunded.status_code == 200, refunded.text
+        await eventually("the refund mail", lambda: _count(smtp, 4))
+        assert all(n == 1 for n in message_ids(smtp.mails()).values())
