@@ -275,7 +275,7 @@ async def test_a_reload_changes_the_sender_of_the_next_mails(
         assert old == {SENDER}
 
 
-async def test_a_return_received_and_refunded_sends_two_mails(
+async def test_shipped_by_hand_returned_and_refunded_each_send_their_mail(
     tmp_path: Path, smtp: SmtpServer
 ) -> None:
     config = webhook_config(tmp_path, smtp.notify_section())
@@ -285,6 +285,10 @@ async def test_a_return_received_and_refunded_sends_two_mails(
         url = f"/v1/orders/{order_id}"
         shipped = await admin.post(f"{url}/shipments", json={"lines": [{"line": 0, "quantity": 2}]})
         assert shipped.status_code == 200, shipped.text
+        # Shipped by hand on the order (no fulfilment): still the customer's shipped mail.
+        await eventually("the shipped mail", lambda: _count(smtp, 3))
+        [parcel] = [m for m in smtp.mails() if "unterwegs" in str(m["Subject"])]
+        assert "2 x Mug (MUG-1)" in text_of(parcel)
         requested = await admin.post(
             f"{url}/returns", json={"lines": [{"line": 0, "quantity": 1}], "reason": "too big"}
         )
@@ -296,11 +300,11 @@ async def test_a_return_received_and_refunded_sends_two_mails(
             json={"lines": [{"line": 0, "quantity": 1, "condition": "resellable"}]},
         )
         assert received.status_code == 200, received.text
-        await eventually("the return mail", lambda: _count(smtp, 3))
+        await eventually("the return mail", lambda: _count(smtp, 4))
         [mail] = [m for m in smtp.mails() if "Rücksendung" in str(m["Subject"])]
         assert f"Ihre Rücksendung {rma} zur Bestellung ret-1" in text_of(mail)
         assert "1 x Mug (MUG-1)" in text_of(mail)
         refunded = await admin.post(f"{url}/returns/{rma}/refund", json={})
         assert refunded.status_code == 200, refunded.text
-        await eventually("the refund mail", lambda: _count(smtp, 4))
+        await eventually("the refund mail", lambda: _count(smtp, 5))
         assert all(n == 1 for n in message_ids(smtp.mails()).values())
