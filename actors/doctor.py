@@ -4,7 +4,10 @@ Each check says what it found and, when it fails, what to change. For `kind = "s
 channels: the shop answers at all, over https, accepts the key pair (naming the shop's
 AuthResult reason), lets the API user read Orders and Products, takes a harmless write (a
 product's stock PATCHed to the value it already has), and its clock is close enough to ours
-for the poll overlap to cover the difference. Other kinds add their checks here.
+for the poll overlap to cover the difference. For `[notify]`: the SMTP relay is reached, does
+STARTTLS (or implicit TLS) with a trusted certificate and accepts the login, all without
+sending a mail, and the template folder, if configured, exists. Other kinds add their checks
+here.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from actors.carrier import check_carrier
 from adapters.errors import UpstreamError
 from adapters.smartstore.client import SmartstoreClient, smartstore_http_client
 from adapters.smartstore.errors import AUTH_FIXES, SmartstoreAuthError
-from somsd.config import ChannelConfig, Config
+from somsd.config import ChannelConfig, Config, NotifyConfig
 
-__all__ = ["Check", "check_config", "check_smartstore"]
+__all__ = ["Check", "check_config", "check_smartstore", "check_smtp"]
 
 T = TypeVar("T")
 
@@ -132,6 +135,41 @@ async def _step(
     return result
 
 
+async def check_smtp(notify: NotifyConfig) -> list[Check]:
+    """Connect, STARTTLS/TLS and AUTH as configured, then QUIT: no mail is sent."""
+    from dataclasses import replace
+
+    import trio
+
+    from actors.mailer import TARGET, smtp_settings
+    from adapters.smtp.client import check_connection
+
+    checks: list[Check] = []
+    where = f"{notify.host}:{notify.port}"
+    settings = smtp_settings(notify)
+    try:
+        # Doctor is run by a person waiting for the answer: five seconds per relay at most.
+        done = await check_connection(replace(settings, timeout=min(settings.timeout, 5.0)))
+    except UpstreamError as exc:
+        checks.append(Check(TARGET, "smtp", False, str(exc)))
+    else:
+        checks.append(
+            Check(TARGET, "smtp", True, f"{where}: " + ", ".join(done) + "; no mail sent")
+        )
+    if notify.template_dir is not None:
+        found = await trio.Path(notify.template_dir).is_dir()
+        checks.append(
+            Check(
+                TARGET,
+                "templates",
+                found,
+                f"{notify.template_dir} "
+                + ("overrides the built-in templates" if found else "is not a directory"),
+            )
+        )
+    return checks
+
+
 async def check_config(config: Config) -> list[Check]:
     checks: list[Check] = []
     for section in config.channel:
@@ -140,4 +178,6 @@ async def check_config(config: Config) -> list[Check]:
     for carrier in config.carrier:
         found = await check_carrier(carrier, config.location)
         checks.extend(Check(f"carrier/{carrier.name}", *check) for check in found)
+    if config.notify is not None:
+        checks.extend(await check_smtp(config.notify))
     return checks

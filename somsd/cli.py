@@ -517,7 +517,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for check in checks:
         print(check.line())
     if not checks:
-        print("nothing to check: no smartstore channel and no carrier configured")
+        print("nothing to check: no smartstore channel, no ERP, no carrier and no [notify]")
     return EXIT_OK if all(check.ok for check in checks) else EXIT_FAILURE
 
 
@@ -559,7 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
     command("check-config", cmd_check_config, "validate the config; exit 0 valid, 2 invalid")
     command("reload", cmd_reload, "ask the running daemon to reload its config")
     command("status", cmd_status, "actors, states, restarts and mailbox depths")
-    command("doctor", cmd_doctor, "check each shop connection: reach, https, keys, rights, clock")
+    command(
+        "doctor",
+        cmd_doctor,
+        "check each shop connection (reach, https, keys, rights, clock) and the SMTP relay",
+    )
     reconcile = command(
         "reconcile", cmd_reconcile, "compare a shop's stock and visibility with somsd, fix drift"
     )

@@ -440,6 +440,8 @@ class NotifyConfig(_Table, frozen=True):
     languages: dict[str, MailLanguage] = msgspec.field(default_factory=dict)
     mails: tuple[MailKind, ...] = MAIL_KINDS
     channel: tuple[NotifyChannelConfig, ...] = ()
+
+
 class DocumentTemplateConfig(_Table, frozen=True):
     """One channel's seller template: any key left out is taken from `[documents]`."""
 

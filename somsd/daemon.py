@@ -588,18 +588,11 @@ class Daemon:
             elif old_sections[name] != section:
                 await self.integrations.replace_child(self._integration_spec(name, section))
                 changed.append(name)
-        for table in (
-            "routing",
-            "invoicing",
-            "holds",
-            "status",
-            "daemon",
-            "api",
-            "metrics",
-            "notify",
-        ):
+        for table in ("routing", "invoicing", "holds", "status", "daemon", "api", "metrics"):
             if getattr(old, table) != getattr(new, table):
                 changed.append(table)
+        if old.notify != new.notify:  # the mailer reads it at every delivery: nothing restarts
+            changed.append("notify")
         self.config_loaded_at = time.time()
         self.metrics.reload_succeeded()
         log.info("config_reloaded", changed=sorted(changed))

@@ -133,6 +133,7 @@ class DemoState:
     polled_in: int = 0
     reconciliation: dict[str, int] | None = None  # the last report's counts
     shop_rows: list[tuple[str, str]] = field(default_factory=list)  # the main shop's own view
+    mails_received: int = 0  # mails the demo's SMTP server stored (customer notifications)
 
     @property
     def number_prefix(self) -> str:
@@ -440,6 +441,7 @@ def demo_config(
     shops: tuple[DemoShop, ...],
     *,
     shipping: DemoShipping | None = None,
+    notify: str = "",
 ) -> str:
     blocks = []
     for name, kind, adapter, lat, lon, ships_to, capacity, priority in LOCATIONS:
@@ -480,7 +482,7 @@ max_locations = 2
 
 [invoicing]
 auto_methods = ["creditcard", "paypal"]
-"""
+{notify}"""
 
 
 def _free(address: str, tries: int = 10) -> str:
@@ -784,6 +786,7 @@ def _interesting_metrics(text: str) -> dict[str, float]:
         "somsd_dead_letters",
         "somsd_actor_restarts_total",
         "somsd_orders_duplicate_total",
+        "somsd_mails_sent_total",
         *SHOP_METRICS,
     )
     found: dict[str, float] = {}
@@ -917,7 +920,7 @@ def render(
         name: value
         for name, value in sorted(state.metrics.items())
         if not name.startswith(SHOP_METRICS)
-    }
+    } | {"mails_received": float(state.mails_received)}  # what the customers' SMTP server holds
     for name, value in plain_metrics.items():
         signals.add_row(_short_metric(name), f"{value:g}")
     shop = _fill_cut_left(table("smartstore", ""), shop_panel_rows(state), 6)
@@ -971,6 +974,51 @@ def render(
         bottom.split_row(Layout(panel(errors, "errors")), Layout(panel(log, "log")))
         layout["body"].split_column(Layout(Text(compact, style="dim"), size=2), top, bottom)
     return layout
+
+
+async def run_mail_server(
+    directory: Path, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """The customers' mail server: `python -m adapters.smtp` on loopback, a Maildir in the
+    demo's data dir; started with the port it listens on, stopped when cancelled."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "adapters.smtp", "--dir", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(15):
+            while b"\n" not in line:
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise DemoError("the demo's SMTP server did not start")
+                line += chunk
+        task_status.started(int(json.loads(line.split(b"\n", 1)[0])["port"]))
+        await trio.sleep_forever()
+    finally:
+        process.terminate()
+        with trio.move_on_after(5, shield=True):
+            await process.wait()
+
+
+def mail_config(port: int) -> str:
+    return (
+        f'\n[notify]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+        'sender = "somsd Demo Shop <shop@demo.example>"\nshop_name = "somsd Demo Shop"\n'
+        'timeout = "5s"\n'
+    )
+
+
+async def count_mails(maildir: Path, state: DemoState) -> None:
+    """How many mails the SMTP server has stored, for the live view (every half second)."""
+    new, cur = maildir / "new", maildir / "cur"
+    while True:
+        state.mails_received = sum(
+            len(os.listdir(folder)) for folder in (new, cur) if folder.is_dir()
+        )
+        await trio.sleep(0.5)
 
 
 def _log_into(state: DemoState) -> None:
@@ -1050,11 +1098,21 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
         for shop in shops:
             if shop.start is not None:
                 await shop.start(nursery, state)
+        mail = await nursery.start(run_mail_server, data_dir / "smtp")
         config = data_dir / "somsd.toml"
         api, metrics = _free("127.0.0.1:8470"), _free("127.0.0.1:9470")
         config.write_text(
-            demo_config(data_dir, listener.urls[0], api, metrics, shops, shipping=shipping)
+            demo_config(
+                data_dir,
+                listener.urls[0],
+                api,
+                metrics,
+                shops,
+                shipping=shipping,
+                notify=mail_config(mail),
+            )
         )
+        nursery.start_soon(count_mails, data_dir / "smtp" / "mail", state)
         async with daemon_process(config, state) as daemon:
             headers = {"Authorization": f"Bearer {admin_token}"}
             async with httpx.AsyncClient(
@@ -1211,6 +1269,7 @@ def _summary(state: DemoState, options: DemoOptions, *, code: int) -> None:
     for label, shown in shop_panel_rows(state):
         table.add_row(f"smartstore: {label}", shown)
     table.add_row("3PL restocks by the supplier", str(state.restocks))
+    table.add_row("mails received by the SMTP server", str(state.mails_received))
     for name, value in sorted(state.metrics.items()):
         table.add_row(name.removeprefix("somsd_"), f"{value:g}")
     console = Console()

@@ -51,6 +51,8 @@ async def test_demo_brings_300_orders_to_a_final_state(tmp_path: Path) -> None:
     assert _count(output, "smartstore:   wrongly_shown") == WRONGLY_SHOWN
     assert _count(output, "smartstore:   unknown_in_shop") == UNKNOWN_IN_SHOP
     assert _count(output, 'dead_letters{target="channel/smartstore"}') == 0
+    # Every order's confirmation at least reached the demo's SMTP server.
+    assert _count(output, "mails received by the SMTP server") >= 300
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from somsd.domain.atp import StockLine
 from somsd.domain.events import (
     CreditNoteIssued,
     InvoiceIssued,
+    LinesShipped,
     OrderEvent,
     OrderReceived,
     RefundRecorded,
@@ -36,6 +37,10 @@ from somsd.projections.fulfilments import (
     FulfilmentShipped,
     FulfilmentState,
 )
+
+# Shipments the fulfilment desk records on the order carry this actor; their mail is planned
+# from the fulfilment's own events (with the carrier), so the order planner leaves them out.
+FULFILMENT_ACTOR = "fulfilments"
 
 __all__ = ["MailJob", "decode_job", "encode_job", "plan_fulfilment_mails", "plan_order_mails"]
 
@@ -79,7 +84,9 @@ def plan_order_mails(
 ) -> list[MailJob]:
     """The mails the order events about to be committed cause, in event order.
 
-    Confirmation on `OrderReceived`, the invoice on `InvoiceIssued`, one mail per received
+    Confirmation on `OrderReceived`, the invoice on `InvoiceIssued`, "shipped" for a shipment
+    recorded on the order by someone other than the fulfilment desk (whose shipments are
+    mailed from the fulfilment's events, with their carrier), one mail per received
     return, and for money going back one mail per `RefundRecorded` (naming the credit note of
     the same change, if any), or per credit note when nothing is paid back (an unpaid invoice
     order whose receivable shrinks).
@@ -106,6 +113,22 @@ def plan_order_mails(
             case InvoiceIssued():
                 jobs.append(
                     MailJob(kind="invoice", order_id=order_id, key=_key(order_id, "invoice"))
+                )
+            case LinesShipped(shipment_id=shipment_id, actor=actor) if actor != FULFILMENT_ACTOR:
+                # Recorded on the order directly (an operator, the ERP): no carrier known.
+                names = before.order.lines if before is not None else ()
+                jobs.append(
+                    MailJob(
+                        kind="shipped",
+                        order_id=order_id,
+                        key=_key(order_id, "shipped", shipment_id),
+                        tracking_number=event.tracking_number or None,
+                        lines=tuple(
+                            StockLine(names[q.line].sku, q.quantity)
+                            for q in event.lines
+                            if q.line < len(names)
+                        ),
+                    )
                 )
             case ReturnReceived(rma_id=rma_id):
                 jobs.append(

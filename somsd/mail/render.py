@@ -9,7 +9,8 @@
   template without `header_text`.
 - **Headers cannot be injected.** Every header value that contains data (subject, display
   names) goes through `header_text`, which turns every control character, CR and LF among
-  them, into a space; addresses are built as `email.headerregistry.Address` objects, which
+  them, into a space, and breaks up RFC 2047 encoded words (which the email package would
+  decode back into CR LF); addresses are built as `email.headerregistry.Address` objects, which
   quote display names, and a recipient address that is not plainly one address is refused
   (`InvalidRecipient`, which the mailer dead-letters) rather than sent somewhere else.
 - **One customer per mail.** The context is built from one `OrderState` and the job planned
@@ -74,10 +75,12 @@ DEFAULT_TRACKING_URLS: Final[Mapping[str, str]] = {
 }
 SUBJECT_LIMIT: Final = 200  # characters; RFC 5322 has no limit, mail clients cut at ~80
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-# One address, no whitespace, quotes, brackets, commas or semicolons: nothing a header parser
-# could read as a second address or a display name.
+# One address in RFC 5322's dot-atom form, ASCII only: nothing a header parser could read as a
+# second address or a display name. Non-ASCII addresses would need SMTPUTF8, which somsd does
+# not negotiate; such a mail is refused here with a reason rather than mangled on the way.
 _PLAIN_ADDRESS = re.compile(
-    r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+\.[^@\s<>,;:\"()\[\]\\]+$"
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
 
 
@@ -138,8 +141,12 @@ def mail_settings(
 
 
 def header_text(value: str, limit: int = SUBJECT_LIMIT) -> str:
-    """`value` safe for a header: control characters (CR, LF among them) become one space."""
-    return " ".join(_CONTROL.sub(" ", value).split())[:limit]
+    """`value` safe for a header: control characters (CR, LF among them) become one space,
+    and "=?" is broken up. The latter because Python's email package decodes RFC 2047
+    encoded words in a value it is given (`=?utf-8?q?a=0D=0ABcc:_x?=` is "a\r\nBcc: x") and
+    then writes the decoded CR LF out raw: a header injection past any CR/LF filter."""
+    text = " ".join(_CONTROL.sub(" ", value).split()).replace("=?", "= ?")
+    return text[:limit].rstrip()
 
 
 def message_id_for(key: str, sender: str) -> str:
@@ -151,8 +158,11 @@ def message_id_for(key: str, sender: str) -> str:
 
 
 def _address(name: str, addr: str) -> Address:
-    if not _PLAIN_ADDRESS.match(addr):
-        raise InvalidRecipient(f'"{header_text(addr, 80)}" is not a single e-mail address')
+    if not _PLAIN_ADDRESS.match(addr) or "=?" in addr:  # no encoded word, see header_text
+        raise InvalidRecipient(
+            f'"{header_text(addr, 80)}" is not a single plain e-mail address (somsd sends to '
+            "ASCII addresses only)"
+        )
     local, _, domain = addr.rpartition("@")
     try:
         return Address(display_name=header_text(name, 100), username=local, domain=domain)
