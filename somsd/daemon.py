@@ -36,6 +36,7 @@ import structlog
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 import actors.smartstore_driver  # noqa: F401  # registers the smartstore channel driver
 from actors.channel import (
@@ -70,6 +71,8 @@ from somsd.config import (
     data_dir_problem,
     load_config,
 )
+from somsd.console import ConsoleDeps, build_console, with_console
+from somsd.console.session import SessionKeeper
 from somsd.domain.holds import HoldRules
 from somsd.domain.policy import InvoicingPolicy, OrderPolicy
 from somsd.domain.status import build_status_machine
@@ -183,6 +186,7 @@ class Daemon:
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
         self.backlog_metrics = BacklogMetrics(registry)
+        self.console_sessions = SessionKeeper()  # outlives listener restarts on reload
         self.metrics.on_scrape(self._refresh_backlog_gauges)
         self.integration_actors: dict[str, IntegrationActor | LocationActor | ChannelActor] = {}
         self.core = Supervisor(
@@ -269,6 +273,7 @@ class Daemon:
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)
+            app = with_console(app, build_console(self._console_deps(app), self.console_sessions))
             return HttpListener("api", app, self.config.api.listen, graceful_timeout=drain)
         app = build_metrics_app(self.metrics)
         return HttpListener("metrics", app, self.config.metrics.listen, graceful_timeout=drain)
@@ -332,6 +337,20 @@ class Daemon:
         self.metrics.set_outbox_counts(
             counts.pending, counts.dead, targets=self.dispatcher.status().targets
         )
+
+    def _console_deps(self, api: ASGIApp) -> ConsoleDeps:
+        async def outbox_counts() -> tuple[dict[str, int], dict[str, int]]:
+            counts = await self.store.outbox_counts()
+            return counts.pending, counts.dead
+
+        def staff_tokens() -> dict[str, list[Secret]]:
+            return {
+                location.name: location.staff_token_file.lines()
+                for location in self.config.location
+                if location.staff_token_file is not None
+            }
+
+        return ConsoleDeps(api, self._admin_tokens, staff_tokens, outbox_counts)
 
     async def _refresh_backlog_gauges(self) -> None:
         self.backlog_metrics.publish(await self.store.read(count_backlog))
