@@ -185,16 +185,18 @@ def _rfc3339(text: str, name: str) -> datetime:
     """An RFC 3339 timestamp with its offset (`Z` or `+01:00`), or 422 naming the parameter."""
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
+        # year 1 at +14:00 is before year 1 in UTC: not a moment somsd can have seen
+        utc = value.astimezone(UTC) if value.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None:
         raise ApiError(
             422,
             "invalid_query",
             f"{name} must be an RFC 3339 time with offset, e.g. 2026-12-07T10:00:00Z",
             name,
         )
-    return value.astimezone(UTC)
+    return utc
 
 
 def _domain_error(exc: DomainError) -> ApiError:

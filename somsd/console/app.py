@@ -485,9 +485,9 @@ def _safe_next(target: str) -> bool:
 def _parse_time(text: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        return value.astimezone(UTC) if value.tzinfo else None
+    except (ValueError, OverflowError):
         return None
-    return value.astimezone(UTC) if value.tzinfo else None
 
 
 _QUIET_FIELDS: Final = frozenset({"type", "at", "actor", "reason", "order", "document"})

@@ -52,6 +52,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _same(expected: str, given: str) -> bool:
+    """Constant-time comparison of anything a client sends (as bytes: `compare_digest` refuses
+    non-ASCII `str`, and a cookie or form field may hold any text)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
+
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(Session).decode
 
@@ -84,7 +90,7 @@ class SessionKeeper:
         if not cookie or cookie.count(".") != 1 or len(cookie) > 4096:
             return None
         body, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac("session", body)):
+        if not _same(mac, self._mac("session", body)):
             return None
         try:
             session = _decode(_unb64(body))
@@ -95,7 +101,7 @@ class SessionKeeper:
             return None
         known = False
         for secret in valid_tokens(session):  # every one compared: timing tells nothing
-            known |= hmac.compare_digest(fingerprint(secret), session.token)
+            known |= _same(fingerprint(secret), session.token)
         return session if known else None
 
     def revoke(self, session: Session) -> None:
@@ -107,7 +113,7 @@ class SessionKeeper:
         return self._mac("csrf", session.nonce)
 
     def csrf_ok(self, session: Session, given: str | None) -> bool:
-        return given is not None and hmac.compare_digest(self.csrf_token(session), given)
+        return given is not None and _same(self.csrf_token(session), given)
 
     def login_csrf(self, pre: str) -> str:
         return self._mac("login", pre)
@@ -115,4 +121,4 @@ class SessionKeeper:
     def login_csrf_ok(self, pre: str | None, given: str | None) -> bool:
         if not pre or not given:
             return False
-        return hmac.compare_digest(self.login_csrf(pre), given)
+        return _same(self.login_csrf(pre), given)
