@@ -136,7 +136,7 @@ class Console:
             languages=LANGUAGES,
             session=session,
             csrf=self.keeper.csrf_token(session) if session else "",
-            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            here=_here(request),
             prefix=PREFIX,
             **context,
         )
@@ -475,6 +475,14 @@ class Console:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def _here(request: Request) -> str:
+    """Where the language switch returns to: this page, or for a POST's answer (a GET there
+    would be 405) the page the form was on."""
+    if request.method == "GET":
+        return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return request.url.path.rsplit("/", 1)[0] or PREFIX + "/"
 
 
 def _safe_next(target: str) -> bool:
