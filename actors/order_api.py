@@ -395,7 +395,7 @@ class OrderRoutes:
     async def show(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
         as_of_text = request.query_params.get("as_of")
-        if as_of_text:
+        if as_of_text is not None:  # given but empty is a mistake too (422), not "now"
             return json_response(await self._as_of(order_id, _rfc3339(as_of_text, "as_of")))
         detail = await self.store.read(partial(read_order_detail, order_id=order_id))
         if detail is None:

@@ -24,6 +24,7 @@ import fcntl
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import zoneinfo
@@ -98,6 +99,12 @@ class ReloadResult(msgspec.Struct, frozen=True):
     applied: bool
     changed: tuple[str, ...] = ()  # actor or section names whose config changed
     problems: tuple[str, ...] = ()  # why the new config was rejected
+
+
+def _head_seq(conn: sqlite3.Connection) -> int:
+    """The event log's last seq (0 when empty): where live updates start."""
+    row = conn.execute("SELECT max(seq) FROM events").fetchone()
+    return int(row[0] or 0)
 
 
 def _driver_label(driver: object) -> str | None:
@@ -350,7 +357,16 @@ class Daemon:
                 if location.staff_token_file is not None
             }
 
-        return ConsoleDeps(api, self._admin_tokens, staff_tokens, outbox_counts)
+        async def events_after(after: int, limit: int) -> list[tuple[int, str, str, str]]:
+            rows = await self.store.read_all(after_seq=after, limit=limit)
+            return [(e.seq, e.stream, e.type, e.recorded_at.isoformat()) for e in rows]
+
+        async def head_seq() -> int:
+            return await self.store.read(_head_seq)
+
+        return ConsoleDeps(
+            api, self._admin_tokens, staff_tokens, outbox_counts, events_after, head_seq
+        )
 
     async def _refresh_backlog_gauges(self) -> None:
         self.backlog_metrics.publish(await self.store.read(count_backlog))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,9 +23,10 @@ from urllib.parse import parse_qs, quote, urlencode
 
 import httpx
 import jinja2
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from somsd.api import ApiError, read_limited_body
 from somsd.console.i18n import LANGUAGES, choose_language, translations
 from somsd.console.session import SESSION_SECONDS, Role, Session, SessionKeeper
+from somsd.projections.fulfilments import FULFILMENT_STREAM_PREFIX
 from somsd.secrets import Secret
 
 __all__ = ["ConsoleDeps", "build_console", "with_console"]
@@ -42,6 +44,11 @@ SESSION_COOKIE: Final = "somsd_console"
 LOGIN_COOKIE: Final = "somsd_console_login"
 LANG_COOKIE: Final = "somsd_console_lang"
 PAGE_SIZE: Final = 50
+# Live updates: the event log is read this often per open page; a connection ends after
+# LIVE_SECONDS and the browser's EventSource reconnects from its Last-Event-ID.
+LIVE_POLL_SECONDS: Final = 1.0
+LIVE_SECONDS: Final = 300.0
+LIVE_BATCH: Final = 200
 # Fields of a form the console accepts; a longer value is someone else's data, not a form.
 MAX_FIELD: Final = 2000
 MAX_FORM_BYTES: Final = 64 * 1024
@@ -69,6 +76,9 @@ class ConsoleDeps:
     admin_tokens: Callable[[], Sequence[Secret]]
     staff_tokens: Callable[[], Mapping[str, Sequence[Secret]]]  # location -> tokens
     outbox_counts: Callable[[], Awaitable[tuple[Mapping[str, int], Mapping[str, int]]]]
+    # (after seq, limit) -> new event-log rows as (seq, stream, type, recorded_at)
+    events_after: Callable[[int, int], Awaitable[Sequence[tuple[int, str, str, str]]]]
+    head_seq: Callable[[], Awaitable[int]]
 
 
 class Forbidden(Exception):
@@ -428,6 +438,39 @@ class Console:
             result = {"applied": False, "error": failure.message}
         return await self.system(request, session, result=result)
 
+    # -- live updates -----------------------------------------------------------------
+
+    async def live(self, request: Request, session: Session) -> Response:
+        """Server-sent events: one per new event-log row, naming its stream and type only
+        (the page decides whether it cares and offers a reload). Store staff get only
+        fulfilment streams, and of those only that something changed, not which."""
+        start = request.headers.get("last-event-id") or request.query_params.get("after", "")
+        after = int(start) if start.isascii() and start.isdigit() and len(start) < 19 else None
+        if after is None:
+            after = await self.deps.head_seq()
+        return StreamingResponse(
+            self._live_events(after, session),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    async def _live_events(self, after: int, session: Session) -> AsyncIterator[bytes]:
+        yield b"retry: 2000\n\n"
+        deadline = trio.current_time() + LIVE_SECONDS
+        while trio.current_time() < deadline:
+            rows = await self.deps.events_after(after, LIVE_BATCH)
+            for seq, stream, type_, recorded_at in rows:
+                after = seq
+                if session.role == "staff":
+                    if not stream.startswith(FULFILMENT_STREAM_PREFIX):
+                        continue
+                    data = {"seq": seq, "stream": "fulfilment", "type": "changed"}
+                else:
+                    data = {"seq": seq, "stream": stream, "type": type_, "at": recorded_at}
+                yield f"id: {seq}\nevent: somsd\ndata: {json.dumps(data)}\n\n".encode()
+            if len(rows) < LIVE_BATCH:
+                await trio.sleep(LIVE_POLL_SECONDS)
+
     # -- store work -------------------------------------------------------------------
 
     def _location(self, request: Request, session: Session) -> str:
@@ -533,6 +576,7 @@ def build_console(deps: ConsoleDeps, keeper: SessionKeeper | None = None) -> Sta
         Route("/dead-letters/{entry}/retry", p(console.retry), methods=["POST"]),
         Route("/system", p(console.system), methods=["GET"]),
         Route("/system/reload", p(console.reload), methods=["POST"]),
+        Route("/live", p(console.live, staff=True), methods=["GET"]),
         Route("/store", p(console.store, staff=True), methods=["GET"]),
         Route("/store/{fulfilment_id}", p(console.fulfilment, staff=True), methods=["GET"]),
         Route("/store/{fulfilment_id}/{step}", p(console.step, staff=True), methods=["POST"]),

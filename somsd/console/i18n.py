@@ -118,6 +118,8 @@ _EN: Final[dict[str, str]] = {
     "forbidden": "This is not yours to open.",
     "language": "Language",
     "filter": "Filter",
+    "live_new": "New changes since this page was loaded",
+    "reload": "reload",
 }
 
 _DE: Final[dict[str, str]] = {
@@ -229,6 +231,8 @@ _DE: Final[dict[str, str]] = {
     "forbidden": "Das dürfen Sie nicht öffnen.",
     "language": "Sprache",
     "filter": "Filtern",
+    "live_new": "Neue Änderungen seit dem Laden der Seite",
+    "reload": "neu laden",
 }
 
 assert _EN.keys() == _DE.keys()

@@ -3,7 +3,11 @@ pages and actions, hostile customer data, time travel and the store worker's sco
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -36,6 +40,7 @@ PAGES = [
     "/console/system",
     "/console/store",
     "/console/store/f-1",
+    "/console/live",
 ]
 ACTIONS = [
     "/console/logout",
@@ -285,3 +290,70 @@ async def test_store_worker_sees_and_works_only_her_store(tmp_path: Path) -> Non
             await colleague.login(OTHER_STAFF_TOKEN)
             assert (await colleague.get(f"/console/store/{fid}")).status_code == 403
             assert (await colleague.get(f"/console/store/{other}")).status_code == 200
+
+
+async def live_events(
+    api: str,
+    cookie: str,
+    *,
+    until: Callable[[list[dict[str, Any]]], bool],
+    opened: trio.Event,
+) -> list[dict[str, Any]]:
+    """Read `/console/live` as a browser's EventSource does, over a plain socket (the stream
+    never ends by itself, and an abandoned httpx stream leaves generators behind), until
+    `until(events so far)` holds. Chunked framing keeps each event's `data:` line whole."""
+    url = httpx.URL(api)
+    request = (
+        f"GET /console/live HTTP/1.1\r\nHost: {url.host}:{url.port}\r\n"
+        f"Cookie: somsd_console={cookie}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    events: list[dict[str, Any]] = []
+    stream = await trio.open_tcp_stream(str(url.host), int(url.port or 80))
+    async with stream:
+        await stream.send_all(request.encode())
+        received = b""
+        with trio.fail_after(10):
+            while not until(events):
+                chunk = await stream.receive_some(65536)
+                assert chunk, "the live stream ended"
+                opened.set()  # the answer has begun: the stream reads from here on
+                received += chunk
+                lines = re.findall(rb"^data: (\{.*\})$", received, re.MULTILINE)
+                events = [json.loads(line) for line in lines]
+        assert received.startswith(b"HTTP/1.1 200")
+        assert b"text/event-stream" in received.split(b"\r\n\r\n")[0]
+    return events
+
+
+async def test_live_updates_announce_new_event_log_rows(tmp_path: Path) -> None:
+    """Server-sent events from the event log: an order taken in after the page opened its
+    stream is announced with its stream and type; store staff hear only that a fulfilment
+    changed."""
+    async with running_daemon(console_config(tmp_path)) as daemon, daemon.admin() as admin:
+        await put_stock(admin, "store-essen", "PICK-1", 5)
+        async with Browser(daemon) as operator, Browser(daemon) as worker:
+            await operator.login()
+            await worker.login(STAFF_TOKEN)
+            seen: dict[str, list[dict[str, Any]]] = {}
+
+            opened = {"operator": trio.Event(), "worker": trio.Event()}
+
+            async def listen(name: str, cookie: str, done: Callable[[list[Any]], bool]) -> None:
+                seen[name] = await live_events(daemon.api, cookie, until=done, opened=opened[name])
+
+            order_ids: list[str] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    listen,
+                    "operator",
+                    operator.client.cookies["somsd_console"],
+                    lambda events: any(
+                        order_ids and e["stream"] == f"order-{order_ids[0]}" for e in events
+                    ),
+                )
+                nursery.start_soon(listen, "worker", worker.client.cookies["somsd_console"], bool)
+                for event in opened.values():  # both streams start at the log's head
+                    await event.wait()
+                order_ids.append(await pickup_order(admin, "L-1", "store-essen"))
+            assert any(e["type"] == "OrderReceived" for e in seen["operator"])
+            assert {e["stream"] for e in seen["worker"]} == {"fulfilment"}
