@@ -25,6 +25,7 @@ import httpx
 import jinja2
 import trio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -582,7 +583,14 @@ def build_console(deps: ConsoleDeps, keeper: SessionKeeper | None = None) -> Sta
         Route("/store/{fulfilment_id}/{step}", p(console.step, staff=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return console.render(
+            request, "error.html", console.session(request), exc.status_code, message=exc.detail
+        )
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: not_found})
 
 
 def with_console(api: ASGIApp, console: ASGIApp) -> ASGIApp:

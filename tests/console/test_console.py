@@ -74,6 +74,11 @@ async def test_no_page_or_action_without_a_valid_session(tmp_path: Path) -> None
             for path in ACTIONS:
                 response = await browser.client.post(path, data={"reason": "x"})
                 assert response.status_code == 403, path
+        # what is not a console route is a console error page, not the API's JSON
+        response = await browser.get("/console/nope")
+        assert response.status_code == 404
+        assert response.headers["content-type"].startswith("text/html")
+        assert (await browser.get("/console")).status_code == 308
         # a wrong token does not log in
         browser.client.cookies.clear()
         response = await browser.login("not-the-token")
