@@ -138,6 +138,18 @@ def test_operator_in_the_browser(daemon: DaemonProcess, browser: Any, tmp_path: 
         assert admin.get(f"/v1/orders/{held}").json()["status"] != "on-hold"
         shot(page, "04-order-released")
 
+        # live: a change made elsewhere is announced on the open page, which keeps its input
+        page.get_by_label("As of").fill("typing, not lost")
+        changed = admin.post(
+            f"/v1/orders/{held}/status", json={"status": "processing", "reason": "by phone"}
+        )
+        assert changed.status_code == 200, changed.text
+        page.get_by_text("New changes since this page was loaded").wait_for()
+        assert page.get_by_label("As of").input_value() == "typing, not lost"
+        shot(page, "04b-order-live-banner")
+        page.get_by_role("link", name="reload").click()
+        page.get_by_text("by phone").first.wait_for()
+
         # an old state: the order as it was right after it was held
         page.locator("li", has_text="OrderHeld").get_by_role("link").click()
         page.get_by_text("The order as it was at").wait_for()
