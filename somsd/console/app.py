@@ -511,6 +511,12 @@ class Console:
             body = {"carrier": form.get("carrier", ""), "tracking_number": form.get("tracking", "")}
         elif step == "picked-up":
             body = {"pickup_code": form.get("pickup_code", "")}
+        elif step == "reject":
+            quantity = form.get("quantity", "")
+            if not (quantity.isascii() and quantity.isdigit() and len(quantity) < 8):
+                raise ApiFailure(422, "quantity: a whole number of units")
+            line = {"sku": form.get("sku", ""), "quantity": int(quantity)}
+            body = {"lines": [line], "reason": form.get("reason", "")}
         elif step not in ("accept", "pick", "pack", "ready"):
             raise ApiFailure(404, f"no step {step!r} in the console")
         fid = quote(view["id"], safe="")

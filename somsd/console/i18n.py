@@ -120,6 +120,10 @@ _EN: Final[dict[str, str]] = {
     "filter": "Filter",
     "live_new": "New changes since this page was loaded",
     "reload": "reload",
+    "reject": "Reject units",
+    "reason_stock_missing": "not in stock",
+    "reason_damaged": "damaged",
+    "reason_declined": "declined",
 }
 
 _DE: Final[dict[str, str]] = {
@@ -233,6 +237,10 @@ _DE: Final[dict[str, str]] = {
     "filter": "Filtern",
     "live_new": "Neue Änderungen seit dem Laden der Seite",
     "reload": "neu laden",
+    "reject": "Einheiten ablehnen",
+    "reason_stock_missing": "nicht vorrätig",
+    "reason_damaged": "beschädigt",
+    "reason_declined": "abgelehnt",
 }
 
 assert _EN.keys() == _DE.keys()

@@ -295,6 +295,21 @@ async def test_store_worker_sees_and_works_only_her_store(tmp_path: Path) -> Non
             await colleague.login(OTHER_STAFF_TOKEN)
             assert (await colleague.get(f"/console/store/{fid}")).status_code == 403
             assert (await colleague.get(f"/console/store/{other}")).status_code == 200
+            # she refuses the damaged unit, with the reason; it is routed elsewhere
+            response = await colleague.post(
+                f"/console/store/{other}/reject",
+                {"sku": "PICK-1", "quantity": "1", "reason": "damaged"},
+                page=f"/console/store/{other}",
+            )
+            assert response.status_code == 303, response.text
+            view = (await admin.get(f"/v1/fulfillments/{other}")).json()
+            assert view["state"] == "rejected"
+            response = await colleague.post(
+                f"/console/store/{other}/reject",
+                {"sku": "PICK-1", "quantity": "many", "reason": "damaged"},
+                page=f"/console/store/{other}",
+            )
+            assert response.status_code == 422
 
 
 async def live_events(
