@@ -15,14 +15,17 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # Debian tools the tests talk to for real: promtool (package prometheus) checks a metrics
-# scrape, systemd-analyze checks the unit, wrk drives the benchmarks, pdftoppm (poppler-utils)
-# renders document PDFs to PNG for a person to look at (tests/documents).
+# scrape and the alert rules, systemd-analyze checks the unit, wrk drives the benchmarks,
+# pdftoppm (poppler-utils) renders document PDFs to PNG for a person to look at
+# (tests/documents), chromium is the browser the console's Playwright tests drive (never a
+# downloaded one).
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null \
-		|| ! command -v systemd-analyze >/dev/null || ! command -v pdftoppm >/dev/null; then \
+		|| ! command -v systemd-analyze >/dev/null || ! command -v pdftoppm >/dev/null \
+		|| ! command -v chromium >/dev/null; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd poppler-utils >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd poppler-utils chromium >/dev/null; \
 	fi
 
 demo: $(STAMP)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from typing import Annotated, Any, Final
@@ -64,9 +65,9 @@ from somsd.domain.errors import (
 )
 from somsd.domain.events import LineQuantity, OrderEvent, ReturnedLine, decode_event
 from somsd.domain.order import Address, Order, decode_order
-from somsd.domain.state import OrderState
+from somsd.domain.state import OrderState, fold
 from somsd.metrics import LabelChildren
-from somsd.projections.fulfilments import OrderDetail, read_order_detail
+from somsd.projections.fulfilments import OrderDetail, OrderFulfilment, read_order_detail
 from somsd.projections.orders import OrderSummary, list_orders, order_stream
 from somsd.signing import SIGNATURE_HEADER, SignatureError, verify_signature
 from somsd.store import EventStore
@@ -179,6 +180,24 @@ MAX_PAGE: Final = 500
 
 # Refusals naming something in the URL that does not exist: 404, like an unknown order.
 _NOT_FOUND_CODES = frozenset({"unknown_return"})
+
+
+def _rfc3339(text: str, name: str) -> datetime:
+    """An RFC 3339 timestamp with its offset (`Z` or `+01:00`), or 422 naming the parameter."""
+    try:
+        value = datetime.fromisoformat(text)
+        # year 1 at +14:00 is before year 1 in UTC: not a moment somsd can have seen
+        utc = value.astimezone(UTC) if value.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        utc = None
+    if utc is None:
+        raise ApiError(
+            422,
+            "invalid_query",
+            f"{name} must be an RFC 3339 time with offset, e.g. 2026-12-07T10:00:00Z",
+            name,
+        )
+    return utc
 
 
 def _domain_error(exc: DomainError) -> ApiError:
@@ -377,10 +396,36 @@ class OrderRoutes:
 
     async def show(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
+        as_of_text = request.query_params.get("as_of")
+        if as_of_text is not None:  # given but empty is a mistake too (422), not "now"
+            return json_response(await self._as_of(order_id, _rfc3339(as_of_text, "as_of")))
         detail = await self.store.read(partial(read_order_detail, order_id=order_id))
         if detail is None:
             raise ApiError(404, "order_not_found", f"no order {order_id!r}")
         return json_response(detail)
+
+    async def _as_of(self, order_id: str, as_of: datetime) -> OrderDetail:
+        """The order as somsd knew it at `as_of`: its events committed by then, folded again.
+
+        Commit time (`recorded_at`), not the event's own `at`, decides: the question is what
+        the system showed at that moment. The routing decisions made by then come along;
+        fulfilments are a separate stream and are left out (the present detail has them)."""
+        stored = await self.store.read_stream(order_stream(order_id))
+        if not stored:
+            raise ApiError(404, "order_not_found", f"no order {order_id!r}")
+        events = [decode_event(e.payload) for e in stored if e.recorded_at <= as_of]
+        if not events:
+            raise ApiError(
+                404,
+                "order_not_yet_received",
+                f"order {order_id!r} was received after {as_of.isoformat()}",
+                "as_of",
+            )
+        state = fold(events)
+        now = await self.store.read(partial(read_order_detail, order_id=order_id))
+        routing = tuple(r for r in now.fulfilment.routing if r.at <= as_of) if now else ()
+        fields = {name: getattr(state, name) for name in state.__struct_fields__}
+        return OrderDetail(**fields, fulfilment=OrderFulfilment(routing=routing))
 
     async def events(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
@@ -461,10 +506,18 @@ class OrderRoutes:
                 "GET",
                 self.show,
                 "One order: lines, status history, invoices, credit notes, returns, routing "
-                "decisions with every candidate's score and rejection, fulfilments",
+                "decisions with every candidate's score and rejection, fulfilments; with "
+                "as_of, the order as it was then (its events up to that moment replayed)",
                 admin=True,
-                responses={200: OrderDetail, 404: None},
+                responses={200: OrderDetail, 404: None, 422: None},
                 tags=("orders",),
+                query=(
+                    (
+                        "as_of",
+                        {"type": "string", "format": "date-time"},
+                        "RFC 3339 time with offset: the order as it stood then",
+                    ),
+                ),
             ),
             ApiRoute(
                 order + "/events",

@@ -283,6 +283,7 @@ class LocationConfig(_Table, frozen=True):
     url: str | None = None
     token_file: SecretFile | None = None  # bearer token for adapter "rest"
     callback_secret_file: SecretFile | None = None  # HMAC key of the 3PL's status callbacks
+    staff_token_file: SecretFile | None = None  # console logins that see only this location
     poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("15s"))
     outbound_dir: str | None = None  # adapter "csv": fulfilment files written here
     inbound_dir: str | None = None  # adapter "csv": status and stock files read from here

@@ -24,6 +24,7 @@ import fcntl
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import time
 import zoneinfo
@@ -36,6 +37,7 @@ import structlog
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 import actors.smartstore_driver  # noqa: F401  # registers the smartstore channel driver
 from actors.carrier import (
@@ -89,6 +91,8 @@ from somsd.config import (
     data_dir_problem,
     load_config,
 )
+from somsd.console import ConsoleDeps, build_console, with_console
+from somsd.console.session import SessionKeeper
 from somsd.domain.holds import HoldRules
 from somsd.domain.policy import InvoicingPolicy, OrderPolicy
 from somsd.domain.status import build_status_machine
@@ -114,6 +118,12 @@ class ReloadResult(msgspec.Struct, frozen=True):
     applied: bool
     changed: tuple[str, ...] = ()  # actor or section names whose config changed
     problems: tuple[str, ...] = ()  # why the new config was rejected
+
+
+def _head_seq(conn: sqlite3.Connection) -> int:
+    """The event log's last seq (0 when empty): where live updates start."""
+    row = conn.execute("SELECT max(seq) FROM events").fetchone()
+    return int(row[0] or 0)
 
 
 def _driver_label(driver: object) -> str | None:
@@ -215,6 +225,7 @@ class Daemon:
         self.metrics.track_mailbox("store", self.store.mailbox)
         self.metrics.on_scrape(self._refresh_outbox_gauges)
         self.backlog_metrics = BacklogMetrics(registry)
+        self.console_sessions = SessionKeeper()  # outlives listener restarts on reload
         self.metrics.on_scrape(self._refresh_backlog_gauges)
         self.integration_actors: dict[
             str, IntegrationActor | LocationActor | ChannelActor | CarrierActor
@@ -354,6 +365,7 @@ class Daemon:
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)
+            app = with_console(app, build_console(self._console_deps(app), self.console_sessions))
             return HttpListener("api", app, self.config.api.listen, graceful_timeout=drain)
         app = build_metrics_app(self.metrics)
         return HttpListener("metrics", app, self.config.metrics.listen, graceful_timeout=drain)
@@ -416,6 +428,29 @@ class Daemon:
         counts = await self.store.outbox_counts()
         self.metrics.set_outbox_counts(
             counts.pending, counts.dead, targets=self.dispatcher.status().targets
+        )
+
+    def _console_deps(self, api: ASGIApp) -> ConsoleDeps:
+        async def outbox_counts() -> tuple[dict[str, int], dict[str, int]]:
+            counts = await self.store.outbox_counts()
+            return counts.pending, counts.dead
+
+        def staff_tokens() -> dict[str, list[Secret]]:
+            return {
+                location.name: location.staff_token_file.lines()
+                for location in self.config.location
+                if location.staff_token_file is not None
+            }
+
+        async def events_after(after: int, limit: int) -> list[tuple[int, str, str, str]]:
+            rows = await self.store.read_all(after_seq=after, limit=limit)
+            return [(e.seq, e.stream, e.type, e.recorded_at.isoformat()) for e in rows]
+
+        async def head_seq() -> int:
+            return await self.store.read(_head_seq)
+
+        return ConsoleDeps(
+            api, self._admin_tokens, staff_tokens, outbox_counts, events_after, head_seq
         )
 
     async def _refresh_backlog_gauges(self) -> None:

@@ -1,0 +1,228 @@
+"""The console in a real browser: Playwright drives Debian's Chromium (`/usr/bin/chromium`,
+never a downloaded browser) against a real `somsd run`. An operator logs in with the keyboard,
+finds an order, reads its timeline and routing, releases a hold, looks at an old state of the
+order and retries a dead letter; a store worker works a click & collect order through to the
+handover with its code and cannot open another store's fulfilment. Screenshots of each page
+go to var/artefacts/console/ for a person to look at."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from somsd.domain.order import Customer
+from somsd.domain.testing import sample_line, sample_order
+from tests.console.helpers import HOSTILE_NAME, STAFF_TOKEN, console_config
+from tests.harness import ADMIN_TOKEN, DaemonProcess
+from tests.orders.shop import daemon_in_thread, intake_path, order_body, signed
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "artefacts" / "console"
+# Real browser, real daemon: every wait is Playwright's, bounded by this (milliseconds).
+WAIT_MS = 10_000
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (make system-deps)", allow_module_level=True)
+
+
+def admin_client(daemon: DaemonProcess) -> httpx.Client:
+    return httpx.Client(
+        base_url=daemon.api, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
+    )
+
+
+def take_in(client: httpx.Client, body: bytes) -> str:
+    response = client.post(intake_path(), content=body, headers=signed(body))
+    assert response.status_code == 202, response.text
+    order_id: str = response.json()["order_id"]
+    return order_id
+
+
+def put_stock(client: httpx.Client, location: str, sku: str, on_hand: int) -> None:
+    counts = [{"sku": sku, "on_hand": on_hand}]
+    response = client.put(
+        f"/v1/locations/{location}/stock",
+        json={"as_of": datetime.now(UTC).isoformat(), "counts": counts},
+    )
+    assert response.status_code == 200, response.text
+
+
+def until(what: str, condition: Any, budget: float = 10.0) -> Any:
+    """Poll the daemon's HTTP API (it offers no event to this thread) until `condition()`."""
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    with daemon_in_thread(console_config(tmp_path)) as running:
+        yield running
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+
+
+def test_operator_in_the_browser(daemon: DaemonProcess, browser: Any, tmp_path: Path) -> None:
+    with admin_client(daemon) as admin:
+        put_stock(admin, "store-essen", "MUG-1", 50)
+        take_in(admin, order_body("B-100"))
+        hostile = sample_order(
+            external_id="B-666",
+            customer=Customer(id="666", email="blocked@example.com", name=HOSTILE_NAME),
+        )
+        held = take_in(admin, msgspec.json.encode(hostile))
+        put_stock(admin, "wh-csv", "CSV-1", 5)
+        take_in(admin, order_body("B-200", lines=[sample_line(sku="CSV-1", quantity=1)]))
+        until("a dead letter", lambda: admin.get("/v1/dead-letters").json()["dead_letters"])
+
+        page = browser.new_page(locale="en-GB")
+        page.set_default_timeout(WAIT_MS)
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+        # log in with the keyboard only: the token field has focus, Tab to the name, Enter
+        page.goto(daemon.api + "/console/")
+        assert page.url.startswith(daemon.api + "/console/login")
+        shot(page, "01-login")
+        page.keyboard.type(ADMIN_TOKEN)
+        page.keyboard.press("Tab")
+        page.keyboard.type("Erika")
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/console/orders")
+
+        # find the order by the customer's e-mail
+        page.get_by_label("Number, name or e-mail").fill("blocked@example.com")
+        page.get_by_role("button", name="Search").click()
+        page.wait_for_url("**q=blocked*")
+        shot(page, "02-orders")
+        page.get_by_role("link", name="B-666").click()
+        page.wait_for_url(f"**/console/orders/{held}")
+        assert page.get_by_role("heading", name="Timeline").is_visible()
+        assert page.get_by_role("heading", name="Why here: routing").is_visible()
+        assert HOSTILE_NAME in page.inner_text("main")  # shown as the text it is
+        shot(page, "03-order-held")
+
+        # release the hold with a reason
+        page.get_by_label("Reason").fill("customer called, verified")
+        page.get_by_role("button", name="Release").click()
+        page.wait_for_url(f"**/console/orders/{held}")
+        page.get_by_text("customer called, verified").first.wait_for()
+        assert admin.get(f"/v1/orders/{held}").json()["status"] != "on-hold"
+        shot(page, "04-order-released")
+
+        # live: a change made elsewhere is announced on the open page, which keeps its input
+        page.get_by_label("As of").fill("typing, not lost")
+        changed = admin.post(
+            f"/v1/orders/{held}/status", json={"status": "processing", "reason": "by phone"}
+        )
+        assert changed.status_code == 200, changed.text
+        page.get_by_text("New changes since this page was loaded").wait_for()
+        assert page.get_by_label("As of").input_value() == "typing, not lost"
+        shot(page, "04b-order-live-banner")
+        page.get_by_role("link", name="reload").click()
+        page.get_by_text("by phone").first.wait_for()
+
+        # an old state: the order as it was right after it was held
+        page.locator("li", has_text="OrderHeld").get_by_role("link").click()
+        page.get_by_text("The order as it was at").wait_for()
+        assert "on-hold" in page.inner_text("h1")
+        shot(page, "05-order-as-of")
+
+        # the dead letter: inspect, fix the cause, retry
+        page.get_by_role("link", name="Dead letters").click()
+        page.get_by_text("not a folder").first.wait_for()
+        shot(page, "06-dead-letters")
+        (tmp_path / "blocker").unlink()
+        (tmp_path / "blocker" / "out").mkdir(parents=True)
+        page.get_by_role("button", name="Retry").first.click()
+        page.get_by_text("Requeued").wait_for()
+        until("the file", lambda: list((tmp_path / "blocker" / "out").glob("*.csv")))
+
+        page.get_by_role("link", name="System").click()
+        page.get_by_role("button", name="Reload config").click()
+        page.get_by_text("Reload result").wait_for()
+        shot(page, "07-system")
+
+        # German by the switch
+        page.get_by_role("link", name="DE", exact=True).click()
+        page.get_by_role("heading", name="System").wait_for()
+        assert page.get_by_role("button", name="Konfiguration neu laden").is_visible()
+        assert dialogs == []  # no injected script ever ran
+
+
+def test_store_worker_in_the_browser(daemon: DaemonProcess, browser: Any) -> None:
+    with admin_client(daemon) as admin:
+        put_stock(admin, "store-essen", "PICK-1", 5)
+        put_stock(admin, "store-bochum", "PICK-1", 5)
+        pickup = {"shipping_method": "pickup", "shipping_price": "0.00"}
+        line = [sample_line(sku="PICK-1", quantity=1)]
+        essen = take_in(
+            admin, order_body("S-1", lines=line, pickup_location="store-essen", **pickup)
+        )
+        bochum = take_in(
+            admin, order_body("S-2", lines=line, pickup_location="store-bochum", **pickup)
+        )
+
+        def fulfilment_of(order_id: str) -> dict[str, Any] | None:
+            found = admin.get(f"/v1/orders/{order_id}").json()["fulfilment"]["fulfilments"]
+            return found[0] if found else None
+
+        mine = until("essen's fulfilment", lambda: fulfilment_of(essen))
+        theirs = until("bochum's fulfilment", lambda: fulfilment_of(bochum))
+
+        page = browser.new_page(locale="de-DE", viewport={"width": 1024, "height": 768})
+        page.set_default_timeout(WAIT_MS)
+        page.goto(daemon.api + "/console/login")
+        page.get_by_label("Token").fill(STAFF_TOKEN)
+        page.get_by_label("Ihr Name").fill("Sabine")
+        page.get_by_role("button", name="Anmelden").click()
+        page.wait_for_url("**/console/store")
+        assert mine["id"] in page.content()
+        assert theirs["id"] not in page.content()
+        shot(page, "10-store-list")
+
+        page.get_by_role("link", name="S-1").click()
+        for step in ("accept", "pick", "pack", "ready"):
+            page.get_by_role("button", name=step, exact=True).click()
+            page.wait_for_load_state()
+        shot(page, "11-store-ready")
+        code = fulfilment_of(essen)["pickup_code"]  # type: ignore[index]
+        assert code not in page.content()
+        page.get_by_label("Abholcode des Kunden").fill(code)
+        page.get_by_role("button", name="picked-up", exact=True).click()
+        page.get_by_text("Erledigt").wait_for()
+        shot(page, "12-store-handed-over")
+        assert admin.get(f"/v1/fulfillments/{mine['id']}").json()["state"] == "picked_up"
+
+        response = page.goto(daemon.api + f"/console/store/{theirs['id']}")
+        assert response is not None
+        assert response.status == 403
+        shot(page, "13-store-other-forbidden")
