@@ -17,7 +17,7 @@ The pipeline, in order (each step exists for a reason named at its definition):
    cut out of every string.
 5. `render_journald_line` — msgspec JSON plus the `<N>` prefix.
 
-stdlib `logging` (hypercorn, httpx) goes through the same steps via
+stdlib `logging` (httpx, httpcore) goes through the same steps via
 `structlog.stdlib.ProcessorFormatter`, so there is one format and one level.
 
 The level is checked by our own `Logger` wrapper against a process-wide threshold rather than
@@ -224,7 +224,7 @@ def forget_secret_values() -> None:
 
 
 def add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """Add `logger`: the stdlib logger's name (`hypercorn.error`) or the name given to
+    """Add `logger`: the stdlib logger's name (`httpx`) or the name given to
     `get_logger`, which `BytesLoggerFactory` hands to the `BytesLogger` it makes."""
     record = event_dict.get("_record")
     name = record.name if record is not None else getattr(logger, "name", None)

@@ -1,4 +1,4 @@
-"""The API listener served for real by hypercorn on a loopback port: probes, auth, drain, errors."""
+"""The API listener served for real by somsd.http on loopback: probes, auth, drain, errors."""
 
 from __future__ import annotations
 

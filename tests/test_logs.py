@@ -115,7 +115,7 @@ def test_set_level_reaches_loggers_cached_before_the_change() -> None:
     try:
         logs.configure_logging("info", stream=buffer, cache_loggers=True)
         log = logs.get_logger("somsd.cached")
-        stdlib = logging.getLogger("hypercorn.error")
+        stdlib = logging.getLogger("httpx")
         log.debug("hidden before")
         log.info("cached now")
         stdlib.debug("hidden before")
@@ -250,9 +250,9 @@ def test_exception_group_with_several_errors_is_kept_whole(stream: io.BytesIO) -
 
 
 def test_stdlib_logging_goes_through_the_same_pipeline(stream: io.BytesIO) -> None:
-    """hypercorn/httpx records get the prefix, JSON, logger name, context and level filter."""
+    """httpx records get the prefix, JSON, logger name, context and level filter."""
     structlog.contextvars.bind_contextvars(actor="http")
-    stdlib = logging.getLogger("hypercorn.error")
+    stdlib = logging.getLogger("httpx")
     stdlib.info("Running on %s", "http://127.0.0.1:8470")
     logs.set_level("warning")
     stdlib.info("dropped")
@@ -264,7 +264,7 @@ def test_stdlib_logging_goes_through_the_same_pipeline(stream: io.BytesIO) -> No
     [(p1, first), (p2, second)] = read_lines(stream)
     assert (p1, first["level"], p2, second["level"]) == (6, "info", 3, "error")
     assert first["event"] == "Running on http://127.0.0.1:8470"
-    assert first["logger"] == "hypercorn.error"
+    assert first["logger"] == "httpx"
     assert first["actor"] == "http"
     assert second["exception"][0]["exc_type"] == "OSError"
 

@@ -1,6 +1,6 @@
 """`SmartstoreSimulator`: a Smartstore Web API (OData v4) shop on loopback, with knobs for trouble.
 
-Serve `sim` (an ASGI app) with `somsd.http` / hypercorn; paths are `/odata/v1/<EntitySet>...`
+Serve `sim` (an ASGI app) with `somsd.http`; paths are `/odata/v1/<EntitySet>...`
 as on a real shop. Implemented server rules (reference sections in `PROTOCOL.md`):
 
 - Basic auth with the API key pair; failures answer 401 (421 for plain http when
@@ -269,7 +269,7 @@ class _ODataFailure(Exception):
 
 
 class _DroppedResponse(Response):
-    """Announces a body and ends without it: hypercorn closes the connection."""
+    """Announces a body and ends without it: the server closes the connection."""
 
     def __init__(self) -> None:
         super().__init__(status_code=200)

@@ -1,7 +1,7 @@
 """`ThreePLSimulator`: the reference server of the `rest` protocol, with knobs for trouble.
 
 Shipped with the product: `somsd demo` runs the real `ThreePLClient` against it, and the tests
-do too, over a real socket (hypercorn on 127.0.0.1:0), so timeouts, dropped connections and
+do too, over a real socket (somsd.http on 127.0.0.1:0), so timeouts, dropped connections and
 idempotent retries are exercised the way they happen in production.
 
 Two halves:
@@ -32,7 +32,7 @@ Knobs (`ThreePLKnobs`, mutable while serving):
   whose SKU lacks units is rejected `out_of_stock` for the missing units only.
 
 Dropping a connection: the app sends response headers announcing a body and ends without it,
-so hypercorn closes the connection and the client sees "peer closed connection without sending
+so the server closes the connection and the client sees "peer closed connection without sending
 complete message body" (`httpx.RemoteProtocolError`) without any error logged by the server.
 """
 
@@ -184,7 +184,7 @@ class _Replay:
 
 
 class _DroppedResponse(Response):
-    """Announces a body and ends without it: hypercorn closes the connection (see docstring)."""
+    """Announces a body and ends without it: the server closes the connection (see docstring)."""
 
     def __init__(self) -> None:
         super().__init__(status_code=200)

@@ -1,4 +1,4 @@
-"""Serving simulators for real: hypercorn on 127.0.0.1:0 inside the test's nursery.
+"""Serving simulators for real: somsd.http on 127.0.0.1:0 inside the test's nursery.
 
 `serve(app)` returns the bound base URL once the listener accepts connections (no fixed port,
 no start-up race) and returns the listener too, so a test can stop it to get a refused

@@ -1,4 +1,4 @@
-"""The Smartstore client against the real simulator over loopback (hypercorn on 127.0.0.1:0)."""
+"""The Smartstore client against the real simulator over loopback (somsd.http on 127.0.0.1:0)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `rest` 3PL client against the real simulator, served by hypercorn on 127.0.0.1:0.
+"""The `rest` 3PL client against the real simulator, served by somsd.http on 127.0.0.1:0.
 
 Sockets are in flight, so these tests run on trio's real clock with small budgets (steps of
 tens of milliseconds, `fail_after` of a few seconds); the state machine's timing is checked
@@ -249,7 +249,7 @@ async def test_stopped_server_refuses_connections_transiently(serve: Serve) -> N
         client = ThreePLClient(http, system="wh-test")
         refused: TransientUpstreamError | None = None
         with trio.fail_after(BUDGET):
-            while refused is None:  # hypercorn closes its socket shortly after stop() returns
+            while refused is None:  # the server closes its socket shortly after stop() returns
                 try:
                     await client.fetch_stock()
                 except TransientUpstreamError as exc:

@@ -1,7 +1,7 @@
 """A real `somsd run` polling the Smartstore simulator: SIGKILLs during intake, auth failures,
 the reconciliation routes and `somsd reconcile`/`somsd doctor`.
 
-The simulator runs in the test process (hypercorn on loopback), so the test sees exactly what
+The simulator runs in the test process (somsd.http on loopback), so the test sees exactly what
 the daemon did to the shop; the daemon is a child process killed with SIGKILL mid-poll.
 """
 

@@ -1,4 +1,4 @@
-"""The stock routes over real HTTP: hypercorn on a loopback port 0, the actor on a real store.
+"""The stock routes over real HTTP: somsd.http on a loopback port 0, the actor on a real store.
 
 Sockets and the store's thread are in flight, so the real clock is used; nothing waits on time.
 """

@@ -36,7 +36,7 @@ async def store(nursery: trio.Nursery, tmp_path: Path, registry: CollectorRegist
 
 @pytest.fixture
 async def serve(nursery: trio.Nursery) -> AsyncIterator[Serve]:
-    """Serve an ASGI app with hypercorn on 127.0.0.1:0; returns its URL and its listener."""
+    """Serve an ASGI app with somsd.http on 127.0.0.1:0; returns its URL and its listener."""
     listeners: list[HttpListener] = []
 
     async def start(app: ASGIApp) -> tuple[str, HttpListener]:

@@ -1,6 +1,6 @@
 """A `rest` location end to end: outbox -> dispatcher -> LocationActor -> the real simulator.
 
-The `ThreePLSimulator` is served by hypercorn on 127.0.0.1:0 and the actor builds its own
+The `ThreePLSimulator` is served by somsd.http on 127.0.0.1:0 and the actor builds its own
 httpx client from the location's config (url, token file), so requests, timeouts, dropped
 connections and idempotent replays happen on real sockets. Real clock, small budgets.
 """
