@@ -17,8 +17,9 @@ one recipient, parks it in the dead letters with the server's answer.
 Config is read at every delivery (`config()`), so a reload that changes `[notify]` takes
 effect with the next mail; the connection pool is replaced when the SMTP settings change.
 
-The invoice PDF: `attachments` (None until the documents exist) is awaited for each mail and
-returns the files to attach, e.g. the invoice PDF for kind "invoice".
+The invoice PDF: `attachments` (set by the composition root to `document_attachments`) is
+awaited for each mail and returns the files to attach: the invoice PDF for kind "invoice", the
+credit note's PDF for a refund.
 
 Metrics: `somsd_mails_sent_total{kind}`, `somsd_mail_failures_total{kind,outcome}` (transient,
 permanent), `somsd_mail_send_seconds` (render + SMTP conversation).
@@ -37,6 +38,7 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from actors.documents import DocumentReader
 from actors.effects import FulfilmentEffects, OrderEffects
 from actors.outbox import OutboxDispatcher
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError
@@ -62,6 +64,7 @@ __all__ = [
     "TARGET",
     "AttachmentSource",
     "Mailer",
+    "document_attachments",
     "enabled_mails",
     "fulfilment_mail_effects",
     "order_mail_effects",
@@ -129,6 +132,41 @@ def fulfilment_mail_effects(
         return _items(jobs, enabled_mails(config, decode_state(blob).channel))
 
     return effects
+
+
+def document_attachments(reader: DocumentReader, enabled: Callable[[], bool]) -> AttachmentSource:
+    """The invoice mail carries the invoice PDF, the refund mail its credit note's PDF.
+
+    With `[documents]` on, a mail whose document is not rendered yet waits for it (a transient
+    failure: the outbox retries with backoff, rendering takes well under a second), and one
+    whose e-invoice failed validation is not sent at all: it becomes a dead letter naming the
+    document, since an invalid invoice must not reach the customer. With `[documents]` off the
+    mail shows the invoice as a table and has no attachment.
+    """
+
+    async def attachments(job: MailJob, state: OrderState) -> Sequence[Attachment]:
+        if not enabled():
+            return ()
+        number: str | None = None
+        if job.kind == "invoice" and state.invoice is not None:
+            number = state.invoice.number
+        elif job.credit_note is not None and job.credit_note < len(state.credit_notes):
+            number = state.credit_notes[job.credit_note].number
+        if number is None:
+            return ()
+        files = await reader.for_invoice(number)
+        if files is not None:
+            return (Attachment(f"{number}.pdf", "application/pdf", files.pdf),)
+        record = await reader.record(number)
+        if record is None:
+            raise TransientUpstreamError(TARGET, f"{TARGET}: {number}.pdf is not rendered yet")
+        raise PermanentUpstreamError(
+            TARGET,
+            f"{TARGET}: {number} failed e-invoice validation (GET /v1/documents/invalid); "
+            "the mail is held back with it",
+        )
+
+    return attachments
 
 
 def smtp_settings(notify: NotifyConfig) -> SmtpSettings:

@@ -71,7 +71,12 @@ from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.inventory import Inventory, channel_stock_policies, debounce_policy, safety_stock
 from actors.inventory_api import InventoryRoutes
 from actors.location import LocationActor, LocationRoutes
-from actors.mailer import Mailer, fulfilment_mail_effects, order_mail_effects
+from actors.mailer import (
+    Mailer,
+    document_attachments,
+    fulfilment_mail_effects,
+    order_mail_effects,
+)
 from actors.order_api import OrderRoutes
 from actors.order_desk import OrderDesk
 from actors.outbox import OutboxDispatcher
@@ -233,6 +238,10 @@ class Daemon:
         # Documents: rendered off the hot path by their own actor, when [documents] is on.
         self.document_reader = DocumentReader(
             self.store, FileStore(Path(config.daemon.data_dir) / "documents")
+        )
+        # The document actor exists only when [documents] was on at start (see below).
+        self.mailer.attachments = document_attachments(
+            self.document_reader, lambda: self.documents is not None
         )
         self.documents = (
             DocumentActor(config, store=self.store, dispatcher=self.dispatcher, registry=registry)

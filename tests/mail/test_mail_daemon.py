@@ -308,3 +308,42 @@ async def test_shipped_by_hand_returned_and_refunded_each_send_their_mail(
         assert refunded.status_code == 200, refunded.text
         await eventually("the refund mail", lambda: _count(smtp, 5))
         assert all(n == 1 for n in message_ids(smtp.mails()).values())
+
+
+DOCUMENTS = """
+[documents]
+enabled = true
+seller_name = "Muster Handel GmbH"
+street = "Industriestr. 5"
+zip = "20095"
+city = "Hamburg"
+vat_id = "DE123456789"
+email = "rechnung@muster.example"
+contact_name = "Max Muster"
+phone = "+49 40 1234567"
+iban = "DE02120300000000202051"
+"""
+
+
+async def test_invoice_mail_carries_the_rendered_invoice_pdf(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    """With [documents] on, the invoice mail waits for the PDF and attaches exactly the bytes
+    somsd stored and serves for that invoice."""
+    config = webhook_config(tmp_path, LOCATIONS + smtp.notify_section() + DOCUMENTS)
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin, "wh", MUG_1=10)
+        async with httpx.AsyncClient(base_url=daemon.api) as shop:
+            order_id = await accept(shop, order_body("pdf-1", **customer(7)))
+        await eventually("confirmation and invoice", lambda: _count(smtp, 2), within=90)
+        mine = mails_to(smtp.mails(), "kunde7@example.com")
+        [invoice_mail] = [m for m in mine if "Rechnung" in str(m["Subject"])]
+        [pdf] = list(invoice_mail.iter_attachments())
+        assert pdf.get_content_type() == "application/pdf"
+        records = (await admin.get(f"/v1/orders/{order_id}/documents")).json()["documents"]
+        [number] = [r["number"] for r in records if str(r["number"]).startswith("RE-")]
+        assert pdf.get_filename() == f"{number}.pdf"
+        served = await admin.get(f"/v1/documents/{number}", headers={"Accept": "application/pdf"})
+        assert served.status_code == 200
+        assert pdf.get_content() == served.content
+        assert served.content.startswith(b"%PDF-")
