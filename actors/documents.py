@@ -28,12 +28,13 @@ not handed out (`DocumentReader.for_invoice` returns None), the operator sees it
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Final, Literal
@@ -45,15 +46,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.channel import DRIVERS, channel_target
 from actors.effects import OrderEffects
 from actors.outbox import OutboxDispatcher
 from adapters.errors import TransientUpstreamError
-from somsd.api import ApiError, ApiRoute, json_response
+from somsd.api import ApiError, ApiRoute, json_response, query_int
 from somsd.config import Config, DocumentsConfig
 from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
 from somsd.documents.model import InvoiceRequest, Seller
 from somsd.documents.render import render_invoice
 from somsd.documents.validation import Finding
+from somsd.domain.channel_sync import ChannelEffect
 from somsd.domain.events import (
     UNNUMBERED,
     CreditNoteIssued,
@@ -66,6 +69,7 @@ from somsd.domain.events import (
     encode_event,
 )
 from somsd.domain.numbering import parse_number
+from somsd.domain.order import Order
 from somsd.domain.state import OrderState
 from somsd.projections.orders import order_stream
 from somsd.store import EventStore, IdempotencyKey, NewEvent, OutboxEntry, OutboxItem
@@ -407,6 +411,49 @@ def invoice_request(
     return InvoiceRequest(**common, prepaid=_prepaid(events, issued))  # type: ignore[arg-type]
 
 
+PUBLIC_DOCUMENT_PATH: Final = "/v1/public/documents/"
+
+
+def _link_signature(key: bytes, number: str, expires: int) -> str:
+    return hmac.new(key, f"{number}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def document_link(public_url: str, key: bytes, number: str, expires: int) -> str:
+    """The customer's link to invoice `number`'s PDF, valid until `expires` (unix time)."""
+    signature = _link_signature(key, number, expires)
+    base = public_url.rstrip("/")
+    return f"{base}{PUBLIC_DOCUMENT_PATH}{number}?expires={expires}&sig={signature}"
+
+
+def link_is_valid(key: bytes, number: str, expires: int, signature: str, now: float) -> bool:
+    """A link opens its document until it expires, and only with its own signature."""
+    if now > expires or not signature.isascii():
+        return False
+    return hmac.compare_digest(_link_signature(key, number, expires), signature)
+
+
+def link_note(
+    config: DocumentsConfig, record: DocumentRendered, channel: str, order: Order, now: float
+) -> OutboxItem | None:
+    """The shop order note with the invoice link, for a valid document of a polled channel."""
+    if config.public_url is None or config.link_key_file is None or not record.valid:
+        return None
+    key = config.link_key_file.secret.reveal().strip().encode()
+    expires = int(now + config.link_valid_for.seconds)
+    link = document_link(config.public_url, key, record.number, expires)
+    until = datetime.fromtimestamp(expires, UTC).date().isoformat()
+    title = "Rechnungskorrektur" if record.kind == "credit_note" else "Rechnung"
+    effect = ChannelEffect(
+        kind="note",
+        order_id=record.order_id,
+        external_id=order.external_id,
+        number=order.number,
+        key=f"channel/{channel}/{record.order_id}/note/document-{record.number}",
+        note=f"{title} {record.number} als PDF (bis {until}): {link}",
+    )
+    return OutboxItem(channel_target(channel), msgspec.json.encode(effect), effect.key)
+
+
 class DocumentActor:
     """Registers the `documents` outbox target and renders what is delivered to it."""
 
@@ -439,6 +486,11 @@ class DocumentActor:
             self.dispatcher.unregister(DOCUMENTS_TARGET, self.deliver)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.validator.close)
+
+    def _polled(self, channel: str) -> bool:
+        """Whether the channel's shop takes order notes from somsd (a polled shop)."""
+        section = next((c for c in self.config.channel if c.name == channel), None)
+        return section is not None and section.kind in DRIVERS
 
     async def deliver(self, entry: OutboxEntry) -> None:
         job = msgspec.json.decode(entry.payload, type=DocumentJob)
@@ -492,10 +544,17 @@ class DocumentActor:
             rule_sets=report.rule_sets,
             findings=report.findings,
         )
+        order = next(e.order for e in events if isinstance(e, OrderReceived))
+        note = (
+            link_note(self.config.documents, record, channel, order, time.time())
+            if self._polled(channel)
+            else None
+        )
         await self.store.append(
             document_stream(issued.number),
             [NewEvent("DocumentRendered", msgspec.json.encode(record), {"actor": ACTOR})],
             idempotency=IdempotencyKey(ACTOR, issued.number),
+            outbox=[note] if note is not None else [],
         )
         self.metrics.rendered.labels(record.kind, record.profile).inc()
         if not report.valid:
@@ -511,8 +570,33 @@ class DocumentActor:
 
 
 class DocumentRoutes:
-    def __init__(self, reader: DocumentReader) -> None:
+    def __init__(
+        self, reader: DocumentReader, link_key: Callable[[], bytes | None] = lambda: None
+    ) -> None:
         self.reader = reader
+        self.link_key = link_key  # `[documents] link_key_file`; None: no public links
+
+    async def public(self, request: Request) -> Response:
+        """A customer's signed link: the invoice PDF, without a token, until it expires.
+
+        Every refusal is the same 404, so a link cannot be probed for which part is wrong."""
+        number = request.path_params["number"]
+        key = self.link_key()
+        expires = query_int(request.query_params, "expires", 0, 0, 10**11)
+        signature = request.query_params.get("sig", "")
+        refused = ApiError(404, "document_not_found", "no such document, or the link expired")
+        if key is None or not valid_number(number):
+            raise refused
+        if not link_is_valid(key, number, expires, signature, time.time()):
+            raise refused
+        files = await self.reader.for_invoice(number)
+        if files is None:
+            raise refused
+        return Response(
+            files.pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="{number}.pdf"'},
+        )
 
     async def for_order(self, request: Request) -> Response:
         order_id = request.path_params["order_id"]
@@ -558,6 +642,23 @@ class DocumentRoutes:
                 "Invoices and credit notes whose e-invoice failed validation (not sent)",
                 admin=True,
                 responses={200: list[DocumentRendered]},
+                tags=("documents",),
+            ),
+            ApiRoute(
+                PUBLIC_DOCUMENT_PATH + "{number}",
+                "GET",
+                self.public,
+                "The customer's signed, expiring link to an invoice or credit-note PDF (the "
+                "shop order note's link); no token",
+                responses={200: None, 404: None, 422: None},
+                query=(
+                    (
+                        "expires",
+                        {"type": "integer", "minimum": 0, "maximum": 10**11},
+                        "unix time the link expires at",
+                    ),
+                    ("sig", "string", "the link's HMAC-SHA256 signature"),
+                ),
                 tags=("documents",),
             ),
             ApiRoute(

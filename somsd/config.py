@@ -487,6 +487,12 @@ class DocumentsConfig(_Table, frozen=True):
     # customer id (the shop's) -> Leitweg-ID/buyer reference: those get XRechnung 3.0
     buyer_references: dict[str, str] = msgspec.field(default_factory=dict)
     validation_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    # Where customers reach this daemon's public document route (a reverse proxy in front of
+    # the API listener): set, a shop order from a polled channel gets an order note with a
+    # signed, expiring link to its invoice PDF (Smartstore has no invoice upload).
+    public_url: str | None = None
+    link_key_file: SecretFile | None = None  # HMAC key of those links; required with public_url
+    link_valid_for: Duration = msgspec.field(default_factory=lambda: Duration("30d"))
     template: tuple[DocumentTemplateConfig, ...] = ()
 
 
@@ -978,6 +984,16 @@ def _check_references(
 def _setting_problems(config: Config) -> list[str]:
     """The single-table sections' own rules: routing, body limit, time zone, hold limits."""
     problems: list[str] = []
+    documents = config.documents
+    if documents.public_url is not None:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", documents.public_url):
+            problems.append(
+                f'documents.public_url: "{documents.public_url[:80]}" is not an http(s) URL'
+            )
+        if documents.link_key_file is None:
+            problems.append("documents.link_key_file: required with documents.public_url")
+    if documents.link_valid_for.seconds < 3600:
+        problems.append("documents.link_valid_for: at least 1h")
     weights = config.routing.weights
     for name in weights.__struct_fields__:
         if getattr(weights, name) < 0:

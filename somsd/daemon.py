@@ -342,6 +342,10 @@ class Daemon:
             metrics=self.erp_metrics,
         )
 
+    def _document_link_key(self) -> bytes | None:
+        key_file = self.config.documents.link_key_file
+        return None if key_file is None else key_file.secret.reveal().strip().encode()
+
     def _carrier_actor(self, section: CarrierConfig) -> CarrierActor:
         return CarrierActor(
             section,
@@ -370,7 +374,7 @@ class Daemon:
                 *LocationRoutes(self._location_actors).routes(),
                 *ChannelRoutes(self._channel_actors).routes(),
                 *CarrierRoutes(self.store, Path(self.config.daemon.data_dir)).routes(),
-                *DocumentRoutes(self.document_reader).routes(),
+                *DocumentRoutes(self.document_reader, self._document_link_key).routes(),
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import signal
+import time
 from pathlib import Path
 
 import facturx
@@ -150,3 +151,44 @@ async def test_sigkill_while_rendering_renders_each_document_once(tmp_path: Path
     assert all(count == 1 for _, count in rows)
     stored = list((tmp_path / "data" / "documents").rglob("*"))
     assert not [item for item in stored if item.suffix == ".part"]
+
+
+LINK_KEY = "link-key-for-tests"
+
+
+async def test_a_signed_link_opens_the_invoice_pdf_until_it_expires(tmp_path: Path) -> None:
+    """`GET /v1/public/documents/<number>` needs no token, only the link's signature, and
+    refuses a tampered, foreign or expired link with the same 404."""
+    from actors.documents import document_link
+
+    (tmp_path / "links.key").write_text(LINK_KEY + "\n")
+    public = '\npublic_url = "https://shop.example.com/somsd"\nlink_key_file = "links.key"\n'
+    path = webhook_config(tmp_path, DOCUMENTS.format(vat_id="DE123456789") + public)
+    async with running_daemon(path) as daemon, httpx.AsyncClient(base_url=daemon.api) as client:
+        order_id = await accept(client, order_body("L-1"))
+        number = str((await wait_documents(daemon, [order_id]))[order_id]["number"])
+        key = LINK_KEY.encode()
+        later = int(time.time()) + 3600
+        link = document_link("https://shop.example.com/somsd", key, number, later)
+        local = link.removeprefix("https://shop.example.com/somsd")
+        opened = await client.get(local)
+        assert opened.status_code == 200, opened.text
+        assert opened.headers["content-type"] == "application/pdf"
+        async with daemon.admin() as admin:
+            stored = await admin.get(f"/v1/documents/{number}")
+        assert opened.content == stored.content
+        expired = document_link("", key, number, int(time.time()) - 1)
+        foreign = document_link("", b"another key", number, later)
+        other = document_link("", key, "RE-2026-999999", later)
+        for refused in (
+            expired,
+            foreign,
+            other,
+            local.replace("sig=", "sig=0"),
+            local.replace(f"expires={later}", f"expires={later + 1}"),
+            f"/v1/public/documents/{number}",
+            f"/v1/public/documents/{number}?expires=x&sig=y",
+        ):
+            answer = await client.get(refused)
+            assert answer.status_code in (404, 422), (refused, answer.status_code)
+            assert answer.headers["content-type"] == "application/json"
