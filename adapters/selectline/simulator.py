@@ -492,7 +492,27 @@ class SelectLineSimulator:
         return rows + self.extra_stock_rows
 
     async def _stocks(self, request: Request) -> Response:
-        return _json(self._page(request, self._filtered(request, self.stock_rows())))
+        if self._param(request, "filter"):
+            return _json(self._page(request, self._filtered(request, self.stock_rows())))
+        # Unfiltered pages are built from their slice only: reading 500,000 rows page by page
+        # must not build all of them for every page.
+        keys = sorted(self.stock)
+        rows = self._page(request, [*keys, *range(len(self.extra_stock_rows))])
+        return _json([self._stock_row(key) for key in rows])
+
+    def _stock_row(self, key: tuple[str, str] | int) -> Stock:
+        if isinstance(key, int):
+            return self.extra_stock_rows[key]
+        article, warehouse = key
+        available = self.stock[key]
+        known = self.warehouses.get(warehouse)
+        return Stock(
+            ArticleNumber=article,
+            Number=warehouse,
+            WarehouseName=known.Name if known else None,
+            Quantity=available,
+            AvailableStock=available,
+        )
 
     async def _customers(self, request: Request) -> Response:
         if request.method == "GET":
