@@ -6,8 +6,11 @@ AuthResult reason), lets the API user read Orders and Products, takes a harmless
 product's stock PATCHed to the value it already has), and its clock is close enough to ours
 for the poll overlap to cover the difference. For `[notify]`: the SMTP relay is reached, does
 STARTTLS (or implicit TLS) with a trusted certificate and accepts the login, all without
-sending a mail, and the template folder, if configured, exists. Other kinds add their checks
-here.
+sending a mail, and the template folder, if configured, exists. For `[[erp]] kind =
+"selectline"`: `GET /Info` answers, a login gets a licence seat (402 named as such) and is
+given back, articles and documents can be read, every mapped warehouse exists, and the ERP's
+clock (`ServerTimeInUtc`) is within a minute of ours. For `[[carrier]]`: see
+`actors.carrier.check_carrier`. Other kinds add their checks here.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import msgspec
 
 from actors.carrier import check_carrier
 from adapters.errors import UpstreamError
+from adapters.selectline.client import SelectLineClient
+from adapters.selectline.errors import SelectLineNoLicence
 from adapters.smartstore.client import SmartstoreClient, smartstore_http_client
 from adapters.smartstore.errors import AUTH_FIXES, SmartstoreAuthError
-from somsd.config import ChannelConfig, Config, NotifyConfig
+from somsd.config import ChannelConfig, Config, ErpConfig, NotifyConfig
 
-__all__ = ["Check", "check_config", "check_smartstore", "check_smtp"]
+__all__ = ["Check", "check_config", "check_selectline", "check_smartstore", "check_smtp"]
 
 T = TypeVar("T")
 
@@ -180,4 +185,99 @@ async def check_config(config: Config) -> list[Check]:
         checks.extend(Check(f"carrier/{carrier.name}", *check) for check in found)
     if config.notify is not None:
         checks.extend(await check_smtp(config.notify))
+    checks.extend(await check_erps(config))
     return checks
+
+
+async def check_erps(config: Config) -> list[Check]:
+    checks: list[Check] = []
+    for erp in config.erp:
+        if erp.kind == "selectline":
+            mapped = {w for location in config.location for w in location.warehouses}
+            checks.extend(await check_selectline(erp, mapped | set(erp.warehouses)))
+    return checks
+
+
+# The ERP's clock dates documents and open items; a minute apart is still the same business day
+# for all but the last minute of it.
+_ERP_CLOCK_LIMIT = 60.0
+
+
+async def check_selectline(section: ErpConfig, warehouses: set[str]) -> list[Check]:
+    system = f"erp/{section.name}"
+    checks: list[Check] = []
+
+    def add(name: str, ok: bool, detail: str) -> None:
+        checks.append(Check(system, name, ok, detail))
+
+    url = section.url or ""
+    lines = section.password_file.lines() if section.password_file else []
+    async with httpx.AsyncClient(base_url=url, timeout=_TIMEOUT) as http:
+        client = SelectLineClient(
+            http,
+            system=system,
+            user=section.user,
+            password=lines[0].reveal() if lines else "",
+            app_key=section.app_key,
+        )
+        try:
+            info = await client.info()
+        except UpstreamError as exc:
+            add("reachable", False, f"{exc}; check url and that the SelectLine API runs")
+            return checks
+        add(
+            "reachable",
+            True,
+            f"{url} answers ({info.Product or 'SelectLine API'} {info.Version or '?'})",
+        )
+        try:
+            await client.login()
+        except SelectLineNoLicence as exc:
+            add("login", False, f"{exc.message}; free a seat or license one more")
+            return checks
+        except UpstreamError as exc:
+            add("login", False, str(exc))
+            return checks
+        add("login", True, f"user {section.user} logged in (a licence seat was free)")
+        try:
+            await _step(add, "read articles", "GET /Articles", client.articles)
+            await _step(
+                add, "read documents", "GET /Documents", lambda: client.documents(KindFlag="F")
+            )
+            found = await _step(add, "read warehouses", "GET /Warehouses", client.warehouses)
+            if found is not None:
+                known = {w.Number for w in found}
+                missing = sorted(warehouses - known)
+                add(
+                    "warehouses",
+                    not missing,
+                    f"missing in the ERP: {', '.join(missing)}; fix `warehouses`"
+                    if missing
+                    else f"all {len(warehouses)} mapped warehouses exist",
+                )
+        finally:
+            await client.logout()
+        skew = _erp_skew(info.ServerTimeInUtc)
+        if skew is None:
+            add("clock", False, "the ERP sent no readable ServerTimeInUtc")
+        else:
+            ok = skew <= _ERP_CLOCK_LIMIT
+            add(
+                "clock",
+                ok,
+                f"ERP clock differs by {skew:.1f} s"
+                + ("" if ok else "; fix the clocks (NTP): documents would be dated wrongly"),
+            )
+    return checks
+
+
+def _erp_skew(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return abs((datetime.now(UTC) - moment).total_seconds())

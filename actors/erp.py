@@ -510,11 +510,7 @@ class SelectLineErp(IntegrationActor):
     async def _post_shipment(self, client: SelectLineClient, effect: PostShipment) -> None:
         order = await self._sales_order(client, effect.number)
         if order is None:
-            raise TransientUpstreamError(
-                self.target,
-                f"{self.target}: sales order for {effect.number} not in the ERP yet; will retry",
-                operation="GET /Documents",
-            )
+            raise self._not_posted_yet(effect.number)
         reference = f"{effect.number}/{effect.shipment_id}"
         positions = await client.positions(order.key)
         wanted = _shipment_positions(positions, effect)
@@ -603,7 +599,9 @@ class SelectLineErp(IntegrationActor):
             key = found[0].key
         else:
             order = await self._sales_order(client, effect.number)
-            address = order.BusinessPartner.Address if order and order.BusinessPartner else None
+            if order is None:
+                raise self._not_posted_yet(effect.number)
+            address = order.BusinessPartner.Address if order.BusinessPartner else None
             created = await client.create_document(
                 DocumentCreateModel(
                     KindFlag="G",
@@ -622,10 +620,29 @@ class SelectLineErp(IntegrationActor):
         await self._add_lines(client, key, effect.lines, shipping or None)
         await self._record(effect.order_id, "G", key, f"credit:{effect.index}")
 
+    def _not_posted_yet(self, number: str) -> TransientUpstreamError:
+        """Deliveries of one order may run in any order: what follows the F waits for it."""
+        return TransientUpstreamError(
+            self.target,
+            f"{self.target}: sales order for {number} not in the ERP yet; will retry",
+            operation="GET /Documents",
+        )
+
+    async def _sales_order_recorded(self, order_id: str) -> bool:
+        blob = await self.store.read(partial(fetch_state, order_id=order_id))
+        if blob is None:
+            return False
+        return any(
+            d.system == self.erp.name and d.kind == "F" and d.cause == "order"
+            for d in decode_state(blob).erp_documents
+        )
+
     async def _cancel(self, client: SelectLineClient, effect: CancelErpOrder) -> None:
         order = await self._sales_order(client, effect.number)
         if order is None:
-            return  # never posted, or deleted already: nothing to cancel
+            if await self._sales_order_recorded(effect.order_id):
+                return  # deleted by an earlier attempt whose answer was lost
+            raise self._not_posted_yet(effect.number)
         if self.erp.cancel_action == "delete":
             await client.delete_document(order.key)
         else:

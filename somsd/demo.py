@@ -6,8 +6,10 @@ protocol for one warehouse; store staff working the other locations' pick lists 
 manual fulfilment API; the main shop, a Smartstore simulator (a real OData Web API on loopback
 with a seeded catalogue of a few thousand products) whose shoppers check out orders somsd polls
 in, while somsd pushes stock and visibility back and reconciles the catalogue once; a webhook
-shop as a second channel placing realistic signed orders; an "ERP" that books the bank
-transfers and invoice payments of shipped orders; a supplier that restocks the 3PL before it
+shop as a second channel placing realistic signed orders; a SelectLine ERP (its simulator on
+loopback) that is the stock source of one warehouse and receives every order as a sales order
+and every shipment as delivery note and invoice; an "ERP" that books the bank transfers and
+invoice payments of shipped orders through the API; a supplier that restocks the 3PL before it
 runs dry, so every order can finish. The live view shows orders by status (and why those that
 wait, wait), fulfilments by location, stock sync and routing, and errors; the API and metrics
 stay up so a user can look around. With `--orders N` the demo places N orders, waits until
@@ -50,6 +52,7 @@ import structlog
 import trio
 
 from adapters.dhl.simulator import SHIPPING_PREFIX, DhlKnobs, DhlSimulator, write_credentials
+from adapters.selectline.simulator import SelectLineKnobs, SelectLineSimulator
 from adapters.smartstore import OrderStatus, ShippingStatus, SmartstoreSimulator
 from adapters.storesim import StoreClient, StoreKnobs, StoreSimulator, WorkItem
 from adapters.threepl.simulator import ThreePLKnobs, ThreePLSimulator
@@ -118,6 +121,7 @@ class DemoState:
     statuses: Counter[str] = field(default_factory=Counter)
     fulfilments: Counter[tuple[str, str]] = field(default_factory=Counter)
     payments_booked: int = 0
+    erp_documents: str = ""  # documents somsd posted to the ERP, per kind flag
     restocks: int = 0
     log_lines: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     # (monotonic time, "HH:MM:SS text"): shown for ERROR_TTL seconds.
@@ -442,6 +446,7 @@ def demo_config(
     *,
     shipping: DemoShipping | None = None,
     notify: str = "",
+    erp: str = "",
 ) -> str:
     blocks = []
     for name, kind, adapter, lat, lon, ships_to, capacity, priority in LOCATIONS:
@@ -451,6 +456,7 @@ def demo_config(
         address = STORE_ADDRESSES.get(name, "")
         address += shipping.location_keys(name, adapter) if shipping is not None else ""
         limit = f"daily_capacity = {capacity}\n" if capacity is not None else ""
+        limit += ERP_WAREHOUSES.get(name, "")
         blocks.append(
             f'[[location]]\nname = "{name}"\nkind = "{kind}"\nadapter = "{adapter}"\n'
             f"{extra if adapter == 'rest' else ''}"
@@ -482,7 +488,8 @@ max_locations = 2
 
 [invoicing]
 auto_methods = ["creditcard", "paypal"]
-{notify}"""
+{notify}
+{erp}"""
 
 
 def _free(address: str, tries: int = 10) -> str:
@@ -609,8 +616,8 @@ def _start_counts(location: str) -> list[dict[str, Any]]:
 
 async def seed_stock(admin: httpx.AsyncClient) -> None:
     for location in START_STOCK:
-        if location == REST_LOCATION:
-            continue  # the 3PL reports its own stock
+        if location == REST_LOCATION or location in ERP_WAREHOUSES:
+            continue  # the 3PL and the ERP report their own stock
         response = await admin.put(f"/v1/locations/{location}/stock", json=_start_counts(location))
         response.raise_for_status()
 
@@ -671,6 +678,61 @@ async def book_payments(admin: httpx.AsyncClient, state: DemoState) -> None:
                 break
             cursor = page["next_cursor"]
         await trio.sleep(1)
+
+
+# The SelectLine ERP: warehouse 200 is wh-munich's stock (somsd polls it, so the demo does
+# not seed that location's stock); every order, shipment and credit note is posted to it.
+ERP_LOCATION = "wh-munich"
+ERP_WAREHOUSES = {ERP_LOCATION: 'warehouses = ["200"]\n'}
+ERP_PASSWORD_FILE = "selectline.password"  # noqa: S105  # a file name, not a password
+
+
+class DemoErp:
+    """The demo's ERP: a SelectLine simulator on loopback and its bookkeeper."""
+
+    def __init__(self, seed: int) -> None:
+        # The shop's long tail is not in the ERP's article list up front: the simulator takes
+        # positions of unknown articles as its article import would (`open_catalogue`).
+        self.sim = SelectLineSimulator(
+            knobs=SelectLineKnobs(open_catalogue=True), password=secrets.token_hex(12), seed=seed
+        )
+        self.sim.add_warehouse("200", "Lager München")
+        for item in DEFAULT_CATALOGUE:
+            self.sim.add_article(item.sku, name=item.name, stock={"200": START_STOCK[ERP_LOCATION]})
+        self.url = ""
+
+    async def start(self, nursery: trio.Nursery, data_dir: Path) -> None:
+        listener = HttpListener(
+            "selectline", self.sim, ListenAddress("127.0.0.1:0"), graceful_timeout=1
+        )
+        await nursery.start(listener.run)
+        self.url = listener.urls[0]
+        password = data_dir / ERP_PASSWORD_FILE
+        password.touch(mode=0o600)
+        password.write_text(self.sim.password + "\n")
+
+    def config(self) -> str:
+        return f"""
+[[erp]]
+name = "selectline"
+kind = "selectline"
+url = "{self.url}"
+password_file = "{ERP_PASSWORD_FILE}"
+stock_source = true
+post_invoices = true
+poll_interval = "1s"
+payment_interval = "1s"
+"""
+
+    def documents_posted(self) -> str:
+        counts = Counter(document.kind for document in self.sim.documents.values())
+        return "(" + " ".join(f"{kind}{counts[kind]}" for kind in "FLRG") + ")"
+
+    async def watch_documents(self, state: DemoState) -> None:
+        """Keep the live view's count of documents somsd posted to the ERP current."""
+        while True:
+            state.erp_documents = self.documents_posted()
+            await trio.sleep(1)
 
 
 def why_waiting(detail: Mapping[str, Any]) -> str:
@@ -901,7 +963,7 @@ def render(
     for order_status, count in sorted(state.statuses.items()):
         orders.add_row(order_status, str(count))
     orders.add_row("[dim]placed / refused", f"{state.placed} / {state.rejected_deliveries}")
-    orders.add_row("[dim]paid via ERP", str(state.payments_booked))
+    orders.add_row("[dim]paid via ERP", f"{state.payments_booked} {state.erp_documents}")
     reasons = Counter(state.waiting.values())
     waiting = Text("\n".join(f"{n} {why}" for why, n in reasons.most_common(3)), style="yellow")
 
@@ -1069,15 +1131,21 @@ async def run_demo(options: DemoOptions) -> int:
     return code
 
 
-async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
-    data_dir = options.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    shops = demo_shops(options.seed)
+def _write_credentials(data_dir: Path, shops: tuple[DemoShop, ...]) -> tuple[str, str]:
+    """Fresh admin and 3PL tokens and the shops' keys, as files the demo config names."""
     admin_token, threepl_token = secrets.token_hex(16), secrets.token_hex(16)
     (data_dir / "admin.token").write_text(admin_token + "\n")
     for shop in shops:
         (data_dir / f"{shop.channel}.secret").write_text(shop.secret + "\n")
     (data_dir / "threepl.token").write_text(threepl_token + "\n")
+    return admin_token, threepl_token
+
+
+async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
+    data_dir = options.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shops = demo_shops(options.seed)
+    admin_token, threepl_token = _write_credentials(data_dir, shops)
     _log_into(state)
     knobs = ThreePLKnobs(error_rate=options.error_rate, step_delay=0.3)
     threepl = ThreePLSimulator(
@@ -1089,7 +1157,9 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
         first_change=int(time.time() * 1000),
     )
     started = time.monotonic()
+    erp = DemoErp(options.seed)
     async with trio.open_nursery() as nursery:
+        await erp.start(nursery, data_dir)
         listener = HttpListener("3pl", threepl, ListenAddress("127.0.0.1:0"), graceful_timeout=1)
         await nursery.start(listener.run)
         await nursery.start(threepl.run)
@@ -1110,6 +1180,7 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
                 shops,
                 shipping=shipping,
                 notify=mail_config(mail),
+                erp=erp.config(),
             )
         )
         nursery.start_soon(count_mails, data_dir / "smtp" / "mail", state)
@@ -1120,21 +1191,9 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
             ) as admin:
                 async with trio.open_nursery() as actors:
                     await seed_stock(admin)
-                    for location in MANUAL_LOCATIONS:
-                        staff = StoreSimulator(
-                            StoreClient(admin, system=location),
-                            location,
-                            knobs=StoreKnobs(
-                                step_delay=0.3,
-                                collect_delay=0.5,
-                                poll_interval=0.3,
-                                label_from_carrier=True,
-                            ),
-                            seed=options.seed,
-                            customer_code=partial(customer_code, admin),
-                        )
-                        actors.start_soon(staff.run)
+                    _start_store_staff(actors, admin, options)
                     actors.start_soon(book_payments, admin, state)
+                    actors.start_soon(erp.watch_documents, state)
                     actors.start_soon(watch, admin, daemon.urls["metrics"], state)
                     if options.outage_after is not None:
                         actors.start_soon(_outage, knobs, options)
@@ -1159,6 +1218,23 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
             state.shop_rows = shop.rows()
     _summary(state, options, code=code)
     return code
+
+
+def _start_store_staff(
+    nursery: trio.Nursery, admin: httpx.AsyncClient, options: DemoOptions
+) -> None:
+    """The staff of each manual location: pick, pack (the carrier's label), ship, hand over."""
+    for location in MANUAL_LOCATIONS:
+        staff = StoreSimulator(
+            StoreClient(admin, system=location),
+            location,
+            knobs=StoreKnobs(
+                step_delay=0.3, collect_delay=0.5, poll_interval=0.3, label_from_carrier=True
+            ),
+            seed=options.seed,
+            customer_code=partial(customer_code, admin),
+        )
+        nursery.start_soon(staff.run)
 
 
 async def _wind_down(
@@ -1266,6 +1342,7 @@ def _summary(state: DemoState, options: DemoOptions, *, code: int) -> None:
     for why, count in Counter(state.waiting.get(o, "just placed") for o in open_orders).items():
         table.add_row(f"  waiting: {why}", str(count))
     table.add_row("payments booked by the ERP", str(state.payments_booked))
+    table.add_row("documents posted to the ERP", state.erp_documents or "-")
     for label, shown in shop_panel_rows(state):
         table.add_row(f"smartstore: {label}", shown)
     table.add_row("3PL restocks by the supplier", str(state.restocks))

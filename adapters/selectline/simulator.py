@@ -115,6 +115,11 @@ class SelectLineKnobs:
     # Seconds a session may idle before the server drops it (and frees its seat): how the
     # seat of a client that died without logging out comes back. None: never.
     session_timeout: float | None = None
+    # Demo convenience: an article position for an unknown article number creates the article
+    # (as the shop's article import would have) instead of the real server's 400.
+    open_catalogue: bool = False
+    # A delivery note takes its units out of stock, as the Wawi books it.
+    book_out_deliveries: bool = True
 
 
 @dataclass
@@ -487,7 +492,27 @@ class SelectLineSimulator:
         return rows + self.extra_stock_rows
 
     async def _stocks(self, request: Request) -> Response:
-        return _json(self._page(request, self._filtered(request, self.stock_rows())))
+        if self._param(request, "filter"):
+            return _json(self._page(request, self._filtered(request, self.stock_rows())))
+        # Unfiltered pages are built from their slice only: reading 500,000 rows page by page
+        # must not build all of them for every page.
+        keys = sorted(self.stock)
+        rows = self._page(request, [*keys, *range(len(self.extra_stock_rows))])
+        return _json([self._stock_row(key) for key in rows])
+
+    def _stock_row(self, key: tuple[str, str] | int) -> Stock:
+        if isinstance(key, int):
+            return self.extra_stock_rows[key]
+        article, warehouse = key
+        available = self.stock[key]
+        known = self.warehouses.get(warehouse)
+        return Stock(
+            ArticleNumber=article,
+            Number=warehouse,
+            WarehouseName=known.Name if known else None,
+            Quantity=available,
+            AvailableStock=available,
+        )
 
     async def _customers(self, request: Request) -> Response:
         if request.method == "GET":
@@ -607,6 +632,9 @@ class SelectLineSimulator:
         document = self._get(request.path_params["key"])
         item = self._body(await request.body(), ArticlePositionItem)
         article = self.articles.get(item.ArticleNumber)
+        if article is None and self.knobs.open_catalogue:
+            self.add_article(item.ArticleNumber, name=item.Name)
+            article = self.articles[item.ArticleNumber]
         if article is None:
             raise _Failure(400, f"Artikel {item.ArticleNumber} nicht gefunden", 4001)
         if item.CalculatedQuantityValue <= 0:
@@ -696,6 +724,8 @@ class SelectLineSimulator:
             )
             copy.predecessor = position.identifier
         source.successors.append(target.key)
+        if target.kind == "L" and self.knobs.book_out_deliveries:
+            self._book_out(target)
         if target.kind in "RG":
             self._open_item(target)
         return self._created(
@@ -716,6 +746,17 @@ class SelectLineSimulator:
         else:
             raise _Failure(400, "Status fehlt", 6002)
         return Response(status_code=204)
+
+    def _book_out(self, delivery: _Document) -> None:
+        """A delivery note takes its units out of stock: from the warehouse holding most."""
+        for position in delivery.positions:
+            if position.kind != "A" or position.quantity <= 0:
+                continue
+            held = [(q, w) for (a, w), q in self.stock.items() if a == position.article]
+            if held:
+                _, warehouse = max(held)
+                key = (position.article, warehouse)
+                self.stock[key] -= position.quantity
 
     # -- accounting ----------------------------------------------------------------------
 

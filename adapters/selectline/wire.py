@@ -63,7 +63,7 @@ class AccessTokenModel(_Model, frozen=True):
     """`AdministrationModule.Models.AccessTokenModel`: sent as `<TokenType> <AccessToken>`."""
 
     AccessToken: str
-    TokenType: str = "LoginId"
+    TokenType: str | None = None  # "LoginId"
 
 
 class ApiInfo(_Model, frozen=True):
