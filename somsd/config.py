@@ -974,6 +974,7 @@ def _check_references(
     problems.extend(
         _shipping_problems(indexed("location"), config.carrier)
         + _carrier_problems(indexed("carrier"))
+        + _erp_problems(indexed("erp"))
     )
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
@@ -1015,6 +1016,17 @@ def _setting_problems(config: Config) -> list[str]:
         elif limit < 0:
             problems.append(f"holds.unpaid_limits.{currency}: must not be negative")
     return problems
+
+
+def _erp_problems(erps: Sequence[tuple[int, ErpConfig]]) -> list[str]:
+    """A SelectLine ERP needs its API's address and the password of the user somsd logs in as."""
+    return [
+        f"erp[{index}].{key}: required for kind selectline"
+        for index, erp in erps
+        if erp.kind == "selectline"
+        for key in ("url", "password_file")
+        if getattr(erp, key) is None
+    ]
 
 
 def _carrier_problems(carriers: Sequence[tuple[int, CarrierConfig]]) -> list[str]:

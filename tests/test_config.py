@@ -346,3 +346,16 @@ pickup_locations = {{ "Abholung Essen" = "store-essen", "Abholung Lager" = "{oth
         'channel[0].default_pickup_location: "nowhere" is not a location with '
         'capabilities = ["pickup"]; pickup stores: store-essen',
     ]
+
+
+def test_a_selectline_erp_needs_its_url_and_password(tmp_path: Path) -> None:
+    path = tmp_path / "somsd.toml"
+    path.write_text(
+        '[[erp]]\nname = "sl"\nkind = "selectline"\n\n[[erp]]\nname = "other"\nkind = "rest"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        "erp[0].url: required for kind selectline",
+        "erp[0].password_file: required for kind selectline",
+    ]

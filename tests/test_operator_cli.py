@@ -30,7 +30,7 @@ from tests.test_cli import fixed_port_config
 pytestmark = pytest.mark.slow
 
 # A carrier with its driver (nothing listens at its url: no location ships with it, so it never
-# calls) and a section somsd has no driver for yet (SelectLine comes with an upstream issue).
+# calls) and a section somsd has no driver for yet (an ERP of kind rest).
 CARRIER = """
 [[carrier]]
 name = "dhl"
@@ -42,7 +42,7 @@ password_file = "dhl.password"
 
 [[erp]]
 name = "erp"
-kind = "selectline"
+kind = "rest"
 """
 
 NO_STREET = Address(name="Erika Muster", street=" ", zip="10115", city="Berlin", country="DE")

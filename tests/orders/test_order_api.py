@@ -593,6 +593,7 @@ ORDER_ROUTES = {
     ("/v1/orders", "get"),
     ("/v1/orders/{order_id}", "get"),
     ("/v1/orders/{order_id}/events", "get"),
+    ("/v1/orders/{order_id}/documents", "get"),
     ("/v1/orders/{order_id}/status", "post"),
     ("/v1/orders/{order_id}/release", "post"),
     ("/v1/orders/{order_id}/address", "post"),
