@@ -32,6 +32,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -1131,6 +1132,22 @@ async def run_demo(options: DemoOptions) -> int:
     return code
 
 
+def _keep_previous_run(data_dir: Path) -> None:
+    """Start every run on a fresh event store and keep the last one in `previous/`.
+
+    The simulators (shop, 3PL, ERP, DHL) start empty each run, so a previous run's unfinished
+    work can never finish: its fulfilments would sit at a 3PL that no longer knows them, its
+    shop effects would dead-letter, and the staff would work its leftovers before this run's
+    orders. The old store stays for a look (any `somsd` command whose config names it).
+    """
+    current, previous = data_dir / "data", data_dir / "previous"
+    if not current.exists():
+        return
+    if previous.exists():
+        shutil.rmtree(previous)
+    current.rename(previous)
+
+
 def _write_credentials(data_dir: Path, shops: tuple[DemoShop, ...]) -> tuple[str, str]:
     """Fresh admin and 3PL tokens and the shops' keys, as files the demo config names."""
     admin_token, threepl_token = secrets.token_hex(16), secrets.token_hex(16)
@@ -1144,6 +1161,7 @@ def _write_credentials(data_dir: Path, shops: tuple[DemoShop, ...]) -> tuple[str
 async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
     data_dir = options.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    _keep_previous_run(data_dir)
     shops = demo_shops(options.seed)
     admin_token, threepl_token = _write_credentials(data_dir, shops)
     _log_into(state)
