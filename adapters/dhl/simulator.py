@@ -69,6 +69,7 @@ from adapters.dhl.wire import (
     TrackingShipment,
     ValidationMessage,
 )
+from adapters.faults import DroppedResponse, start_simulator
 from adapters.labels import parcel_label_pdf, parcel_label_zpl
 
 __all__ = ["SHIPPING_PREFIX", "DhlKnobs", "DhlSimulator", "SimulatedShipment", "main"]
@@ -107,22 +108,6 @@ class SimulatedShipment:
     routing_code: str
     deleted: bool = False
     render_pdf: Callable[[], bytes] | None = None  # the PDF, drawn when first asked for
-
-
-class _DroppedResponse(Response):
-    """Announces a body and ends without it: the client sees the connection drop."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
-            }
-        )
 
 
 class DhlSimulator:
@@ -298,9 +283,9 @@ class DhlSimulator:
         if not validate and status != 400:
             if self.knobs.lose_next > 0:
                 self.knobs.lose_next -= 1
-                return _DroppedResponse()
+                return DroppedResponse()
             if self.knobs.lost_response_rate and self._rng.random() < self.knobs.lost_response_rate:
-                return _DroppedResponse()
+                return DroppedResponse()
         return self._answer(status, answer)
 
     def _check(self, shipment: Shipment) -> list[ValidationMessage]:
@@ -569,8 +554,6 @@ def write_credentials(directory: Path, sim: DhlSimulator) -> tuple[Path, Path]:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from somsd.config import ListenAddress
-    from somsd.http import serve_asgi
 
     sim = DhlSimulator(
         knobs=DhlKnobs(
@@ -584,19 +567,10 @@ async def _main(args: argparse.Namespace) -> None:
     if args.credentials_dir:
         write_credentials(Path(args.credentials_dir), sim)
     async with trio.open_nursery() as nursery:
-        never = trio.Event()
-        urls: list[str] = await nursery.start(
-            lambda task_status: serve_asgi(
-                sim,
-                ListenAddress(f"127.0.0.1:{args.port}"),
-                name="dhl-sim",
-                shutdown_trigger=never.wait,
-                task_status=task_status,
-            )
+        url = await start_simulator(
+            nursery, sim, port=args.port, name="dhl-sim", url_file=args.url_file
         )
-        print(f"serving {urls[0]}{SHIPPING_PREFIX}", flush=True)
-        if args.url_file:
-            await trio.Path(args.url_file).write_text(urls[0] + "\n")
+        print(f"serving {url}{SHIPPING_PREFIX}", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -51,6 +51,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from adapters.faults import DroppedResponse, start_simulator
 from adapters.selectline.wire import (
     ENCODER,
     AccessTokenModel,
@@ -205,22 +206,6 @@ class _Failure(Exception):
         self.status = status
         self.message = message
         self.response_id = response_id
-
-
-class _DroppedResponse(Response):
-    """Announces a body and ends without it: the server closes the connection mid-answer."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=201)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 201,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
-            }
-        )
 
 
 def _json(value: object, status: int = 200) -> Response:
@@ -536,9 +521,9 @@ class SelectLineSimulator:
         knobs = self.knobs
         if knobs.lose_next_creates > 0:
             knobs.lose_next_creates -= 1
-            return _DroppedResponse()
+            return DroppedResponse(201)
         if knobs.lost_response_rate and self._rng.random() < knobs.lost_response_rate:
-            return _DroppedResponse()
+            return DroppedResponse(201)
         return _json(value, 201)
 
     def _get(self, key: str) -> _Document:
@@ -849,8 +834,6 @@ def _error(failure: _Failure) -> Response:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from somsd.config import ListenAddress
-    from somsd.http import serve_asgi
 
     sim = SelectLineSimulator(
         knobs=SelectLineKnobs(
@@ -865,19 +848,10 @@ async def _main(args: argparse.Namespace) -> None:
         await path.touch(mode=0o600)
         await path.write_text(args.password + "\n")
     async with trio.open_nursery() as nursery:
-        never = trio.Event()
-        urls = await nursery.start(
-            lambda task_status: serve_asgi(
-                sim,
-                ListenAddress(f"127.0.0.1:{args.port}"),
-                name="selectline-sim",
-                shutdown_trigger=never.wait,
-                task_status=task_status,
-            )
+        url = await start_simulator(
+            nursery, sim, port=args.port, name="selectline-sim", url_file=args.url_file
         )
-        print(f"serving {urls[0]} ({len(sim.articles)} articles)", flush=True)
-        if args.url_file:
-            await trio.Path(args.url_file).write_text(urls[0] + "\n")
+        print(f"serving {url} ({len(sim.articles)} articles)", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

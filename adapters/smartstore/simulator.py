@@ -61,6 +61,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from adapters.faults import DroppedResponse, start_simulator
 from adapters.smartstore.errors import AccessDeniedReason
 from adapters.smartstore.wire import (
     ENCODER,
@@ -266,22 +267,6 @@ class _ODataFailure(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-class _DroppedResponse(Response):
-    """Announces a body and ends without it: the server closes the connection."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
-            }
-        )
 
 
 # -- query language ----------------------------------------------------------------------------
@@ -1275,7 +1260,7 @@ class SmartstoreSimulator:
         started = time.perf_counter()
         response = await self._answer(request, body)
         self.busy_seconds += time.perf_counter() - started - max(0.0, self.knobs.latency)
-        status = None if isinstance(response, _DroppedResponse) else response.status_code
+        status = None if isinstance(response, DroppedResponse) else response.status_code
         self.requests.append(
             RecordedRequest(
                 method=request.method,
@@ -1314,9 +1299,9 @@ class SmartstoreSimulator:
         if request.method != "GET" and response.status_code < 300:
             if knobs.lose_next > 0:
                 knobs.lose_next -= 1
-                return _DroppedResponse()
+                return DroppedResponse()
             if knobs.lost_response_rate and self._rng.random() < knobs.lost_response_rate:
-                return _DroppedResponse()
+                return DroppedResponse()
         return response
 
     def _json(self, payload: object, customer_id: int | None, status: int = 200) -> Response:
@@ -1730,8 +1715,6 @@ def write_credentials(directory: Path, sim: SmartstoreSimulator) -> tuple[Path, 
 
 
 async def _main(args: argparse.Namespace) -> None:
-    from somsd.config import ListenAddress
-    from somsd.http import serve_asgi
 
     sim = SmartstoreSimulator(
         knobs=SmartstoreKnobs(
@@ -1753,19 +1736,10 @@ async def _main(args: argparse.Namespace) -> None:
         write_credentials(Path(args.credentials_dir), sim)
     print(f"smartstore simulator: {len(sim.products)} products, {len(seeded.truth)} stock SKUs")
     async with trio.open_nursery() as nursery:
-        never = trio.Event()
-        urls = await nursery.start(
-            lambda task_status: serve_asgi(
-                sim,
-                ListenAddress(f"127.0.0.1:{args.port}"),
-                name="smartstore-sim",
-                shutdown_trigger=never.wait,
-                task_status=task_status,
-            )
+        url = await start_simulator(
+            nursery, sim, port=args.port, name="smartstore-sim", url_file=args.url_file
         )
-        print(f"serving {urls[0]}{ODATA_PREFIX}", flush=True)
-        if args.url_file:
-            await trio.Path(args.url_file).write_text(urls[0] + "\n")
+        print(f"serving {url}{ODATA_PREFIX}", flush=True)
         if args.rate > 0:
             nursery.start_soon(lambda: sim.run_shopper(rate=args.rate, count=args.count))
 

@@ -58,6 +58,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from adapters.faults import DroppedResponse
 from adapters.threepl.callback import SIGNATURE_HEADER, encode_callback
 from adapters.threepl.wire import (
     FINAL_STATUSES,
@@ -181,22 +182,6 @@ class _Replay:
 
     request: FulfillmentRequest
     body: bytes
-
-
-class _DroppedResponse(Response):
-    """Announces a body and ends without it: the server closes the connection (see docstring)."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
-            }
-        )
 
 
 def _error(
@@ -422,7 +407,7 @@ class ThreePLSimulator:
 
         async def endpoint(request: Request) -> Response:
             response = await self._answer(request, handler)
-            status = None if isinstance(response, _DroppedResponse) else response.status_code
+            status = None if isinstance(response, DroppedResponse) else response.status_code
             self.requests.append(
                 RecordedRequest(
                     method=request.method,
@@ -443,7 +428,7 @@ class ThreePLSimulator:
         if knobs.outage == "unavailable":
             return _error(503, "unavailable", "simulated outage", headers={"Retry-After": "1"})
         if knobs.outage == "drop":
-            return _DroppedResponse()
+            return DroppedResponse()
         if knobs.error_rate and self._rng.random() < knobs.error_rate:
             return _error(500, "internal", "simulated failure")
         if not self._authorized(request):
@@ -455,7 +440,7 @@ class ThreePLSimulator:
             and knobs.lost_response_rate
             and self._rng.random() < knobs.lost_response_rate
         ):
-            return _DroppedResponse()  # created, but the client never hears about it
+            return DroppedResponse()  # created, but the client never hears about it
         return response
 
     def _authorized(self, request: Request) -> bool:
