@@ -33,7 +33,7 @@ import httpx
 import msgspec
 import trio
 
-from adapters.smtp.server import read_mails
+from adapters.smtp.simulator import read_mails
 from somsd.domain.lifecycle import receive_order
 from somsd.domain.policy import OrderPolicy
 from somsd.domain.testing import InMemoryOrderLog, sample_order

@@ -1,5 +1,5 @@
 """`python -m adapters.smtp ...`: the SMTP simulator's command line (see `server.main`)."""
 
-from adapters.smtp.server import main
+from adapters.smtp.simulator import main
 
 main()

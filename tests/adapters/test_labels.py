@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -95,3 +96,21 @@ def test_printer_addresses() -> None:
     assert PrinterAddress.parse("tcp://zebra-1:9100") == PrinterAddress("zebra-1", 9100)
     assert PrinterAddress.parse("tcp://10.0.0.7") == PrinterAddress("10.0.0.7", 9100)
     assert PrinterAddress.parse("tcp://[::1]:9101") == PrinterAddress("::1", 9101)
+
+
+async def test_the_printer_simulator_keeps_each_job_and_bounds_its_size(
+    nursery: trio.Nursery,
+) -> None:
+    from adapters.labels.simulator import ZebraSimulator
+
+    printer = ZebraSimulator(max_job_bytes=1000)
+    await nursery.start(printer.serve)
+    for sent, job in enumerate((b"^XA^FDsmall^FS^XZ", b"x" * 5000), start=1):
+        stream = await trio.open_tcp_stream("127.0.0.1", printer.port)
+        async with stream:
+            await stream.send_all(job)
+        with trio.fail_after(5):
+            while len(printer.jobs) < sent:
+                await printer.changed.wait()
+    assert printer.jobs == [b"^XA^FDsmall^FS^XZ", b"x" * 1000]
+    assert printer.truncated == 1

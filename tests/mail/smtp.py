@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from adapters.smtp.server import read_mails
+from adapters.smtp.simulator import read_mails
 
 START_TIMEOUT = 15.0
 
