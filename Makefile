@@ -18,14 +18,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # scrape and the alert rules, systemd-analyze checks the unit, wrk drives the benchmarks,
 # pdftoppm (poppler-utils) renders document PDFs to PNG for a person to look at
 # (tests/documents), chromium is the browser the console's Playwright tests drive (never a
-# downloaded one).
+# downloaded one), postgresql is the server behind the PostgreSQL store's tests (a throwaway
+# cluster per test session, tests/pgcluster.py).
 system-deps:
 	@if ! command -v promtool >/dev/null || ! command -v wrk >/dev/null \
 		|| ! command -v systemd-analyze >/dev/null || ! command -v pdftoppm >/dev/null \
-		|| ! command -v chromium >/dev/null; then \
+		|| ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd poppler-utils chromium >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus wrk systemd poppler-utils chromium postgresql >/dev/null; \
 	fi
 
 demo: $(STAMP)
