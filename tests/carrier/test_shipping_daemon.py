@@ -255,6 +255,7 @@ async def test_sigkill_and_lost_answers_buy_each_label_exactly_once(
 
 async def test_a_failed_delivery_holds_the_order_once(tmp_path: Path, serve: Serve) -> None:
     sim = DhlSimulator()
+    sim.knobs.deliver_after = 3600.0  # only the test's `advance` moves the parcel on
     url, _ = await serve(sim)
     config = shipping_config(tmp_path, url, sim)
     async with running_daemon(config) as daemon, daemon.admin() as admin:
