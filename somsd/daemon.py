@@ -24,7 +24,6 @@ import fcntl
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 import zoneinfo
@@ -108,7 +107,7 @@ from somsd.metrics import KernelMetrics, build_metrics_app
 from somsd.notify import Notifier
 from somsd.projections import all_projections
 from somsd.secrets import Secret
-from somsd.store import EventStore
+from somsd.store import Connection, EventStore
 from somsd.supervisor import ChildSpec, Strategy, Supervisor
 
 __all__ = ["Daemon", "ReloadResult", "run_daemon"]
@@ -125,7 +124,7 @@ class ReloadResult(msgspec.Struct, frozen=True):
     problems: tuple[str, ...] = ()  # why the new config was rejected
 
 
-def _head_seq(conn: sqlite3.Connection) -> int:
+def _head_seq(conn: Connection) -> int:
     """The event log's last seq (0 when empty): where live updates start."""
     row = conn.execute("SELECT max(seq) FROM events").fetchone()
     return int(row[0] or 0)

@@ -1,0 +1,218 @@
+"""`PostgresEventStore`: the same event-log actor, its log in PostgreSQL.
+
+Everything a caller sees is `EventStore`'s: one writer task with a bounded mailbox, group
+commit (a batch of requests in one transaction, each in its own SAVEPOINT, answered only after
+COMMIT), reads on pooled connections in worker threads, restart after a broken connection.
+Only the connections (psycopg 3's sync API on trio worker threads, no asyncio) and the batch
+writer differ.
+
+Several writers: unlike SQLite, other daemons may write the same database at the same time.
+What keeps that correct:
+
+- A stream's versions are `UNIQUE (stream, version)`. Two writers appending to one stream both
+  read version n; the second one's insert waits for the first to commit, then fails with a
+  unique violation, and the request is tried again from its savepoint: with `expected_version`
+  it now reports `VersionConflict`, without one it appends at the new end. A projection row
+  kept per stream is therefore only ever read after the stream's previous append committed.
+- An idempotency key two writers insert at once: the second waits, fails, is tried again and
+  answers `Duplicate`.
+- Gapless invoice numbers: the stamper takes a transaction-level advisory lock before it reads
+  the counter (`lock_for_transaction`), so the next writer reads the counter only after this
+  transaction committed or rolled back; numbers stay gapless and unique across daemons.
+- `seq` comes from an identity column: unique and increasing in commit order for one writer;
+  across writers a later seq can commit before an earlier one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+import psycopg.errors
+
+from somsd.secrets import Secret
+from somsd.store._errors import StoreError, StoreUnavailable, VersionConflict
+from somsd.store._models import Appended, Duplicate, StoredEvent
+from somsd.store._postgres import (
+    PgConnection,
+    connect,
+    describe_dsn,
+    install_pg_projections,
+    migrate_pg,
+)
+from somsd.store._projection import Projection
+from somsd.store._schema import immediate_transaction
+from somsd.store._store import EventStore
+from somsd.store._time import to_text
+from somsd.store._writer import (
+    _EMPTY_METADATA,
+    _INSERT_OUTBOX,
+    AppendRequest,
+    BatchWriter,
+    Outcome,
+    WriteRequest,
+    _encode_metadata,
+    _failed,
+)
+
+__all__ = ["PostgresEventStore"]
+
+_INSERT_EVENT = (
+    "INSERT INTO events (stream, version, type, payload, metadata, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq"
+)
+# Constraints whose violation means another writer got there first: try the request again.
+_RACES = frozenset({"events_stream_version", "idempotency_key"})
+# A request that loses the race this often in a row is reported failed instead; with per-stream
+# ownership (leases) a race is rare, five in a row means something else is wrong.
+_RACE_ATTEMPTS = 5
+
+
+class _LostRace(Exception):
+    pass
+
+
+class PgBatchWriter(BatchWriter):
+    """`BatchWriter` on a `PgConnection`: one transaction per batch, a savepoint per request."""
+
+    def __init__(self, conn: PgConnection, projections: Sequence[Projection]) -> None:
+        # BatchWriter's constructor only takes a cursor and sorts the projections; PgConnection
+        # provides the connection surface it and EventStore use (cursor, in_transaction, close).
+        super().__init__(cast(sqlite3.Connection, conn), projections)
+        self.pg = conn
+
+    def write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
+        cursor = self.pg.cursor()
+        now_text = to_text(now)
+        outcomes: list[Outcome] = []
+        with immediate_transaction(self.conn):
+            for request in batch:
+                outcome: Outcome = None
+                for attempt in range(1, _RACE_ATTEMPTS + 1):
+                    cursor.execute("SAVEPOINT request")
+                    try:
+                        if isinstance(request, AppendRequest):
+                            outcome = self._append_pg(request, now, now_text)
+                        else:
+                            self._change_outbox(request, now_text)
+                            outcome = None
+                    except psycopg.OperationalError:
+                        raise  # the connection or server failed: the whole batch fails
+                    except Exception as exc:
+                        cursor.execute("ROLLBACK TO request")
+                        cursor.execute("RELEASE request")
+                        if _lost_race(exc) and attempt < _RACE_ATTEMPTS:
+                            continue
+                        outcome = exc if isinstance(exc, StoreError) else _failed(request, exc)
+                        break
+                    cursor.execute("RELEASE request")
+                    break
+                outcomes.append(outcome)
+        return outcomes
+
+    def _append_pg(self, request: AppendRequest, now: datetime, now_text: str) -> Outcome:
+        conn = self.pg
+        stream = request.stream
+        key = request.idempotency
+        if key is not None:
+            seen = conn.execute(
+                "SELECT stream, first_seq FROM idempotency WHERE source = ? AND external_id = ?",
+                (key.source, key.external_id),
+            ).fetchone()
+            if seen is not None:
+                return Duplicate(stream=seen[0], first_seq=seen[1])
+        row = conn.execute(
+            "SELECT max(version) FROM events WHERE stream = ?", (stream,)
+        ).fetchone()
+        version: int = row[0] or 0
+        expected = request.expected_version
+        if expected is not None and expected != version:
+            return VersionConflict(stream, expected, version)
+        events = request.events
+        for stamper in self._stampers:
+            events = stamper.stamp(conn, stream, events)
+        stored_events: list[StoredEvent] = []
+        first_seq = last_seq = 0
+        for event in events:
+            version += 1
+            metadata = _encode_metadata(event.metadata) if event.metadata else _EMPTY_METADATA
+            (last_seq,) = conn.execute(
+                _INSERT_EVENT, (stream, version, event.type, event.payload, metadata, now_text)
+            ).fetchone()
+            if not first_seq:
+                first_seq = last_seq
+            stored_events.append(
+                StoredEvent(
+                    last_seq, stream, version, event.type, event.payload, event.metadata, now
+                )
+            )
+        for append_projection in self._per_append:
+            append_projection.apply_append(conn, stored_events)
+        for projection in self._per_event:
+            for stored in stored_events:
+                projection.apply(conn, stored)
+        if request.outbox:
+            conn.executemany(
+                _INSERT_OUTBOX,
+                [(o.target, o.payload, o.idempotency_key, now_text) for o in request.outbox],
+            )
+        if key is not None:
+            conn.execute(
+                "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                (key.source, key.external_id, stream, first_seq, now_text),
+            )
+        changed = any(a is not b for a, b in zip(events, request.events, strict=True))
+        return Appended(
+            stream=stream,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            version=version,
+            stamped=tuple(events) if changed else (),
+        )
+
+
+def _lost_race(exc: Exception) -> bool:
+    cause = exc
+    return (
+        isinstance(cause, psycopg.errors.UniqueViolation)
+        and cause.diag.constraint_name in _RACES
+    )
+
+
+class PostgresEventStore(EventStore):
+    """`EventStore` with its log, projections and outbox in a PostgreSQL database."""
+
+    def __init__(
+        self, dsn: Secret | str, projections: Sequence[Projection] = (), **options: Any
+    ) -> None:
+        self.dsn = dsn if isinstance(dsn, Secret) else Secret(dsn)
+        self.where = describe_dsn(self.dsn)
+        # `path` names the store in logs and errors; it is never opened.
+        super().__init__(Path(self.where), projections, **options)
+
+    def _open(self) -> sqlite3.Connection:
+        conn = connect(self.dsn)
+        try:
+            migrate_pg(conn, self.where)
+            install_pg_projections(conn, self._projections)
+        except psycopg.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"{self.where}: cannot open the event store: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cast(sqlite3.Connection, conn)
+
+    def _batch_writer(self, conn: sqlite3.Connection) -> BatchWriter:
+        return PgBatchWriter(cast(PgConnection, conn), self._projections)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        return cast(sqlite3.Connection, connect(self.dsn, read_only=True))
+
+    @property
+    def disk_full_reason(self) -> str:
+        return f"the PostgreSQL server of the event store ({self.where}) is out of disk space"
