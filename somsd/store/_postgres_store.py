@@ -6,21 +6,21 @@ COMMIT), reads on pooled connections in worker threads, restart after a broken c
 Only the connections (psycopg 3's sync API on trio worker threads, no asyncio) and the batch
 writer differ.
 
-Several writers: unlike SQLite, other daemons may write the same database at the same time.
-What keeps that correct:
+Several writers: unlike SQLite, other daemons may write the same database. Each batch takes
+the log lock first (a transaction-level advisory lock, released by COMMIT or ROLLBACK), so
+batches of all daemons commit one after another, each still holding up to `batch_limit`
+requests. That keeps what SQLite's single writer guarantees:
 
-- A stream's versions are `UNIQUE (stream, version)`. Two writers appending to one stream both
-  read version n; the second one's insert waits for the first to commit, then fails with a
-  unique violation, and the request is tried again from its savepoint: with `expected_version`
-  it now reports `VersionConflict`, without one it appends at the new end. A projection row
-  kept per stream is therefore only ever read after the stream's previous append committed.
-- An idempotency key two writers insert at once: the second waits, fails, is tried again and
-  answers `Duplicate`.
-- Gapless invoice numbers: the stamper takes a transaction-level advisory lock before it reads
-  the counter (`lock_for_transaction`), so the next writer reads the counter only after this
-  transaction committed or rolled back; numbers stay gapless and unique across daemons.
-- `seq` comes from an identity column: unique and increasing in commit order for one writer;
-  across writers a later seq can commit before an earlier one.
+- `seq` is max(seq) + 1, gapless and in commit order: a reader paging with `read_all(after_seq)`
+  never sees seq n+1 before n has committed, whichever daemon wrote them.
+- A stream's version is read under the lock, so optimistic concurrency (`expected_version`)
+  compares with the latest committed version of any daemon.
+- Gapless invoice numbers read their counter under the lock (and under their own, see
+  `lock_for_transaction`), inside the appending transaction: gapless and unique across daemons.
+
+`UNIQUE (stream, version)` and the idempotency key stay the last line: should a row race in
+anyway (an admin session writing), the request is tried again from its savepoint and then
+reports `VersionConflict` or `Duplicate`, as it would have seeing the row.
 """
 
 from __future__ import annotations
@@ -62,11 +62,13 @@ from somsd.store._writer import (
 __all__ = ["PostgresEventStore"]
 
 _INSERT_EVENT = (
-    "INSERT INTO events (stream, version, type, payload, metadata, recorded_at) "
-    "VALUES (?, ?, ?, ?, ?, ?) RETURNING seq"
+    "INSERT INTO events (seq, stream, version, type, payload, metadata, recorded_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+# The log lock: one batch of one daemon at a time appends (see the module docstring).
+_LOG_LOCK = "somsd/events"
 # Constraints whose violation means another writer got there first: try the request again.
-_RACES = frozenset({"events_stream_version", "idempotency_key"})
+_RACES = frozenset({"events_pkey", "events_stream_version", "idempotency_key"})
 # A request that loses the race this often in a row is reported failed instead; with per-stream
 # ownership (leases) a race is rare, five in a row means something else is wrong.
 _RACE_ATTEMPTS = 5
@@ -84,15 +86,20 @@ class PgBatchWriter(BatchWriter):
         # provides the connection surface it and EventStore use (cursor, in_transaction, close).
         super().__init__(cast(sqlite3.Connection, conn), projections)
         self.pg = conn
+        self._last_seq = 0  # the log's last seq inside the current batch
 
     def write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
         cursor = self.pg.cursor()
         now_text = to_text(now)
         outcomes: list[Outcome] = []
         with immediate_transaction(self.conn):
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_LOG_LOCK,))
+            (last_seq,) = cursor.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            self._last_seq = int(last_seq)
             for request in batch:
                 outcome: Outcome = None
                 for attempt in range(1, _RACE_ATTEMPTS + 1):
+                    before = self._last_seq
                     cursor.execute("SAVEPOINT request")
                     try:
                         if isinstance(request, AppendRequest):
@@ -103,6 +110,7 @@ class PgBatchWriter(BatchWriter):
                     except psycopg.OperationalError:
                         raise  # the connection or server failed: the whole batch fails
                     except Exception as exc:
+                        self._last_seq = before  # its seqs were rolled back with it
                         cursor.execute("ROLLBACK TO request")
                         cursor.execute("RELEASE request")
                         if _lost_race(exc) and attempt < _RACE_ATTEMPTS:
@@ -125,9 +133,7 @@ class PgBatchWriter(BatchWriter):
             ).fetchone()
             if seen is not None:
                 return Duplicate(stream=seen[0], first_seq=seen[1])
-        row = conn.execute(
-            "SELECT max(version) FROM events WHERE stream = ?", (stream,)
-        ).fetchone()
+        row = conn.execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
         version: int = row[0] or 0
         expected = request.expected_version
         if expected is not None and expected != version:
@@ -140,9 +146,11 @@ class PgBatchWriter(BatchWriter):
         for event in events:
             version += 1
             metadata = _encode_metadata(event.metadata) if event.metadata else _EMPTY_METADATA
-            (last_seq,) = conn.execute(
-                _INSERT_EVENT, (stream, version, event.type, event.payload, metadata, now_text)
-            ).fetchone()
+            last_seq = self._last_seq = self._last_seq + 1
+            conn.execute(
+                _INSERT_EVENT,
+                (last_seq, stream, version, event.type, event.payload, metadata, now_text),
+            )
             if not first_seq:
                 first_seq = last_seq
             stored_events.append(
@@ -178,8 +186,7 @@ class PgBatchWriter(BatchWriter):
 def _lost_race(exc: Exception) -> bool:
     cause = exc
     return (
-        isinstance(cause, psycopg.errors.UniqueViolation)
-        and cause.diag.constraint_name in _RACES
+        isinstance(cause, psycopg.errors.UniqueViolation) and cause.diag.constraint_name in _RACES
     )
 
 

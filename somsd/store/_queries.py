@@ -146,9 +146,7 @@ def list_due_outbox_per_target(
     return due
 
 
-def list_dead_letters(
-    conn: Connection, target: str | None, limit: int
-) -> list[OutboxEntry]:
+def list_dead_letters(conn: Connection, target: str | None, limit: int) -> list[OutboxEntry]:
     rows = conn.execute(
         f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' "  # noqa: S608
         "AND (?1 IS NULL OR target = ?1) ORDER BY id LIMIT ?2",
