@@ -26,10 +26,10 @@ reports `VersionConflict` or `Duplicate`, as it would have seeing the row.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import psycopg
 import psycopg.errors
@@ -46,6 +46,7 @@ from somsd.store._postgres import (
 )
 from somsd.store._projection import Projection
 from somsd.store._schema import immediate_transaction
+from somsd.store._sql import Connection
 from somsd.store._store import EventStore
 from somsd.store._time import to_text
 from somsd.store._writer import (
@@ -60,6 +61,8 @@ from somsd.store._writer import (
 )
 
 __all__ = ["PostgresEventStore"]
+
+T = TypeVar("T")
 
 _INSERT_EVENT = (
     "INSERT INTO events (seq, stream, version, type, payload, metadata, recorded_at) "
@@ -244,6 +247,16 @@ class PostgresEventStore(EventStore):
 
     def _open_reader(self) -> sqlite3.Connection:
         return cast(sqlite3.Connection, connect(self.dsn, read_only=True))
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """`EventStore.read`; a connection the server dropped (restart, failover) is not
+        reused: the pool is emptied and the caller hears `StoreUnavailable`, the next read
+        connects afresh."""
+        try:
+            return await super().read(fn)
+        except psycopg.OperationalError as exc:
+            self._close_idle_readers()  # the broken one went back to the pool with them
+            raise StoreUnavailable(f"{self.where}: read failed: {exc}") from exc
 
     @property
     def disk_full_reason(self) -> str:

@@ -4,7 +4,6 @@ gapless invoice numbers across them, migration from SQLite, backup, append-only 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,14 @@ from somsd.domain.policy import OrderPolicy
 from somsd.domain.state import OrderState, apply
 from somsd.domain.testing import sample_order
 from somsd.projections import all_projections
-from somsd.store import EventStore, IdempotencyKey, NewEvent, OutboxItem, StoreError
+from somsd.store import (
+    EventStore,
+    IdempotencyKey,
+    NewEvent,
+    OutboxItem,
+    StoreError,
+    StoreUnavailable,
+)
 from somsd.store.postgres import (
     PostgresEventStore,
     backup_postgres,
@@ -195,9 +201,42 @@ async def test_backup_is_a_pg_dump_that_restores(tmp_path: Path, pg_dsn: str) ->
     dest = tmp_path / "backup.pgdump"
     backup_postgres(pg_dsn, dest)
     assert dest.stat().st_mode & 0o777 == 0o600
-    listing = subprocess.run(
-        ["pg_restore", "--list", str(dest)], capture_output=True, text=True, check=True
-    ).stdout
+    listing = (
+        await trio.run_process(["pg_restore", "--list", str(dest)], capture_stdout=True)
+    ).stdout.decode()
     assert "TABLE DATA public events" in listing
     with pytest.raises(StoreError, match="exists"):
         backup_postgres(pg_dsn, dest)
+
+
+async def test_connections_the_server_dropped_are_replaced(pg_dsn: str) -> None:
+    """The server ends every session (a restart, a failover): the next read reports the
+    store unavailable once, then reads work on a fresh connection; the writer's batch fails,
+    its run ends (the supervisor restarts it) and the restarted run writes on."""
+    store = PostgresEventStore(pg_dsn)
+    ended = trio.Event()
+
+    async def run_until_broken(task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await store.run(task_status=task_status)
+        except* StoreError:  # "connection stuck in a transaction": a supervisor restarts it
+            ended.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_until_broken)
+        await store.append("s", [event()])
+        assert await store.stream_version("s") == 1
+        with psycopg.connect(pg_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid != pg_backend_pid()"
+            )
+        with pytest.raises(StoreUnavailable, match="read failed"):
+            await store.stream_version("s")
+        assert await store.stream_version("s") == 1
+        with pytest.raises(StoreUnavailable):
+            await store.append("s", [event()])
+        await ended.wait()
+        await nursery.start(store.run)  # what the supervisor does
+        assert (await store.append("s", [event()])).version == 2
+        nursery.cancel_scope.cancel()
