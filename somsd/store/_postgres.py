@@ -127,6 +127,14 @@ def connect(dsn: Secret | str, *, read_only: bool = False) -> PgConnection:
     """Open a connection in autocommit mode (the store brackets its own transactions)."""
     text = dsn.reveal() if isinstance(dsn, Secret) else dsn
     try:
+        psycopg.conninfo.conninfo_to_dict(text)
+    except psycopg.ProgrammingError:
+        # psycopg's message quotes the string it could not parse, password and all.
+        raise StoreError(
+            "the DSN is not a libpq connection string; write it as "
+            "postgresql://USER:PASSWORD@HOST:5432/DATABASE"
+        ) from None
+    try:
         raw = psycopg.connect(text, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
     except psycopg.Error as exc:
         # psycopg's message names host, port and user, never the password.
