@@ -586,6 +586,11 @@ class Daemon:
                 str(self.config_path),
                 ["daemon.data_dir: cannot change while running; restart the service"],
             )
+        if new.store != self.config.store:
+            raise ConfigError(
+                str(self.config_path),
+                ["store: the event store cannot change while running; restart the service"],
+            )
         return new
 
     def _bind_changed_listeners(self, new: Config) -> dict[str, socket.socket]:

@@ -82,3 +82,14 @@ async def test_backend_postgres_without_a_dsn_file_is_a_config_error(tmp_path: P
     assert 'store.dsn_file: required for backend "postgres"' in result.stdout.decode() + (
         result.stderr.decode()
     )
+
+
+async def test_the_store_cannot_change_on_reload(tmp_path: Path) -> None:
+    """A reload naming another store is refused; the daemon keeps the one it opened."""
+    config = webhook_config(tmp_path)
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        (tmp_path / "store.dsn").write_text("postgresql://somsd@127.0.0.1:1/somsd\n")
+        config.write_text(config.read_text() + POSTGRES)
+        answer = (await admin.post("/v1/admin/reload")).json()
+        assert answer["applied"] is False
+        assert any(p.startswith("store: the event store cannot change") for p in answer["problems"])
