@@ -108,6 +108,7 @@ class StoreBackend(Protocol):
     """Where a test's store lives, and how the test looks at it from outside the store."""
 
     name: str
+    location: Path | str  # the SQLite file or the PostgreSQL DSN
 
     def store(self, projections: Sequence[Projection] = (), **options: Any) -> EventStore: ...
 
@@ -125,6 +126,7 @@ class SqliteBackend:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.location = path
 
     def store(self, projections: Sequence[Projection] = (), **options: Any) -> EventStore:
         return EventStore(self.path, projections, **options)

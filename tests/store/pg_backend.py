@@ -14,6 +14,7 @@ class PostgresBackend:
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
+        self.location = dsn
 
     def store(self, projections: Sequence[Projection] = (), **options: Any) -> EventStore:
         return PostgresEventStore(self.dsn, projections, **options)
