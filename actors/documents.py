@@ -31,7 +31,6 @@ import hashlib
 import hmac
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -72,7 +71,15 @@ from somsd.domain.numbering import parse_number
 from somsd.domain.order import Order
 from somsd.domain.state import OrderState
 from somsd.projections.orders import order_stream
-from somsd.store import EventStore, IdempotencyKey, NewEvent, OutboxEntry, OutboxItem
+from somsd.store import (
+    Connection,
+    EventStore,
+    IdempotencyKey,
+    NewEvent,
+    OutboxEntry,
+    OutboxItem,
+    query_payloads_containing,
+)
 
 __all__ = [
     "DOCUMENTS_TARGET",
@@ -353,19 +360,14 @@ class DocumentReader:
         return [msgspec.json.decode(payload, type=DocumentRendered) for payload in payloads]
 
 
-def _invalid_payloads(conn: sqlite3.Connection) -> list[bytes]:
-    # The stream range uses the (stream, version) index: only document streams are read.
-    rows = conn.execute(
-        "SELECT payload FROM events WHERE stream >= ? AND stream < ? AND type = ? "
-        "AND CAST(payload AS TEXT) LIKE ? ORDER BY seq LIMIT 10000",
-        (
-            DOCUMENT_STREAM_PREFIX,
-            DOCUMENT_STREAM_PREFIX[:-1] + ".",
-            "DocumentRendered",
-            '%"valid":false%',
-        ),
-    ).fetchall()
-    return [bytes(row[0]) for row in rows]
+def _invalid_payloads(conn: Connection) -> list[bytes]:
+    return query_payloads_containing(
+        conn,
+        stream_prefix=DOCUMENT_STREAM_PREFIX,
+        type_="DocumentRendered",
+        fragment=b'"valid":false',
+        limit=10000,
+    )
 
 
 def _prepaid(events: Sequence[OrderEvent], issued: InvoiceIssued) -> Decimal:

@@ -27,7 +27,6 @@ section:
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -81,7 +80,7 @@ from somsd.domain.atp import StockCount, StockReport
 from somsd.domain.errors import DomainError
 from somsd.domain.events import OrderEvent
 from somsd.domain.state import OrderState, apply
-from somsd.projections.orders import decode_state, fetch_state
+from somsd.projections.orders import decode_state, fetch_state, fetch_state_by_number
 from somsd.store import EventStore, OutboxEntry, OutboxItem
 
 __all__ = [
@@ -375,13 +374,7 @@ class SelectLineErp(IntegrationActor):
             )
 
     async def _order_by_number(self, number: str) -> OrderState | None:
-        def find(conn: sqlite3.Connection) -> bytes | None:
-            row = conn.execute(
-                "SELECT order_id FROM orders WHERE number = ? ORDER BY seq LIMIT 1", (number,)
-            ).fetchone()
-            return None if row is None else fetch_state(conn, row[0])
-
-        blob = await self.store.read(find)
+        blob = await self.store.read(partial(fetch_state_by_number, number=number))
         return None if blob is None else decode_state(blob)
 
     # -- documents out ---------------------------------------------------------------------

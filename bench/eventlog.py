@@ -1,6 +1,6 @@
 """Benchmark: append throughput and latency of the event store, against plain sqlite3.
 
-    python bench/eventlog.py [--seconds 3] [--dir DIR] [--profile]
+    python bench/eventlog.py [--seconds 3] [--dir DIR] [--profile] [--backend postgres]
 
 For 1, 16 and 256 concurrent producers it appends single-event appends (a ~100-byte msgspec
 JSON payload, encoded once up front as a producer would) through `EventStore` with group
@@ -13,6 +13,11 @@ writer's worker thread; time `BatchWriter.write` separately to see that side).
 
 The database lives in a fresh temporary directory (use --dir to pick the disk under test;
 tmpfs would make fsync free and the numbers meaningless).
+
+`--backend postgres` runs the same levels against PostgreSQL as well, beside SQLite: a
+throwaway cluster of Debian's server (tests/pgcluster.py, fsync on, data dir under --dir) or
+`--dsn` for a server of your own, a fresh database per level, one writer (one daemon) and then
+three writers (three daemons' stores on separate connections sharing the producers).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -66,12 +73,27 @@ class Run(msgspec.Struct, frozen=True):
 
 async def measure_store(path: Path, producers: int, seconds: float) -> Run:
     """`producers` tasks appending through one EventStore for `seconds`."""
-    registry = CollectorRegistry()
-    store = EventStore(path, registry=registry)
+    return await measure_stores(
+        lambda registry: EventStore(path, registry=registry), producers, seconds
+    )
+
+
+async def measure_stores(
+    make: Callable[[CollectorRegistry], EventStore],
+    producers: int,
+    seconds: float,
+    *,
+    writers: int = 1,
+) -> Run:
+    """`producers` tasks appending for `seconds` through `writers` stores on one database
+    (producer n uses store n % writers, as a load balancer spreads requests over daemons)."""
+    registries = [CollectorRegistry() for _ in range(writers)]
+    stores = [make(registry) for registry in registries]
     latencies: list[float] = []
     events = (EVENT,)
 
     async def produce(n: int, deadline: float) -> None:
+        store = stores[n % writers]
         stream = f"order-{n % STREAMS}"
         record = latencies.append
         clock = time.perf_counter
@@ -81,16 +103,17 @@ async def measure_store(path: Path, producers: int, seconds: float) -> Run:
             record(clock() - started)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(store.run)
+        for store in stores:
+            await nursery.start(store.run)
         started = time.perf_counter()
         async with trio.open_nursery() as group:
             for n in range(producers):
                 group.start_soon(produce, n, started + seconds)
         elapsed = time.perf_counter() - started
         nursery.cancel_scope.cancel()
-    batches = registry.get_sample_value("somsd_eventlog_batch_size_count") or 1.0
-    requests = registry.get_sample_value("somsd_eventlog_batch_size_sum") or 0.0
-    return Run(latencies, elapsed, requests / batches)
+    batches = sum(r.get_sample_value("somsd_eventlog_batch_size_count") or 0.0 for r in registries)
+    requests = sum(r.get_sample_value("somsd_eventlog_batch_size_sum") or 0.0 for r in registries)
+    return Run(latencies, elapsed, requests / (batches or 1.0))
 
 
 def measure_raw(path: Path, rows: int) -> float:
@@ -155,6 +178,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="run time per level")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the databases")
     parser.add_argument("--profile", action="store_true", help="cProfile the 256 case")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: PostgreSQL too, beside SQLite",
+    )
+    parser.add_argument("--dsn", help="PostgreSQL server to use (default: a throwaway cluster)")
     args = parser.parse_args()
     # The store logs open/close at info; keep the figures readable.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
@@ -190,6 +220,72 @@ def main() -> None:
         print(f"store at {top} producers / plain sqlite3: {rates[top] / raw:.2f}")
         if args.profile:
             pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+        if args.backend == "postgres":
+            bench_postgres(directory, args.seconds, args.dsn)
+
+
+def bench_postgres(directory: Path, seconds: float, dsn: str | None) -> None:
+    """The same levels on PostgreSQL: one writer, then three on one database."""
+    import psycopg
+
+    from somsd.store.postgres import PostgresEventStore
+
+    cluster = None
+    if dsn is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from tests.pgcluster import PgCluster
+
+        cluster = PgCluster.start(durable=True)
+        dsn = cluster.dsn()
+    try:
+        with psycopg.connect(dsn) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+            fsync = conn.execute("SHOW fsync").fetchone()
+        print(
+            f"PostgreSQL {version[0] if version else '?'} on loopback, fsync "
+            f"{fsync[0] if fsync else '?'}, synchronous_commit on, psycopg {psycopg.__version__}"
+        )
+        print(
+            f"{'writers':>7} {'producers':>9} {'appends':>9} {'appends/s':>10} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'batch':>6}"
+        )
+        for writers in (1, 3):
+            for producers in LEVELS:
+                if producers < writers:
+                    continue
+                target = _fresh_database(dsn, f"bench_{writers}_{producers}")
+                run = trio.run(
+                    partial(
+                        measure_stores,
+                        lambda registry, target=target: PostgresEventStore(
+                            target, registry=registry
+                        ),
+                        producers,
+                        seconds,
+                        writers=writers,
+                    )
+                )
+                print(
+                    f"{writers:>7} {producers:>9} {len(run.latencies):>9} "
+                    f"{len(run.latencies) / run.elapsed:>10,.0f} "
+                    f"{percentile(run.latencies, 0.5) * 1e3:>8.2f} "
+                    f"{percentile(run.latencies, 0.99) * 1e3:>8.2f} {run.mean_batch:>6.1f}"
+                )
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _fresh_database(dsn: str, name: str) -> str:
+    import psycopg
+    import psycopg.conninfo
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    parts["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
 
 
 if __name__ == "__main__":

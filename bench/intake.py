@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/intake.py [--seconds 10] [--levels 1,16,64] [--dir DIR]
         [--max-rate 3000] [--no-profile] [--no-info] [--gil] [--save-profile FILE]
+        [--backend postgres [--dsn DSN]]
 
 What it does, all in a fresh temporary directory:
 
@@ -39,6 +40,9 @@ What it does, all in a fresh temporary directory:
    I/O. Then inclusive shares of named functions, and the top self functions of the trio
    thread and of the store's writer thread.
 7. Starts a second daemon left at the default "info" level and measures the top level once.
+8. With `--backend postgres`: starts a daemon with `[store] backend = "postgres"` (a throwaway
+   cluster of Debian's server with fsync on, tests/pgcluster.py, or `--dsn`; a fresh database)
+   and runs the same levels against it, beside the SQLite figures above.
 
 wrk is the Debian package (`apt-get install -y wrk`); py-spy is `pip install py-spy` into the
 venv and needs root (or ptrace rights) to attach. Use --dir to put the database on the disk
@@ -219,7 +223,7 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
 # -- the daemon ------------------------------------------------------------------------------
 
 
-def write_config(directory: Path, level: str) -> Path:
+def write_config(directory: Path, level: str, store: str = "") -> Path:
     (directory / "admin.token").write_text(ADMIN_TOKEN + "\n")
     (directory / "bench.secret").write_text(CHANNEL_SECRET + "\n")
     path = directory / "somsd.toml"
@@ -241,7 +245,7 @@ listen = "127.0.0.1:0"
 name = "{CHANNEL}"
 kind = "webhook"
 secret_file = "bench.secret"
-"""
+{store}"""
     )
     return path
 
@@ -249,11 +253,12 @@ secret_file = "bench.secret"
 class Daemon:
     """A `somsd run` process whose stdout (the JSON log) goes to a file."""
 
-    def __init__(self, directory: Path, level: str) -> None:
+    def __init__(self, directory: Path, level: str, store: str = "") -> None:
         directory.mkdir(parents=True)
         self.directory = directory
         self.level = level
-        self.config = write_config(directory, "info")
+        self.store = store  # extra TOML: the [store] table, for backend postgres
+        self.config = write_config(directory, "info", store)
         self.log_path = directory / "daemon.log"
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         env["PYTHONUNBUFFERED"] = "1"
@@ -268,7 +273,7 @@ class Daemon:
         self.pid = self.process.pid
         self.urls = self._wait_for_urls()
         if level != "info":
-            write_config(directory, level)
+            write_config(directory, level, store)
             answer = self.admin_post("/v1/admin/reload").json()
             if not answer["applied"] or "daemon" not in answer["changed"]:
                 raise RuntimeError(f"switching the log level failed: {answer}")
@@ -746,6 +751,13 @@ def main() -> None:
     parser.add_argument(
         "--save-profile", type=Path, default=None, help="keep py-spy's raw (collapsed) stacks"
     )
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="postgres: the levels again with the event store in PostgreSQL, beside SQLite",
+    )
+    parser.add_argument("--dsn", help="PostgreSQL server to use (default: a throwaway cluster)")
     parser.add_argument("--serve-ceiling", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_ceiling:
@@ -813,9 +825,57 @@ def main() -> None:
                 f"daemon (info): {log_bytes / max(taken, 1):.0f} log bytes per order to a file, "
                 f"VmHWM {memory['VmHWM']} MiB; SIGTERM -> exit {code}"
             )
+        if args.backend == "postgres":
+            bench.bare = None
+            bench_postgres(bench, work, levels, args.dsn)
         if profile is not None:
             print_profile(profile, PROFILE_RATE, sampled, gil=args.gil)
         print(f"load average at end: {load()}")
+
+
+def bench_postgres(bench: Bench, work: Path, levels: list[int], dsn: str | None) -> None:
+    """The levels again through a daemon whose event store is PostgreSQL."""
+    import psycopg
+    import psycopg.conninfo
+
+    cluster = None
+    if dsn is None:
+        sys.path.insert(0, str(ROOT))
+        from tests.pgcluster import PgCluster
+
+        cluster = PgCluster.start(durable=True)
+        dsn = cluster.dsn()
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "bench_intake"')
+            conn.execute('CREATE DATABASE "bench_intake"')
+            row = conn.execute("SHOW server_version").fetchone()
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+        parts["dbname"] = "bench_intake"
+        directory = work / "postgres"
+        directory.mkdir()
+        (directory / "store.dsn").write_text(
+            psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()}) + "\n"
+        )
+        print(
+            f"[store] backend = postgres: PostgreSQL {row[0] if row else '?'} on loopback, "
+            "fsync on, one daemon"
+        )
+        daemon = Daemon(
+            directory / "daemon",
+            "warning",
+            '\n[store]\nbackend = "postgres"\ndsn_file = "../store.dsn"\n',
+        )
+        try:
+            print_header()
+            for connections in levels:
+                print_level(bench.level(daemon, connections, f"pg-L{connections}"))
+        finally:
+            code = daemon.stop()
+        print(f"daemon (postgres): SIGTERM -> exit {code}")
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ through the store, like the outbox gauges), so a scrape never blocks the event l
 
 from __future__ import annotations
 
-import sqlite3
-
 import msgspec
 from prometheus_client import CollectorRegistry, Gauge
 
 from somsd.projections.fulfilments import OPEN_STATES
+from somsd.store import Connection
 
 __all__ = ["BacklogCounts", "BacklogMetrics", "count_backlog"]
 
@@ -23,7 +22,7 @@ class BacklogCounts(msgspec.Struct, frozen=True):
     open_fulfilments: dict[tuple[str, str], int]  # (location, state) -> count
 
 
-def count_backlog(conn: sqlite3.Connection) -> BacklogCounts:
+def count_backlog(conn: Connection) -> BacklogCounts:
     orders = dict(conn.execute("SELECT status, count(*) FROM orders GROUP BY status").fetchall())
     # covered by the index fulfilments_by_location; finished states are dropped here
     rows = conn.execute(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from somsd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, DaemonConfig, load_config
+from somsd.secrets import Secret
 
 __all__ = ["main"]
 
@@ -197,9 +198,33 @@ def _database(args: argparse.Namespace) -> Path:
     return path
 
 
+def _postgres_dsn(args: argparse.Namespace) -> Secret | None:
+    """The DSN when `[store] backend = "postgres"`, else None (the data dir's SQLite file)."""
+    store = _load(args).store
+    if store.backend != "postgres":
+        return None
+    if store.dsn_file is None:
+        raise CliError('store.dsn_file: required for backend "postgres"')
+    return store.dsn_file.secret
+
+
+def _postgres_event_count(dsn: Secret) -> int:
+    from somsd.store.postgres import connect
+
+    with closing(connect(dsn, read_only=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
 def cmd_db_backup(args: argparse.Namespace) -> int:
     from somsd.store import backup_database
 
+    if (dsn := _postgres_dsn(args)) is not None:
+        from somsd.store.postgres import backup_postgres, describe_dsn
+
+        with _progress("pg_dump", None):
+            backup_postgres(dsn, Path(args.dest))
+        print(f"backed up {describe_dsn(dsn)} to {args.dest} (pg_restore --dbname=DSN DEST)")
+        return EXIT_OK
     source = _database(args)
     with _progress(f"backing up {source.name}", None):
         backup_database(source, Path(args.dest))
@@ -211,9 +236,15 @@ def cmd_db_verify(args: argparse.Namespace) -> int:
     from somsd.projections import all_projections
     from somsd.store import verify_database
 
-    path = _database(args)
-    with _progress("verifying", _event_count(path)) as advance:
-        problems = verify_database(path, all_projections(), progress=advance)
+    if (dsn := _postgres_dsn(args)) is not None:
+        from somsd.store.postgres import verify_postgres
+
+        with _progress("verifying", _postgres_event_count(dsn)) as advance:
+            problems = verify_postgres(dsn, all_projections(), progress=advance)
+    else:
+        path = _database(args)
+        with _progress("verifying", _event_count(path)) as advance:
+            problems = verify_database(path, all_projections(), progress=advance)
     for problem in problems:
         print(f"somsd: db verify: {problem}", file=sys.stderr)
     if problems:
@@ -226,6 +257,13 @@ def cmd_db_rebuild(args: argparse.Namespace) -> int:
     from somsd.projections import all_projections
     from somsd.store import rebuild_projections
 
+    if (dsn := _postgres_dsn(args)) is not None:
+        from somsd.store.postgres import describe_dsn, rebuild_postgres
+
+        with _progress("replaying events", _postgres_event_count(dsn)) as advance:
+            rebuild_postgres(dsn, all_projections(), progress=advance)
+        print(f"rebuilt projections in {describe_dsn(dsn)}")
+        return EXIT_OK
     path = _database(args)
     with _progress("replaying events", _event_count(path)) as advance:
         rebuild_projections(path, all_projections(), progress=advance)
@@ -233,10 +271,36 @@ def cmd_db_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_db_migrate_to_postgres(args: argparse.Namespace) -> int:
+    from somsd.projections import all_projections
+    from somsd.store.postgres import describe_dsn, migrate_sqlite_to_postgres
+
+    store = _load(args).store
+    if store.dsn_file is None:
+        raise CliError("store.dsn_file: set it to the PostgreSQL DSN's file to migrate into")
+    source = Path(args.source) if args.source else _database(args)
+    if not source.exists():
+        raise CliError(f"no database at {source}")
+    with _progress("copying events", _event_count(source)) as advance:
+        report = migrate_sqlite_to_postgres(
+            source, store.dsn_file.secret, all_projections(), progress=advance
+        )
+    for table, count in report.counts.items():
+        print(f"{table:<12} {count:>9} rows  sha256 {report.hashes[table]}  (equal in both)")
+    print(f"migrated {source} to {describe_dsn(store.dsn_file.secret)}; projections replayed")
+    if store.backend != "postgres":
+        print('now set [store] backend = "postgres" and start somsd')
+    return EXIT_OK
+
+
 def _order_reader(args: argparse.Namespace) -> Any:
     """A read-only connection to the event store: works whether or not the daemon runs."""
     from somsd.store import open_reader
 
+    if (dsn := _postgres_dsn(args)) is not None:
+        from somsd.store.postgres import connect
+
+        return connect(dsn, read_only=True)
     return open_reader(_database(args))
 
 
@@ -449,6 +513,9 @@ def _acting_order_id(args: argparse.Namespace) -> str:
 
     path = Path(_load(args).daemon.data_dir) / DATABASE_FILE
     try:
+        if _postgres_dsn(args) is not None:
+            with closing(_order_reader(args)) as reader:
+                return _resolve_order_id(reader, args.order_id)
         with closing(open_reader(path)) as conn:
             return _resolve_order_id(conn, args.order_id)
     except (StoreError, OSError, sqlite3.Error):
@@ -577,11 +644,23 @@ def build_parser() -> argparse.ArgumentParser:
         ("backup", cmd_db_backup, "online backup (works while the daemon runs)"),
         ("verify", cmd_db_verify, "integrity check and event/projection consistency"),
         ("rebuild", cmd_db_rebuild, "rebuild projections by replaying the events"),
+        (
+            "migrate-to-postgres",
+            cmd_db_migrate_to_postgres,
+            "copy the SQLite event log into the empty PostgreSQL database of [store] dsn_file",
+        ),
     ):
         sub = db_commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("-c", "--config", metavar="FILE", help="config file")
         if name == "backup":
             sub.add_argument("dest", metavar="DEST", help="file to write the backup to")
+        if name == "migrate-to-postgres":
+            sub.add_argument(
+                "--from",
+                dest="source",
+                metavar="FILE",
+                help="the SQLite file (default: somsd.db in daemon.data_dir; stop the daemon)",
+            )
         sub.set_defaults(handler=handler)
     orders = commands.add_parser(
         "orders", help="read orders", description="read orders from the data dir"

@@ -55,6 +55,7 @@ __all__ = [
     "SenderAddress",
     "StatusConfig",
     "StoreAddress",
+    "StoreConfig",
     "data_dir_problem",
     "load_config",
     "parse_config",
@@ -502,6 +503,15 @@ class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
     to: tuple[str, ...] = ()
 
 
+class StoreConfig(_Table, frozen=True):
+    """Where the event log lives: SQLite in the data dir (one daemon), or PostgreSQL."""
+
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    # The libpq DSN (postgresql://user:password@host:5432/somsd); it holds a password, so it
+    # is a secret file like every other (systemd credential or file next to the config).
+    dsn_file: SecretFile | None = None
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True):
     daemon: DaemonConfig = msgspec.field(default_factory=DaemonConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
@@ -517,6 +527,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     status: tuple[StatusConfig, ...] = ()
     notify: NotifyConfig | None = None
     documents: DocumentsConfig = msgspec.field(default_factory=DocumentsConfig)
+    store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -534,7 +545,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         """Every secret value loaded, so the logger can scrub them from any line."""
         found: list[Secret] = []
         notify = () if self.notify is None else (self.notify,)
-        for section in (self.api, *self.integrations().values(), *notify):
+        for section in (self.api, *self.integrations().values(), *notify, self.store):
             for name in section.__struct_fields__:
                 value = getattr(section, name)
                 if isinstance(value, SecretFile):
@@ -557,6 +568,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "status": StatusConfig,
     "notify": NotifyConfig,
     "documents": DocumentsConfig,
+    "store": StoreConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
 
@@ -979,6 +991,8 @@ def _check_references(
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
+    if config.store.backend == "postgres" and config.store.dsn_file is None:
+        problems.append('store.dsn_file: required for backend "postgres"')
     return problems
 
 

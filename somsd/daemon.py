@@ -24,7 +24,6 @@ import fcntl
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import time
 import zoneinfo
@@ -35,6 +34,7 @@ from pathlib import Path
 import msgspec
 import structlog
 import trio
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
@@ -108,7 +108,7 @@ from somsd.metrics import KernelMetrics, build_metrics_app
 from somsd.notify import Notifier
 from somsd.projections import all_projections
 from somsd.secrets import Secret
-from somsd.store import EventStore
+from somsd.store import Connection, EventStore
 from somsd.supervisor import ChildSpec, Strategy, Supervisor
 
 __all__ = ["Daemon", "ReloadResult", "run_daemon"]
@@ -125,7 +125,22 @@ class ReloadResult(msgspec.Struct, frozen=True):
     problems: tuple[str, ...] = ()  # why the new config was rejected
 
 
-def _head_seq(conn: sqlite3.Connection) -> int:
+def event_store_for(config: Config, *, registry: CollectorRegistry) -> EventStore:
+    """The event store `[store]` names: the SQLite file in the data dir, or PostgreSQL."""
+    if config.store.backend == "postgres":
+        # Imported only here: a SQLite daemon never loads psycopg.
+        from somsd.store.postgres import PostgresEventStore
+
+        assert config.store.dsn_file is not None  # check_config requires it
+        return PostgresEventStore(
+            config.store.dsn_file.secret, all_projections(), registry=registry
+        )
+    return EventStore(
+        Path(config.daemon.data_dir) / DATABASE_FILE, all_projections(), registry=registry
+    )
+
+
+def _head_seq(conn: Connection) -> int:
     """The event log's last seq (0 when empty): where live updates start."""
     row = conn.execute("SELECT max(seq) FROM events").fetchone()
     return int(row[0] or 0)
@@ -172,11 +187,7 @@ class Daemon:
         self.config_loaded_at = time.time()
         self.metrics = KernelMetrics()
         self.notifier = Notifier.from_environ(self.environ)
-        self.store = EventStore(
-            Path(config.daemon.data_dir) / DATABASE_FILE,
-            all_projections(),
-            registry=self.metrics.registry,
-        )
+        self.store = event_store_for(config, registry=self.metrics.registry)
         registry = self.metrics.registry
         self.desk = OrderDesk(self.store, order_policy(config), registry=registry)
         self.inventory = Inventory(
@@ -574,6 +585,11 @@ class Daemon:
             raise ConfigError(
                 str(self.config_path),
                 ["daemon.data_dir: cannot change while running; restart the service"],
+            )
+        if new.store != self.config.store:
+            raise ConfigError(
+                str(self.config_path),
+                ["store: the event store cannot change while running; restart the service"],
             )
         return new
 

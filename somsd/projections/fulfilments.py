@@ -31,7 +31,6 @@ ever changes, unknown fields are ignored), like the order events.
 from __future__ import annotations
 
 import hmac
-import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
@@ -44,7 +43,7 @@ from somsd.domain.routing import RoutingDecision
 from somsd.domain.state import OrderState
 from somsd.projections._blob import pack, unpack
 from somsd.projections.orders import decode_state, fetch_state
-from somsd.store import StoredEvent
+from somsd.store import Connection, StoredEvent
 
 __all__ = [
     "FINAL_STATES",
@@ -863,7 +862,7 @@ class FulfilmentBook:
         "CREATE INDEX backorder_skus_oldest ON backorder_skus (sku, since_seq)",
     )
 
-    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+    def apply(self, conn: Connection, event: StoredEvent) -> None:
         if event.stream.startswith(FULFILMENT_STREAM_PREFIX):
             self._apply_fulfilment(conn, event)
         elif event.stream.startswith(ROUTING_STREAM_PREFIX):
@@ -871,7 +870,7 @@ class FulfilmentBook:
 
     # -- fulfilments ---------------------------------------------------------------------
 
-    def _apply_fulfilment(self, conn: sqlite3.Connection, stored: StoredEvent) -> None:
+    def _apply_fulfilment(self, conn: Connection, stored: StoredEvent) -> None:
         event = decode_fulfilment_event(stored.payload)
         fulfilment_id = stored.stream.removeprefix(FULFILMENT_STREAM_PREFIX)
         if isinstance(event, FulfilmentRequested):
@@ -926,7 +925,7 @@ class FulfilmentBook:
 
     # -- routing -------------------------------------------------------------------------
 
-    def _apply_routing(self, conn: sqlite3.Connection, stored: StoredEvent) -> None:
+    def _apply_routing(self, conn: Connection, stored: StoredEvent) -> None:
         event = decode_routing_event(stored.payload)
         order_id = event.order_id
         row = conn.execute(
@@ -1027,7 +1026,7 @@ class FulfilmentBook:
 
     @staticmethod
     def _set_backorder(
-        conn: sqlite3.Connection,
+        conn: Connection,
         stored: StoredEvent,
         order_id: str,
         lines: tuple[StockLine, ...],
@@ -1069,14 +1068,14 @@ def _first_sku(state: FulfilmentState) -> str:
 # Queries (run by `EventStore.read` on a reader connection)
 
 
-def fetch_fulfilment(conn: sqlite3.Connection, fulfilment_id: str) -> FulfilmentState | None:
+def fetch_fulfilment(conn: Connection, fulfilment_id: str) -> FulfilmentState | None:
     row = conn.execute(
         "SELECT state_json FROM fulfilments WHERE fulfilment_id = ?", (fulfilment_id,)
     ).fetchone()
     return None if row is None else _state_decoder.decode(unpack(row[0]))
 
 
-def fulfilments_of_order(conn: sqlite3.Connection, order_id: str) -> list[FulfilmentState]:
+def fulfilments_of_order(conn: Connection, order_id: str) -> list[FulfilmentState]:
     rows = conn.execute(
         "SELECT state_json FROM fulfilments WHERE order_id = ? ORDER BY seq", (order_id,)
     ).fetchall()
@@ -1084,7 +1083,7 @@ def fulfilments_of_order(conn: sqlite3.Connection, order_id: str) -> list[Fulfil
 
 
 def list_fulfilments(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     location: str | None,
     states: Iterable[str],
@@ -1103,14 +1102,14 @@ def list_fulfilments(
     return [_state_decoder.decode(unpack(row[0])) for row in rows]
 
 
-def unsettled_fulfilments(conn: sqlite3.Connection, limit: int = 1000) -> list[FulfilmentState]:
+def unsettled_fulfilments(conn: Connection, limit: int = 1000) -> list[FulfilmentState]:
     rows = conn.execute(
         "SELECT state_json FROM fulfilments WHERE unsettled = 1 ORDER BY seq LIMIT ?", (limit,)
     ).fetchall()
     return [_state_decoder.decode(unpack(row[0])) for row in rows]
 
 
-def orders_today(conn: sqlite3.Connection, day: str) -> dict[str, int]:
+def orders_today(conn: Connection, day: str) -> dict[str, int]:
     """Fulfilments created per location on the UTC date `day` (YYYY-MM-DD)."""
     rows = conn.execute(
         "SELECT location, count(*) FROM fulfilments WHERE created_day = ? GROUP BY location",
@@ -1119,7 +1118,7 @@ def orders_today(conn: sqlite3.Connection, day: str) -> dict[str, int]:
     return {location: count for location, count in rows}
 
 
-def fetch_routing_order(conn: sqlite3.Connection, order_id: str) -> RoutingOrder | None:
+def fetch_routing_order(conn: Connection, order_id: str) -> RoutingOrder | None:
     row = conn.execute(
         "SELECT order_id, version, fulfilments_planned, backorder, unapplied, closed "
         "FROM routing_orders WHERE order_id = ?",
@@ -1130,7 +1129,7 @@ def fetch_routing_order(conn: sqlite3.Connection, order_id: str) -> RoutingOrder
     return RoutingOrder(row[0], row[1], row[2], _lines_decoder.decode(row[3]), row[4], bool(row[5]))
 
 
-def unapplied_routings(conn: sqlite3.Connection) -> list[RoutingRecord]:
+def unapplied_routings(conn: Connection) -> list[RoutingRecord]:
     """Decisions whose reservations were (maybe) asked for but whose outcome was not stored."""
     rows = conn.execute(
         "SELECT d.record FROM routing_orders o JOIN routing_decisions d "
@@ -1141,7 +1140,7 @@ def unapplied_routings(conn: sqlite3.Connection) -> list[RoutingRecord]:
 
 
 def pending_rejections(
-    conn: sqlite3.Connection, order_id: str | None = None, limit: int = 1000
+    conn: Connection, order_id: str | None = None, limit: int = 1000
 ) -> list[PendingRejection]:
     rows = conn.execute(
         "SELECT cause, order_id, fulfilment_id, location, lines FROM fulfilment_rejections "
@@ -1155,7 +1154,7 @@ def pending_rejections(
 
 
 def backordered_orders(
-    conn: sqlite3.Connection, skus: Iterable[str] | None, *, after_seq: int = 0, limit: int = 500
+    conn: Connection, skus: Iterable[str] | None, *, after_seq: int = 0, limit: int = 500
 ) -> list[tuple[int, str]]:
     """(queue position, order id) of backorders holding any of `skus` (None: all), oldest first.
 
@@ -1182,7 +1181,7 @@ def backordered_orders(
 
 
 def unrouted_orders(
-    conn: sqlite3.Connection, *, after_seq: int = 0, limit: int = 1000
+    conn: Connection, *, after_seq: int = 0, limit: int = 1000
 ) -> list[tuple[int, str]]:
     """(cursor, order id) of orders waiting to be fulfilled that the router has never seen
     (after a restart, or nudges lost to a full mailbox), in arrival order after `after_seq`."""
@@ -1196,7 +1195,7 @@ def unrouted_orders(
     return [(seq, order_id) for seq, order_id in rows]
 
 
-def orders_to_close(conn: sqlite3.Connection, limit: int = 1000) -> list[str]:
+def orders_to_close(conn: Connection, limit: int = 1000) -> list[str]:
     """Canceled orders whose routing is still open (a backorder, or fulfilments still open)."""
     marks = ", ".join("?" for _ in OPEN_STATES)
     rows = conn.execute(
@@ -1208,7 +1207,7 @@ def orders_to_close(conn: sqlite3.Connection, limit: int = 1000) -> list[str]:
     return [row[0] for row in rows]
 
 
-def read_order_detail(conn: sqlite3.Connection, order_id: str) -> OrderDetail | None:
+def read_order_detail(conn: Connection, order_id: str) -> OrderDetail | None:
     """The order's state with its routing and fulfilments, from one read snapshot."""
     blob = fetch_state(conn, order_id)
     if blob is None:

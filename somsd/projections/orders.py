@@ -16,7 +16,6 @@ gap in the log.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 import msgspec
@@ -30,7 +29,7 @@ from somsd.domain.events import (
 from somsd.domain.numbering import NumberSeries, number_documents, parse_number
 from somsd.domain.state import OrderState, apply
 from somsd.projections._blob import pack, unpack
-from somsd.store import NewEvent, StoredEvent
+from somsd.store import Connection, NewEvent, StoredEvent, lock_for_transaction
 
 __all__ = [
     "ORDER_STREAM_PREFIX",
@@ -38,6 +37,7 @@ __all__ = [
     "OrderSummary",
     "decode_state",
     "fetch_state",
+    "fetch_state_by_number",
     "list_orders",
     "order_id_of_stream",
     "order_stream",
@@ -112,12 +112,15 @@ class OrderBook:
     # -- stamping: numbers taken inside the appending transaction ------------------------
 
     def stamp(
-        self, conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
+        self, conn: Connection, stream: str, events: Sequence[NewEvent]
     ) -> Sequence[NewEvent]:
         documents = [i for i, event in enumerate(events) if event.type in _DOCUMENT_EVENTS]
         if not documents:
             return events
         decoded = [decode_event(events[i].payload) for i in documents]
+        # Several writers (daemons on PostgreSQL): the next one reads the counters only after
+        # this transaction ends, so numbers stay gapless and unique. A no-op on SQLite.
+        lock_for_transaction(conn, "document_series")
         counters: dict[tuple[str, int], int] = {}
         for event in decoded:
             assert isinstance(event, InvoiceIssued | CreditNoteIssued)
@@ -138,11 +141,11 @@ class OrderBook:
 
     # -- projection ----------------------------------------------------------------------
 
-    def apply(self, conn: sqlite3.Connection, stored: StoredEvent) -> None:
+    def apply(self, conn: Connection, stored: StoredEvent) -> None:
         """One event (replays); the writer uses `apply_append` for a whole append."""
         self.apply_append(conn, [stored])
 
-    def apply_append(self, conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
+    def apply_append(self, conn: Connection, events: Sequence[StoredEvent]) -> None:
         """Fold one append's events into the order's row: one read and one write per append."""
         if not events or not events[0].stream.startswith(ORDER_STREAM_PREFIX):
             return
@@ -167,7 +170,7 @@ class OrderBook:
 
     @staticmethod
     def _insert(
-        conn: sqlite3.Connection, first: StoredEvent, stored: StoredEvent, state: OrderState
+        conn: Connection, first: StoredEvent, stored: StoredEvent, state: OrderState
     ) -> None:
         order = state.order
         conn.execute(
@@ -193,7 +196,7 @@ class OrderBook:
         )
 
     @staticmethod
-    def _update(conn: sqlite3.Connection, stored: StoredEvent, state: OrderState) -> None:
+    def _update(conn: Connection, stored: StoredEvent, state: OrderState) -> None:
         conn.execute(
             "UPDATE orders SET status = ?, total = ?, updated_at = ?, version = ?, state = ? "
             "WHERE order_id = ?",
@@ -209,7 +212,7 @@ class OrderBook:
 
     @staticmethod
     def _record_document(
-        conn: sqlite3.Connection,
+        conn: Connection,
         stored: StoredEvent,
         event: InvoiceIssued | CreditNoteIssued,
         state: OrderState,
@@ -267,13 +270,21 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def fetch_state(conn: sqlite3.Connection, order_id: str) -> bytes | None:
+def fetch_state(conn: Connection, order_id: str) -> bytes | None:
     row = conn.execute("SELECT state FROM orders WHERE order_id = ?", (order_id,)).fetchone()
     return None if row is None else bytes(row[0])
 
 
+def fetch_state_by_number(conn: Connection, number: str) -> bytes | None:
+    """The state of the first order with the shop's order `number` (an ERP knows only that)."""
+    row = conn.execute(
+        "SELECT order_id FROM orders WHERE number = ? ORDER BY seq LIMIT 1", (number,)
+    ).fetchone()
+    return None if row is None else fetch_state(conn, row[0])
+
+
 def list_orders(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     status: str | None = None,
     channel: str | None = None,

@@ -15,7 +15,6 @@ not stored: safety stock is config, not an event, so ATP needs the current confi
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -34,7 +33,7 @@ from somsd.domain.atp import (
     StockReserved,
     StockShipped,
 )
-from somsd.store import StoredEvent
+from somsd.store import Connection, StoredEvent
 
 __all__ = [
     "INVENTORY_STREAM",
@@ -109,7 +108,7 @@ class StockLevels:
         "CREATE INDEX stock_reservations_by_sku ON stock_reservations (sku, location)",
     )
 
-    def apply(self, conn: sqlite3.Connection, stored: StoredEvent) -> None:
+    def apply(self, conn: Connection, stored: StoredEvent) -> None:
         if stored.stream != INVENTORY_STREAM:
             return
         match decode_stock_event(stored.payload):
@@ -143,7 +142,7 @@ class StockLevels:
                 _settle(conn, rid, location, lines, at if off else None)
 
 
-def _load(conn: sqlite3.Connection, sku: str, location: str) -> _Row:
+def _load(conn: Connection, sku: str, location: str) -> _Row:
     found = conn.execute(
         "SELECT on_hand, reserved, as_of, moves FROM stock_levels WHERE sku = ? AND location = ?",
         (sku, location),
@@ -159,7 +158,7 @@ def _load(conn: sqlite3.Connection, sku: str, location: str) -> _Row:
     )
 
 
-def _save(conn: sqlite3.Connection, sku: str, location: str, row: _Row) -> None:
+def _save(conn: Connection, sku: str, location: str, row: _Row) -> None:
     conn.execute(
         "INSERT INTO stock_levels VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (sku, location) "
         "DO UPDATE SET on_hand = ?3, reserved = ?4, as_of = ?5, moves = ?6",
@@ -175,7 +174,7 @@ def _save(conn: sqlite3.Connection, sku: str, location: str, row: _Row) -> None:
 
 
 def _settle(
-    conn: sqlite3.Connection,
+    conn: Connection,
     reservation_id: str,
     location: str,
     lines: Sequence[StockLine],
@@ -237,7 +236,7 @@ class StockLevelRow(msgspec.Struct, frozen=True):
     as_of: datetime | None
 
 
-def fetch_levels(conn: sqlite3.Connection, sku: str | None = None) -> list[StockLevelRow]:
+def fetch_levels(conn: Connection, sku: str | None = None) -> list[StockLevelRow]:
     """Every level, or one SKU's, ordered by SKU and location."""
     query = "SELECT sku, location, on_hand, reserved, as_of FROM stock_levels"
     params: tuple[str, ...] = ()
@@ -258,7 +257,7 @@ def fetch_levels(conn: sqlite3.Connection, sku: str | None = None) -> list[Stock
     ]
 
 
-def fetch_reserved_lines(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
+def fetch_reserved_lines(conn: Connection) -> dict[str, dict[str, int]]:
     """Open reservations as {reservation_id: {sku: quantity}}."""
     reserved: dict[str, dict[str, int]] = {}
     for rid, sku, quantity in conn.execute(

@@ -7,7 +7,8 @@ only after its COMMIT. See docs in `_store.py` (writer loop), `_writer.py` (one 
 
 Public names are re-exported here, grouped by layer; the modules behind them are private.
 Nothing outside `somsd/` may depend on SQLite details: actors use `EventStore`'s methods and
-these values, so the store can later be backed by PostgreSQL.
+these values, and queries are functions of a `Connection`, so the same code runs on the
+PostgreSQL backend (`somsd.store.postgres`, `[store] backend = "postgres"`).
 """
 
 from __future__ import annotations
@@ -40,8 +41,13 @@ from somsd.store._models import (
     StoredEvent,
 )
 from somsd.store._projection import AppendProjection, EventStamper, Projection
+from somsd.store._queries import payloads_containing as query_payloads_containing
 from somsd.store._queries import read_stream as query_stream
 from somsd.store._schema import SCHEMA_VERSION, open_reader
+
+# The connection seam projections and queries are written against (SQLite or PostgreSQL; the
+# PostgreSQL backend itself is `somsd.store.postgres`, imported only when configured).
+from somsd.store._sql import Connection, Cursor, Dialect, dialect, lock_for_transaction
 
 # The actor and its parts.
 from somsd.store._store import (
@@ -60,6 +66,9 @@ __all__ = [
     "AppendProjection",
     "Appended",
     "Clock",
+    "Connection",
+    "Cursor",
+    "Dialect",
     "Duplicate",
     "EventStamper",
     "EventStore",
@@ -78,7 +87,10 @@ __all__ = [
     "StoredEvent",
     "VersionConflict",
     "backup_database",
+    "dialect",
+    "lock_for_transaction",
     "open_reader",
+    "query_payloads_containing",
     "query_stream",
     "rebuild_projections",
     "utc_now",

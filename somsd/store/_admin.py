@@ -35,6 +35,7 @@ from somsd.store._schema import (
     replay,
     stored_projection_versions,
 )
+from somsd.store._sql import Connection
 
 __all__ = ["backup_database", "rebuild_projections", "verify_database"]
 
@@ -166,7 +167,7 @@ def _check_integrity(conn: sqlite3.Connection) -> list[str]:
     return [f"integrity_check: {message}" for (message,) in rows]
 
 
-def _check_streams(conn: sqlite3.Connection) -> list[str]:
+def _check_streams(conn: Connection) -> list[str]:
     # UNIQUE(stream, version) rules out repeats, so min = 1 and max = count means exactly 1..n.
     rows = conn.execute(
         "SELECT stream, count(*), min(version), max(version) FROM events GROUP BY stream "
@@ -178,7 +179,7 @@ def _check_streams(conn: sqlite3.Connection) -> list[str]:
     ]
 
 
-def _check_idempotency(conn: sqlite3.Connection) -> list[str]:
+def _check_idempotency(conn: Connection) -> list[str]:
     rows = conn.execute(
         "SELECT i.source, i.external_id, i.stream, i.first_seq, e.stream "
         "FROM idempotency AS i LEFT JOIN events AS e ON e.seq = i.first_seq "

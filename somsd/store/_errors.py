@@ -72,8 +72,15 @@ class StoreDiskFull(StoreUnavailable):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """True for SQLite's "database or disk is full" and the OS's ENOSPC / EDQUOT."""
+    """True for SQLite's "database or disk is full", PostgreSQL's disk_full and the OS's
+    ENOSPC / EDQUOT."""
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         return code == sqlite3.SQLITE_FULL or "disk is full" in str(exc)
+    if getattr(exc, "sqlstate", None) == _PG_DISK_FULL:
+        return True
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# PostgreSQL's SQLSTATE disk_full (class 53, insufficient resources), on psycopg's errors.
+_PG_DISK_FULL = "53100"

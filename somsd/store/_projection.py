@@ -16,11 +16,11 @@ at the next start (see `install_projections`).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from somsd.store._models import NewEvent, StoredEvent
+from somsd.store._sql import Connection
 
 __all__ = ["AppendProjection", "EventStamper", "Projection", "projection_version"]
 
@@ -39,7 +39,7 @@ class Projection(Protocol):
         """Every table the DDL creates; dropped and recreated by a rebuild."""
         ...
 
-    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+    def apply(self, conn: Connection, event: StoredEvent) -> None:
         """Update the tables for one event. Runs inside the writer's transaction: never
         BEGIN, COMMIT or ROLLBACK here; raise to reject the append instead."""
         ...
@@ -55,7 +55,7 @@ class AppendProjection(Protocol):
     `apply` per event, so both must produce the same tables.
     """
 
-    def apply_append(self, conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None: ...
+    def apply_append(self, conn: Connection, events: Sequence[StoredEvent]) -> None: ...
 
 
 @runtime_checkable
@@ -70,7 +70,7 @@ class EventStamper(Protocol):
     """
 
     def stamp(
-        self, conn: sqlite3.Connection, stream: str, events: Sequence[NewEvent]
+        self, conn: Connection, stream: str, events: Sequence[NewEvent]
     ) -> Sequence[NewEvent]: ...
 
 

@@ -1,18 +1,18 @@
 """Read queries, as plain functions of a connection.
 
-They take a `sqlite3.Connection` so the same code serves `EventStore.read` (a pooled read-only
+They take a `Connection` so the same code serves `EventStore.read` (a pooled read-only
 connection in a worker thread), the admin tools (a connection of their own) and the replay used
 by rebuild and verify.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 
 import msgspec
 
 from somsd.store._models import OutboxCounts, OutboxEntry, OutboxState, StoredEvent
+from somsd.store._sql import Connection, dialect
 from somsd.store._time import from_text
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "list_dead_letters",
     "list_due_outbox",
     "list_due_outbox_per_target",
+    "payloads_containing",
     "read_events",
     "read_stream",
     "stream_version",
@@ -73,13 +74,13 @@ def outbox_from_row(row: OutboxRow) -> OutboxEntry:
     )
 
 
-def stream_version(conn: sqlite3.Connection, stream: str) -> int:
+def stream_version(conn: Connection, stream: str) -> int:
     """The stream's current version; 0 for a stream with no events."""
     row = conn.execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
     return int(row[0] or 0)
 
 
-def read_stream(conn: sqlite3.Connection, stream: str, after_version: int) -> list[StoredEvent]:
+def read_stream(conn: Connection, stream: str, after_version: int) -> list[StoredEvent]:
     rows = conn.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE stream = ? AND version > ? ORDER BY version",  # noqa: S608
         (stream, after_version),
@@ -87,7 +88,7 @@ def read_stream(conn: sqlite3.Connection, stream: str, after_version: int) -> li
     return [event_from_row(row) for row in rows]
 
 
-def read_events(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[StoredEvent]:
+def read_events(conn: Connection, after_seq: int, limit: int) -> list[StoredEvent]:
     rows = conn.execute(
         f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?",  # noqa: S608
         (after_seq, limit),
@@ -95,7 +96,7 @@ def read_events(conn: sqlite3.Connection, after_seq: int, limit: int) -> list[St
     return [event_from_row(row) for row in rows]
 
 
-def iter_events(conn: sqlite3.Connection) -> Iterator[StoredEvent]:
+def iter_events(conn: Connection) -> Iterator[StoredEvent]:
     """Every event in seq order, fetched a page at a time (for replay)."""
     after = 0
     while page := read_events(conn, after, _REPLAY_PAGE):
@@ -103,7 +104,7 @@ def iter_events(conn: sqlite3.Connection) -> Iterator[StoredEvent]:
         after = page[-1].seq
 
 
-def list_due_outbox(conn: sqlite3.Connection, now: str, limit: int) -> list[OutboxEntry]:
+def list_due_outbox(conn: Connection, now: str, limit: int) -> list[OutboxEntry]:
     rows = conn.execute(
         f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' "  # noqa: S608
         "AND next_attempt_at <= ? "
@@ -114,7 +115,7 @@ def list_due_outbox(conn: sqlite3.Connection, now: str, limit: int) -> list[Outb
 
 
 def list_due_outbox_per_target(
-    conn: sqlite3.Connection, now: str, per_target: int
+    conn: Connection, now: str, per_target: int
 ) -> dict[str, list[OutboxEntry]]:
     """Up to `per_target` due entries of every target with pending ones, oldest first each.
 
@@ -145,9 +146,7 @@ def list_due_outbox_per_target(
     return due
 
 
-def list_dead_letters(
-    conn: sqlite3.Connection, target: str | None, limit: int
-) -> list[OutboxEntry]:
+def list_dead_letters(conn: Connection, target: str | None, limit: int) -> list[OutboxEntry]:
     rows = conn.execute(
         f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE state = 'dead' "  # noqa: S608
         "AND (?1 IS NULL OR target = ?1) ORDER BY id LIMIT ?2",
@@ -156,7 +155,7 @@ def list_dead_letters(
     return [outbox_from_row(row) for row in rows]
 
 
-def count_outbox(conn: sqlite3.Connection) -> OutboxCounts:
+def count_outbox(conn: Connection) -> OutboxCounts:
     rows = conn.execute(
         "SELECT state, target, count(*) FROM outbox WHERE state IN ('pending', 'dead') "
         "GROUP BY state, target"
@@ -165,3 +164,24 @@ def count_outbox(conn: sqlite3.Connection) -> OutboxCounts:
     for state, target, count in rows:
         (counts.pending if state == "pending" else counts.dead)[target] = count
     return counts
+
+
+def payloads_containing(
+    conn: Connection, *, stream_prefix: str, type_: str, fragment: bytes, limit: int
+) -> list[bytes]:
+    """Payloads of `type_` events in streams starting with `stream_prefix` whose JSON holds
+    `fragment` byte for byte (e.g. `b'"valid":false'`), in seq order."""
+    # The stream range uses the (stream, version) index: only those streams are read.
+    end = stream_prefix[:-1] + chr(ord(stream_prefix[-1]) + 1)
+    if dialect(conn) == "postgres":
+        contains = "position(CAST(? AS BYTEA) IN payload) > 0"
+        needle: bytes | str = fragment
+    else:
+        contains = "instr(payload, ?) > 0"
+        needle = fragment
+    rows = conn.execute(
+        "SELECT payload FROM events WHERE stream >= ? AND stream < ? AND type = ? "  # noqa: S608
+        f"AND {contains} ORDER BY seq LIMIT ?",
+        (stream_prefix, end, type_, needle, limit),
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]

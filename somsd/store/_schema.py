@@ -23,6 +23,7 @@ import structlog
 from somsd.store._errors import StoreError
 from somsd.store._projection import Projection, projection_version
 from somsd.store._queries import iter_events
+from somsd.store._sql import Connection
 
 __all__ = [
     "MIGRATIONS",
@@ -221,7 +222,7 @@ def existing_tables(conn: sqlite3.Connection) -> set[str]:
     return {name for (name,) in rows}
 
 
-def create_projection(conn: sqlite3.Connection, projection: Projection) -> None:
+def create_projection(conn: Connection, projection: Projection) -> None:
     """Drop whatever exists of the projection's tables and run its DDL."""
     for table in projection.tables:
         conn.execute(f"DROP TABLE IF EXISTS {quote(table)}")
@@ -230,8 +231,8 @@ def create_projection(conn: sqlite3.Connection, projection: Projection) -> None:
 
 
 def replay(
-    source: sqlite3.Connection,
-    target: sqlite3.Connection,
+    source: Connection,
+    target: Connection,
     projections: Sequence[Projection],
     *,
     progress: Callable[[int], None] | None = None,
@@ -266,7 +267,7 @@ def stored_projection_versions(conn: sqlite3.Connection) -> dict[str, int]:
     return {name: version for name, version in rows}
 
 
-def record_projection_versions(conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
+def record_projection_versions(conn: Connection, projections: Sequence[Projection]) -> None:
     """Note the format version of freshly built projections (inside the caller's transaction)."""
     conn.execute(
         "CREATE TABLE IF NOT EXISTS projection_versions "

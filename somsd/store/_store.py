@@ -54,6 +54,7 @@ from somsd.store._queries import (
     stream_version,
 )
 from somsd.store._schema import check_projections, install_projections, open_reader, open_writer
+from somsd.store._sql import Connection
 from somsd.store._time import Clock, to_text, utc_now
 from somsd.store._writer import (
     AppendRequest,
@@ -140,7 +141,7 @@ class EventStore(Actor[WriteRequest]):
             # Shielded: a cancelled open would otherwise leave the thread's connection unclosed.
             with trio.CancelScope(shield=True):
                 conn = await trio.to_thread.run_sync(self._open, limiter=self._write_limiter)
-            writer = BatchWriter(conn, self._projections)
+            writer = self._batch_writer(conn)
             try:
                 log.info("event_store_open", path=str(self.path), queued=self.mailbox.depth)
                 task_status.started()
@@ -175,6 +176,12 @@ class EventStore(Actor[WriteRequest]):
             conn.close()
             raise
         return conn
+
+    def _batch_writer(self, conn: sqlite3.Connection) -> BatchWriter:
+        return BatchWriter(conn, self._projections)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        return open_reader(self.path)
 
     async def _serve(self, writer: BatchWriter) -> None:
         limit = self._batch_limit - 1
@@ -438,7 +445,7 @@ class EventStore(Actor[WriteRequest]):
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` on a read-only connection in a worker thread, inside one read transaction.
 
         `fn` sees one committed snapshot (events and projections consistent with each other)
@@ -450,7 +457,7 @@ class EventStore(Actor[WriteRequest]):
             else:
                 # Shielded so a cancelled open can not leak the connection it made.
                 with trio.CancelScope(shield=True):
-                    conn = await trio.to_thread.run_sync(open_reader, self.path)
+                    conn = await trio.to_thread.run_sync(self._open_reader)
             try:
                 return await trio.to_thread.run_sync(_read_snapshot, conn, fn)
             finally:
@@ -501,7 +508,7 @@ class EventStore(Actor[WriteRequest]):
             self._idle_readers.pop().close()
 
 
-def _read_snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+def _read_snapshot(conn: sqlite3.Connection, fn: Callable[[Connection], T]) -> T:
     conn.execute("BEGIN")
     try:
         return fn(conn)

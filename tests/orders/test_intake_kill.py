@@ -43,6 +43,7 @@ from tests.orders.shop import (
     somsd_cli,
     webhook_config,
 )
+from tests.postgres.conftest import pg_cluster, pg_dsn  # noqa: F401  # for backend postgres
 
 pytestmark = pytest.mark.slow
 
@@ -224,14 +225,31 @@ def check_answers(originals: list[Delivery], schedule: list[Delivery]) -> dict[s
     return order_ids
 
 
+def store_reader(tmp_path: Path, dsn: str | None) -> Any:
+    """A read-only connection to the daemons' store, SQLite file or PostgreSQL database."""
+    if dsn is None:
+        return open_reader(tmp_path / "data" / DATABASE_FILE)
+    from somsd.store.postgres import connect
+
+    return connect(dsn, read_only=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_sigkilled_intake_stores_every_acknowledged_order_exactly_once(
-    tmp_path: Path,
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest
 ) -> None:
-    """Two SIGKILLs under 32 concurrent senders with redeliveries lose and double no order."""
+    """Two SIGKILLs under 32 concurrent senders with redeliveries lose and double no order,
+    with the event log in SQLite and in PostgreSQL (a real server, the daemon killed)."""
     seed = random.randrange(2**32)
     print(f"schedule seed {seed}")  # shown with a failure: bodies, order, kill points
     rng = random.Random(seed)
-    config = webhook_config(tmp_path)
+    dsn: str | None = None
+    extra = ""
+    if backend == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        (tmp_path / "store.dsn").write_text(dsn + "\n")
+        extra = '\n[store]\nbackend = "postgres"\ndsn_file = "store.dsn"\n'
+    config = webhook_config(tmp_path, extra)
     originals, schedule = build_schedule(rng)
     kill_points = [
         rng.randint(ORDERS * 15 // 100, ORDERS * 45 // 100),
@@ -271,7 +289,7 @@ async def test_sigkilled_intake_stores_every_acknowledged_order_exactly_once(
                 assert max(by_external.values()) == 1, context
                 assert {o["external_id"]: o["order_id"] for o in listed} == order_ids, context
 
-                with closing(open_reader(tmp_path / "data" / DATABASE_FILE)) as conn:
+                with closing(store_reader(tmp_path, dsn)) as conn:
                     stored = list_orders(conn, limit=10 * ORDERS)
                     invoices = [
                         number

@@ -1,6 +1,6 @@
 """Child process for test_durability: append as fast as possible until killed.
 
-Usage: python -m tests.store.appender DB_PATH RUN_ID
+Usage: python -m tests.store.appender DB_PATH|POSTGRES_DSN RUN_ID
 
 Prints "ready" once the store is open, then one "ack ID" line per append *after* its reply
 arrives (i.e. after COMMIT). Each line goes out with one unbuffered os.write, which is atomic
@@ -39,8 +39,13 @@ async def produce(store: EventStore, run_id: str, producer: int) -> None:
         count += 1
 
 
-async def main(path: Path, run_id: str) -> None:
-    store = EventStore(path, [StreamStats()])
+async def main(location: str, run_id: str) -> None:
+    if location.startswith("postgresql://"):
+        from somsd.store.postgres import PostgresEventStore
+
+        store: EventStore = PostgresEventStore(location, [StreamStats()])
+    else:
+        store = EventStore(Path(location), [StreamStats()])
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         os.write(1, b"ready\n")
@@ -49,4 +54,4 @@ async def main(path: Path, run_id: str) -> None:
 
 
 if __name__ == "__main__":
-    trio.run(main, Path(sys.argv[1]), sys.argv[2])
+    trio.run(main, sys.argv[1], sys.argv[2])

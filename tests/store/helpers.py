@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from somsd.store import NewEvent, StoredEvent
+from somsd.store import Connection, EventStore, NewEvent, Projection, StoredEvent, verify_database
+from somsd.store import rebuild_projections as rebuild_sqlite
 
 T0 = datetime(2025, 3, 1, 9, 30, tzinfo=UTC)
 
@@ -27,10 +28,11 @@ class StreamStats:
     )
     tables = ("stream_stats",)
 
-    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+    def apply(self, conn: Connection, event: StoredEvent) -> None:
         conn.execute(
             "INSERT INTO stream_stats VALUES (?, 1, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
-            "events = events + 1, last_type = excluded.last_type, last_seq = excluded.last_seq",
+            "events = stream_stats.events + 1, last_type = excluded.last_type, "
+            "last_seq = excluded.last_seq",
             (event.stream, event.type, event.seq),
         )
 
@@ -42,9 +44,10 @@ class TypeCounts:
     ddl = ("CREATE TABLE type_counts (type TEXT PRIMARY KEY, n INTEGER NOT NULL)",)
     tables = ("type_counts",)
 
-    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+    def apply(self, conn: Connection, event: StoredEvent) -> None:
         conn.execute(
-            "INSERT INTO type_counts VALUES (?, 1) ON CONFLICT (type) DO UPDATE SET n = n + 1",
+            "INSERT INTO type_counts VALUES (?, 1) "
+            "ON CONFLICT (type) DO UPDATE SET n = type_counts.n + 1",
             (event.type,),
         )
         if event.type == "Unprojectable":
@@ -99,3 +102,47 @@ def write_lock_held(path: Path) -> Iterator[None]:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+class StoreBackend(Protocol):
+    """Where a test's store lives, and how the test looks at it from outside the store."""
+
+    name: str
+    location: Path | str  # the SQLite file or the PostgreSQL DSN
+
+    def store(self, projections: Sequence[Projection] = (), **options: Any) -> EventStore: ...
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]: ...
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None: ...
+
+    def verify(self, projections: Sequence[Projection] = ()) -> list[str]: ...
+
+    def rebuild(self, projections: Sequence[Projection]) -> int: ...
+
+
+class SqliteBackend:
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = path
+
+    def store(self, projections: Sequence[Projection] = (), **options: Any) -> EventStore:
+        return EventStore(self.path, projections, **options)
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return query(self.path, sql, tuple(params))
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute(sql, tuple(params))
+        finally:
+            conn.close()
+
+    def verify(self, projections: Sequence[Projection] = ()) -> list[str]:
+        return verify_database(self.path, projections)
+
+    def rebuild(self, projections: Sequence[Projection]) -> int:
+        return rebuild_sqlite(self.path, projections)

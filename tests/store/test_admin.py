@@ -16,7 +16,7 @@ from somsd.store import (
     backup_database,
     verify_database,
 )
-from tests.store.helpers import StreamStats, event, execute, query
+from tests.store.helpers import StoreBackend, StreamStats, event, execute, query
 
 PROJECTIONS = [StreamStats()]
 # Enough that eight producers are still busy (~0.1 s at 40k appends/s) when the backup runs.
@@ -66,23 +66,22 @@ def test_backup_refuses_to_overwrite(db_path: Path, tmp_path: Path) -> None:
 
 
 async def test_verify_reports_gaps_and_dangling_idempotency(
-    store: EventStore, db_path: Path
+    store: EventStore, backend: StoreBackend
 ) -> None:
     """A version gap in a stream and an idempotency row without its event are both named."""
     await store.append("order-1", [event()], idempotency=IdempotencyKey("shop", "1"))
     await store.append("order-2", [event()])
-    assert verify_database(db_path, PROJECTIONS) == []
+    assert backend.verify(PROJECTIONS) == []
 
-    execute(
-        db_path,
-        "INSERT INTO events (stream, version, type, payload, metadata, recorded_at) "
-        "VALUES ('order-2', 3, 'X', x'7b7d', x'7b7d', '2025-01-01T00:00:00.000000+00:00')",
-        "INSERT INTO idempotency VALUES ('shop', '2', 'order-9', 999, "
-        "'2025-01-01T00:00:00.000000+00:00')",
-        "INSERT INTO idempotency VALUES ('shop', '3', 'order-9', 1, "
-        "'2025-01-01T00:00:00.000000+00:00')",
+    at = "2025-01-01T00:00:00.000000+00:00"
+    backend.execute(
+        "INSERT INTO events (seq, stream, version, type, payload, metadata, recorded_at) "
+        "VALUES ((SELECT max(seq) + 1 FROM events), 'order-2', 3, 'X', ?, ?, ?)",
+        (b"{}", b"{}", at),
     )
-    problems = verify_database(db_path)
+    backend.execute("INSERT INTO idempotency VALUES ('shop', '2', 'order-9', 999, ?)", (at,))
+    backend.execute("INSERT INTO idempotency VALUES ('shop', '3', 'order-9', 1, ?)", (at,))
+    problems = backend.verify()
     assert problems == [
         "stream 'order-2': 2 events with versions 1..3, expected 1..2",
         "idempotency ('shop', '2') points at seq 999 of stream 'order-9', but no such event",
@@ -91,6 +90,7 @@ async def test_verify_reports_gaps_and_dangling_idempotency(
     ]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's file itself
 async def test_events_are_append_only(store: EventStore, db_path: Path) -> None:
     """The schema itself refuses to edit or delete an event, whoever tries."""
     await store.append("s", [event()])
@@ -99,6 +99,7 @@ async def test_events_are_append_only(store: EventStore, db_path: Path) -> None:
             execute(db_path, statement)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's file itself
 async def test_open_migrates_to_the_current_schema_version(
     store: EventStore, db_path: Path
 ) -> None:

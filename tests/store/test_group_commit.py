@@ -12,22 +12,22 @@ from prometheus_client import CollectorRegistry
 
 from somsd.store import (
     Appended,
+    Connection,
     EventStore,
     StoreUnavailable,
-    verify_database,
 )
-from tests.store.helpers import StreamStats, event, query, sample, write_lock_held
+from tests.store.helpers import StoreBackend, StreamStats, event, query, sample, write_lock_held
 
 PRODUCERS = 64
 APPENDS_EACH = 20
 
 
-def committed(conn: sqlite3.Connection, seq: int) -> bool:
+def committed(conn: Connection, seq: int) -> bool:
     return conn.execute("SELECT 1 FROM events WHERE seq = ?", (seq,)).fetchone() is not None
 
 
 async def test_concurrent_producers_are_batched_and_acked_after_commit(
-    store: EventStore, registry: CollectorRegistry, db_path: Path
+    store: EventStore, registry: CollectorRegistry, backend: StoreBackend
 ) -> None:
     """Many producers: fewer transactions than appends, and each acked event is already
     visible to a separate read-only connection (only committed data is)."""
@@ -50,9 +50,9 @@ async def test_concurrent_producers_are_batched_and_acked_after_commit(
     assert sample(registry, "somsd_eventlog_batch_size_sum") == total
     assert batches < total / 4, f"{batches} transactions for {total} appends: no group commit"
     assert sample(registry, "somsd_eventlog_append_seconds_count") == total
-    assert query(db_path, "SELECT count(*) FROM events") == [(total,)]
+    assert backend.query("SELECT count(*) FROM events") == [(total,)]
     # Eight streams written by eight producers each: versions still run 1..n without gaps.
-    assert verify_database(db_path, [StreamStats()]) == []
+    assert backend.verify([StreamStats()]) == []
 
 
 async def test_pipelined_submits_are_answered_in_order(store: EventStore) -> None:
@@ -63,10 +63,10 @@ async def test_pipelined_submits_are_answered_in_order(store: EventStore) -> Non
 
 
 async def test_batch_limit_caps_a_transaction(
-    db_path: Path, nursery: trio.Nursery, registry: CollectorRegistry
+    backend: StoreBackend, nursery: trio.Nursery, registry: CollectorRegistry
 ) -> None:
     """With 25 requests queued and batch_limit=10, the writer uses three transactions."""
-    store = EventStore(db_path, batch_limit=10, registry=registry)
+    store = backend.store(batch_limit=10, registry=registry)
     replies = [await store.submit("s", [event()]) for _ in range(25)]
     await nursery.start(store.run)
     for reply in replies:

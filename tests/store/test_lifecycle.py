@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from somsd.store import Appended, EventStore, StoreError
-from tests.store.helpers import event, query, write_lock_held
+from tests.store.helpers import StoreBackend, event, query, write_lock_held
 
 
 async def test_cancellation_commits_and_answers_everything_queued(db_path: Path) -> None:
@@ -35,9 +35,11 @@ async def test_cancellation_commits_and_answers_everything_queued(db_path: Path)
     assert query(db_path, "SELECT count(*) FROM events") == [(101,)]
 
 
-async def test_requests_queued_while_stopped_are_written_by_the_next_run(db_path: Path) -> None:
+async def test_requests_queued_while_stopped_are_written_by_the_next_run(
+    backend: StoreBackend,
+) -> None:
     """The mailbox outlives a run: a supervisor restart picks up what producers queued."""
-    store = EventStore(db_path)
+    store = backend.store()
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
         await store.append("s", [event()])
@@ -67,15 +69,16 @@ async def test_run_can_be_restarted_after_a_failed_open(db_path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_store_runs_once_at_a_time(db_path: Path, nursery: trio.Nursery) -> None:
+async def test_store_runs_once_at_a_time(backend: StoreBackend, nursery: trio.Nursery) -> None:
     """Two writers on one mailbox would break the single-writer design; the second refuses."""
-    store = EventStore(db_path)
+    store = backend.store()
     await nursery.start(store.run)
     with pytest.raises(RuntimeError, match="already running"):
         await store.run()
     assert isinstance(await store.append("s", [event()]), Appended)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's write lock
 async def test_reads_proceed_while_the_write_lock_is_held(store: EventStore, db_path: Path) -> None:
     """Under WAL a reader sees the last commit even while someone holds the write lock."""
     await store.append("s", [event(), event()])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from somsd.store import (
     OutboxTransitionError,
     VersionConflict,
 )
-from tests.store.helpers import T0, Clock, event, query
+from tests.store.helpers import T0, Clock, StoreBackend, event
 
 
 async def test_outbox_lifecycle(store: EventStore, clock: Clock) -> None:
@@ -102,11 +101,13 @@ async def test_naive_retry_time_is_refused(store: EventStore) -> None:
         await store.schedule_retry(1, error="x", next_attempt_at=T0.replace(tzinfo=None))
 
 
-async def test_outbox_entries_share_their_appends_fate(store: EventStore, db_path: Path) -> None:
+async def test_outbox_entries_share_their_appends_fate(
+    store: EventStore, backend: StoreBackend
+) -> None:
     """An append that fails writes none of its outbox entries."""
     await store.append("s", [event()])
     with pytest.raises(VersionConflict):
         await store.append(
             "s", [event()], expected_version=0, outbox=[OutboxItem("erp", b"{}", "k")]
         )
-    assert query(db_path, "SELECT count(*) FROM outbox") == [(0,)]
+    assert backend.query("SELECT count(*) FROM outbox") == [(0,)]

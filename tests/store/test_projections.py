@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,31 +9,30 @@ import trio
 
 from somsd.store import (
     Appended,
+    Connection,
     EventStore,
     Projection,
     RequestFailed,
     StoredEvent,
-    rebuild_projections,
-    verify_database,
 )
-from tests.store.helpers import StreamStats, TypeCounts, event, execute, query
+from tests.store.helpers import StoreBackend, StreamStats, TypeCounts, event
 
 PROJECTIONS: list[Projection] = [StreamStats(), TypeCounts()]
 
 
-def snapshot(conn: sqlite3.Connection) -> list[tuple[str, int, int]]:
+def snapshot(conn: Connection) -> list[tuple[str, int, int]]:
     """Per stream: events in the log and events the projection has counted, one snapshot."""
     return conn.execute(
         "SELECT e.stream, count(*), s.events FROM events AS e "
-        "JOIN stream_stats AS s ON s.stream = e.stream GROUP BY e.stream"
+        "JOIN stream_stats AS s ON s.stream = e.stream GROUP BY e.stream, s.events"
     ).fetchall()
 
 
 async def test_readers_never_see_events_without_their_projection(
-    db_path: Path, nursery: trio.Nursery
+    backend: StoreBackend, nursery: trio.Nursery
 ) -> None:
     """While producers append, every read snapshot shows projection and log in agreement."""
-    store = EventStore(db_path, PROJECTIONS)
+    store = backend.store(PROJECTIONS)
     await nursery.start(store.run)
     writers_done = trio.Event()
     checked = 0
@@ -58,18 +56,18 @@ async def test_readers_never_see_events_without_their_projection(
         writers_done.set()
 
     assert checked > 0
-    assert query(db_path, "SELECT sum(events) FROM stream_stats") == [(16 * 30 * 2,)]
-    assert query(db_path, "SELECT type, n FROM type_counts ORDER BY type") == [
+    assert backend.query("SELECT sum(events) FROM stream_stats") == [(16 * 30 * 2,)]
+    assert backend.query("SELECT type, n FROM type_counts ORDER BY type") == [
         ("A", 480),
         ("B", 480),
     ]
 
 
 async def test_projection_error_rolls_back_only_that_append(
-    db_path: Path, nursery: trio.Nursery
+    backend: StoreBackend, nursery: trio.Nursery
 ) -> None:
     """A projection raising mid-append undoes that append's events and projection rows."""
-    store = EventStore(db_path, PROJECTIONS)
+    store = backend.store(PROJECTIONS)
     before = await store.submit("s", [event("A")])
     poisoned = await store.submit("s", [event("A"), event("Unprojectable")])
     after = await store.submit("s", [event("B")])
@@ -80,65 +78,67 @@ async def test_projection_error_rolls_back_only_that_append(
         await poisoned.wait()
     assert isinstance(caught.value.__cause__, ValueError)
     assert (await after.wait()) == Appended(stream="s", first_seq=2, last_seq=2, version=2)
-    assert query(db_path, "SELECT type, n FROM type_counts ORDER BY type") == [("A", 1), ("B", 1)]
-    assert verify_database(db_path, PROJECTIONS) == []
+    assert backend.query("SELECT type, n FROM type_counts ORDER BY type") == [("A", 1), ("B", 1)]
+    assert backend.verify(PROJECTIONS) == []
 
 
 async def test_verify_finds_a_tampered_projection_row_and_rebuild_repairs_it(
-    db_path: Path, nursery: trio.Nursery
+    backend: StoreBackend, nursery: trio.Nursery
 ) -> None:
     """Editing a projection row behind the store's back is reported row by row; a rebuild
     replays the log and the tables match again."""
-    store = EventStore(db_path, PROJECTIONS)
+    store = backend.store(PROJECTIONS)
     await nursery.start(store.run)
     for n in range(10):
         await store.append(f"s{n % 3}", [event("A"), event("B")])
-    good = query(db_path, "SELECT * FROM stream_stats ORDER BY stream")
-    assert verify_database(db_path, PROJECTIONS) == []
+    good = backend.query("SELECT * FROM stream_stats ORDER BY stream")
+    assert backend.verify(PROJECTIONS) == []
 
-    execute(db_path, "UPDATE stream_stats SET events = 99 WHERE stream = 's1'")
-    execute(db_path, "DELETE FROM type_counts WHERE type = 'B'")
-    problems = verify_database(db_path, PROJECTIONS)
+    backend.execute("UPDATE stream_stats SET events = 99 WHERE stream = 's1'")
+    backend.execute("DELETE FROM type_counts WHERE type = 'B'")
+    problems = backend.verify(PROJECTIONS)
     assert any("'stream_stats'" in p and "unexpected row ('s1', 99," in p for p in problems)
     assert any("'stream_stats'" in p and "missing row ('s1', 6," in p for p in problems)
     assert any("'type_counts'" in p and "missing row ('B', 10)" in p for p in problems)
 
-    assert rebuild_projections(db_path, PROJECTIONS) == 20
-    assert query(db_path, "SELECT * FROM stream_stats ORDER BY stream") == good
-    assert verify_database(db_path, PROJECTIONS) == []
+    assert backend.rebuild(PROJECTIONS) == 20
+    assert backend.query("SELECT * FROM stream_stats ORDER BY stream") == good
+    assert backend.verify(PROJECTIONS) == []
 
 
-async def test_rebuild_reproduces_projections_exactly(db_path: Path, nursery: trio.Nursery) -> None:
+async def test_rebuild_reproduces_projections_exactly(
+    backend: StoreBackend, nursery: trio.Nursery
+) -> None:
     """Dropping and replaying gives the same rows the writer built incrementally."""
-    store = EventStore(db_path, PROJECTIONS)
+    store = backend.store(PROJECTIONS)
     await nursery.start(store.run)
     for n in range(50):
         await store.append(f"s{n % 7}", [event("A" if n % 2 else "B")])
     tables = ("stream_stats", "type_counts")
-    before = {t: query(db_path, f"SELECT * FROM {t} ORDER BY 1") for t in tables}
+    before = {t: backend.query(f"SELECT * FROM {t} ORDER BY 1") for t in tables}
 
-    rebuild_projections(db_path, PROJECTIONS)
+    backend.rebuild(PROJECTIONS)
 
-    assert {t: query(db_path, f"SELECT * FROM {t} ORDER BY 1") for t in tables} == before
+    assert {t: backend.query(f"SELECT * FROM {t} ORDER BY 1") for t in tables} == before
 
 
-async def test_new_projection_is_filled_from_the_log_at_open(db_path: Path) -> None:
+async def test_new_projection_is_filled_from_the_log_at_open(backend: StoreBackend) -> None:
     """A projection added after events exist gets its tables created and replayed at open."""
     async with trio.open_nursery() as nursery:
-        store = EventStore(db_path)
+        store = backend.store()
         await nursery.start(store.run)
         await store.append("s", [event("A"), event("A"), event("B")])
         nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
-        store = EventStore(db_path, PROJECTIONS)
+        store = backend.store(PROJECTIONS)
         await nursery.start(store.run)
         assert await store.read(
             lambda conn: conn.execute("SELECT type, n FROM type_counts ORDER BY type").fetchall()
         ) == [("A", 2), ("B", 1)]
         await store.append("s", [event("B")])
         nursery.cancel_scope.cancel()
-    assert verify_database(db_path, PROJECTIONS) == []
+    assert backend.verify(PROJECTIONS) == []
 
 
 @pytest.mark.parametrize(
@@ -162,22 +162,23 @@ class StreamStatsV2(StreamStats):
 
     version = 2
 
-    def apply(self, conn: sqlite3.Connection, event: StoredEvent) -> None:
+    def apply(self, conn: Connection, event: StoredEvent) -> None:
         conn.execute(
             "INSERT INTO stream_stats VALUES (?, 1, ?, ?) ON CONFLICT (stream) DO UPDATE SET "
-            "events = events + 1, last_type = excluded.last_type, last_seq = excluded.last_seq",
+            "events = stream_stats.events + 1, last_type = excluded.last_type, "
+            "last_seq = excluded.last_seq",
             (event.stream, event.type.lower(), event.seq),
         )
 
 
 async def test_a_projection_in_an_older_format_is_rebuilt_once_at_the_next_start(
-    db_path: Path,
+    backend: StoreBackend,
 ) -> None:
     """Upgrading a projection's `version` needs no operator: the next open rebuilds it alone,
     verify says why it differs until then, and a later open does not rebuild it again."""
 
     async def append_and_close(projections: list[Projection], types: list[str]) -> None:
-        store = EventStore(db_path, projections)
+        store = backend.store(projections)
         async with trio.open_nursery() as nursery:
             await nursery.start(store.run)
             for type_ in types:
@@ -185,19 +186,19 @@ async def test_a_projection_in_an_older_format_is_rebuilt_once_at_the_next_start
             nursery.cancel_scope.cancel()
 
     await append_and_close([StreamStats(), TypeCounts()], ["A", "B"])
-    assert query(db_path, "SELECT last_type FROM stream_stats") == [("B",)]
+    assert backend.query("SELECT last_type FROM stream_stats") == [("B",)]
     upgraded: list[Projection] = [StreamStatsV2(), TypeCounts()]
-    [problem] = verify_database(db_path, upgraded)
+    [problem] = backend.verify(upgraded)
     assert "'stream_stats' is in format version 1, this somsd writes 2" in problem
     await append_and_close(upgraded, ["C"])
-    assert query(db_path, "SELECT events, last_type FROM stream_stats") == [(3, "c")]
-    assert query(db_path, "SELECT type, n FROM type_counts ORDER BY type") == [
+    assert backend.query("SELECT events, last_type FROM stream_stats") == [(3, "c")]
+    assert backend.query("SELECT type, n FROM type_counts ORDER BY type") == [
         ("A", 1),
         ("B", 1),
         ("C", 1),
     ]
-    assert verify_database(db_path, upgraded) == []
+    assert backend.verify(upgraded) == []
     # Recorded: reopening does not replay the log again (a replay would undo this edit).
-    execute(db_path, "UPDATE stream_stats SET events = 99")
+    backend.execute("UPDATE stream_stats SET events = 99")
     await append_and_close(upgraded, [])
-    assert query(db_path, "SELECT events FROM stream_stats") == [(99,)]
+    assert backend.query("SELECT events FROM stream_stats") == [(99,)]
