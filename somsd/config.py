@@ -291,6 +291,8 @@ class LocationConfig(_Table, frozen=True):
     rates: tuple[RateConfig, ...] = ()
     # The stock-source ERP's warehouses whose available stock is this location's stock.
     warehouses: tuple[str, ...] = ()
+    # adapter "selectline": the [[erp]] whose warehouse picks and ships (None: the only one)
+    erp: str | None = None
     country: str = "DE"
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -975,6 +977,7 @@ def _check_references(
         _shipping_problems(indexed("location"), config.carrier)
         + _carrier_problems(indexed("carrier"))
         + _erp_problems(indexed("erp"))
+        + _selectline_location_problems(indexed("location"), config.erp)
     )
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
@@ -1027,6 +1030,35 @@ def _erp_problems(erps: Sequence[tuple[int, ErpConfig]]) -> list[str]:
         for key in ("url", "password_file")
         if getattr(erp, key) is None
     ]
+
+
+def selectline_erp_of(location: LocationConfig, erps: Sequence[ErpConfig]) -> ErpConfig | None:
+    """The SelectLine [[erp]] an `adapter = "selectline"` location ships through."""
+    found = [e for e in erps if e.kind == "selectline" and location.erp in (None, e.name)]
+    return found[0] if len(found) == 1 else None
+
+
+def _selectline_location_problems(
+    locations: Sequence[tuple[int, LocationConfig]], erps: Sequence[ErpConfig]
+) -> list[str]:
+    """Its delivery notes follow the ERP's sales orders, so that ERP must post them."""
+    problems: list[str] = []
+    for index, location in locations:
+        if location.adapter != "selectline":
+            continue
+        erp = selectline_erp_of(location, erps)
+        if erp is None:
+            wanted = repr(location.erp) if location.erp else "exactly one"
+            problems.append(
+                f"location[{index}].erp: adapter selectline needs {wanted} [[erp]] of kind "
+                "selectline"
+            )
+        elif not erp.post_invoices:
+            problems.append(
+                f"location[{index}].erp: erp {erp.name!r} must have post_invoices = true: "
+                "the delivery notes are successors of its sales orders"
+            )
+    return problems
 
 
 def _carrier_problems(carriers: Sequence[tuple[int, CarrierConfig]]) -> list[str]:
