@@ -8,14 +8,15 @@ with a seeded catalogue of a few thousand products) whose shoppers check out ord
 in, while somsd pushes stock and visibility back and reconciles the catalogue once; a webhook
 shop as a second channel placing realistic signed orders; a SelectLine ERP (its simulator on
 loopback) that is the stock source of one warehouse and receives every order as a sales order
-and every shipment as delivery note and invoice; an "ERP" that books the bank transfers and
-invoice payments of shipped orders through the API; a supplier that restocks the 3PL before it
-runs dry, so every order can finish. The live view shows orders by status (and why those that
-wait, wait), fulfilments by location, stock sync and routing, and errors; the API and metrics
-stay up so a user can look around. With `--orders N` the demo places N orders, waits until
-every one is final (complete, canceled or closed) and prints a summary: exit 0 only if all N
-got there. Ctrl-C stops everything cleanly and prints the summary too (exit 0 without
-`--orders`, 130 when it interrupts an `--orders` run before every order is final).
+and every shipment as delivery note and invoice, and whose bookkeeper books the bank transfers
+and invoice payments as paid open items in the ERP (somsd reads them from there); a supplier
+that restocks the 3PL before it runs dry, so every order can finish. The live view shows orders
+by status (and why those that wait, wait), fulfilments by location, stock sync and routing, and
+errors; the API and metrics stay up so a user can look around. With `--orders N` the demo
+places N orders, waits until every one is final (complete, canceled or closed) and prints a
+summary: exit 0 only if all N got there. Ctrl-C stops everything cleanly and prints the summary
+too (exit 0 without `--orders`, 130 when it interrupts an `--orders` run before every order is
+final).
 
 Every run numbers its orders with a fresh run id (`D<run id>-1`, ...), so runs into the same
 data dir never collide, and the view and summary count only this run's orders.
@@ -651,36 +652,6 @@ async def customer_code(admin: httpx.AsyncClient, item: WorkItem) -> str | None:
     return None
 
 
-async def book_payments(admin: httpx.AsyncClient, state: DemoState) -> None:
-    """Play the ERP: book the money of shipped orders that were not prepaid."""
-    while True:
-        cursor = 0
-        while True:
-            params: dict[str, str | int] = {
-                "status": "processing",
-                "cursor": cursor,
-                "q": state.number_prefix,
-            }
-            page = (await admin.get("/v1/orders", params=params)).json()
-            for summary in page["orders"]:
-                order = (await admin.get(f"/v1/orders/{summary['order_id']}")).json()
-                outstanding = Decimal(order["order"]["payment"]["amount"]) - Decimal(order["paid"])
-                all_shipped = all(
-                    line["shipped"] + line["canceled"] >= line["ordered"] for line in order["lines"]
-                )
-                if outstanding > 0 and all_shipped:
-                    response = await admin.post(
-                        f"/v1/orders/{summary['order_id']}/payments",
-                        json={"amount": str(outstanding), "reference": "demo bank transfer"},
-                    )
-                    if response.status_code == 200:
-                        state.payments_booked += 1
-            if page["next_cursor"] is None:
-                break
-            cursor = page["next_cursor"]
-        await trio.sleep(1)
-
-
 # The SelectLine ERP: warehouse 200 is wh-munich's stock (somsd polls it, so the demo does
 # not seed that location's stock); every order, shipment and credit note is posted to it.
 ERP_LOCATION = "wh-munich"
@@ -729,11 +700,47 @@ payment_interval = "1s"
         counts = Counter(document.kind for document in self.sim.documents.values())
         return "(" + " ".join(f"{kind}{counts[kind]}" for kind in "FLRG") + ")"
 
+    async def book_payments(self, admin: httpx.AsyncClient, state: DemoState) -> None:
+        """The bookkeeper: the money of an invoice or bank transfer comes in, and its open item
+        is booked paid in the ERP, where somsd's payment poll finds it. Orders paid in the shop
+        (card, PayPal) are settled with the provider's payout, which the demo leaves out, so
+        their open items stay open; the bookkeeper asks somsd which is which."""
+        settled: set[int] = set()
+        while True:
+            for number, item in list(self.sim.open_items.items()):
+                amount = item.Amount
+                if (
+                    number in settled
+                    or amount is None
+                    or amount.Outstanding <= 0
+                    or not item.YourOrder
+                    or not item.OpenItemDocument
+                ):
+                    continue
+                outstanding = await _outstanding(admin, item.YourOrder)
+                if outstanding is None:
+                    continue  # not known to somsd (yet)
+                settled.add(number)
+                if outstanding > 0:
+                    self.sim.pay(item.OpenItemDocument, min(outstanding, amount.Outstanding))
+                    state.payments_booked += 1
+            await trio.sleep(1)
+
     async def watch_documents(self, state: DemoState) -> None:
         """Keep the live view's count of documents somsd posted to the ERP current."""
         while True:
             state.erp_documents = self.documents_posted()
             await trio.sleep(1)
+
+
+async def _outstanding(admin: httpx.AsyncClient, number: str) -> Decimal | None:
+    """What the order with shop number `number` still owes, per somsd; None if not found."""
+    page = (await admin.get("/v1/orders", params={"q": number})).json()
+    for summary in page["orders"]:
+        if summary["number"] == number:
+            order = (await admin.get(f"/v1/orders/{summary['order_id']}")).json()
+            return Decimal(order["order"]["payment"]["amount"]) - Decimal(order["paid"])
+    return None
 
 
 def why_waiting(detail: Mapping[str, Any]) -> str:
@@ -1210,7 +1217,7 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
                 async with trio.open_nursery() as actors:
                     await seed_stock(admin)
                     _start_store_staff(actors, admin, options)
-                    actors.start_soon(book_payments, admin, state)
+                    actors.start_soon(erp.book_payments, admin, state)
                     actors.start_soon(erp.watch_documents, state)
                     actors.start_soon(watch, admin, daemon.urls["metrics"], state)
                     if options.outage_after is not None:
