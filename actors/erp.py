@@ -20,6 +20,12 @@ section:
   lost response or a SIGKILL half-way never creates a second document. Deliveries of one order
   run one at a time (a lock per order). Each ERP document key is recorded on the order
   (`ErpDocumentRecorded`, shown in `GET /v1/orders/{id}` as `erp_documents`).
+- `attach_documents` (with `post_invoices` and `[documents]`): somsd's rendered PDF of the
+  order's invoice is archived on its sales order `F`, each credit note's on its `G`, as a
+  journal ("somsd Rechnung <number>") with the file attached (`POST /Documents/{key}/Journals`,
+  then `POST /Journals/{id}/Attachments`, multipart). It looks for the journal by its label and
+  for the file by its name before creating either, so a lost answer never attaches twice. An
+  e-invoice that failed validation is not attached (as it is not mailed).
 - also with `post_invoices`: every `payment_interval` reads the open items and records what
   was paid in the ERP as payments in somsd (the desk's `RecordPayment`), which the shop then
   hears of through its own effects.
@@ -33,7 +39,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
-from typing import Protocol
+from typing import Final, Protocol
 
 import httpx
 import msgspec
@@ -41,12 +47,14 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
+from actors.documents import DocumentReader
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.order_desk import OrderCommand, OrderDesk, RecordErpDocument, RecordPayment
 from actors.outbox import OutboxDispatcher
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from adapters.selectline.client import SelectLineClient
 from adapters.selectline.planning import (
+    AttachDocument,
     CancelErpOrder,
     ErpLine,
     PostCreditNote,
@@ -72,6 +80,7 @@ from adapters.selectline.wire import (
     DocumentReadModel,
     DocumentUpdateModel,
     EnumerationValue,
+    JournalCreateModel,
     StoreInformationUpdate,
     SuccessorsDocumentData,
 )
@@ -133,6 +142,13 @@ class ErpMetrics:
             ["erp", "location"],
             registry=registry,
         )
+        self.attachments = Counter(
+            "somsd_erp_documents_attached",
+            "somsd's invoice and credit-note PDFs archived on ERP documents, per ERP and kind "
+            "(invoice, credit_note).",
+            ["erp", "kind"],
+            registry=registry,
+        )
         self.stock_polls = Counter(
             "somsd_erp_stock_polls",
             "Stock polls of the ERP that handed their reports over, per ERP.",
@@ -166,13 +182,16 @@ def erp_order_effects_for(
         for event in events:
             state = apply(state, event)
         assert state is not None
-        planned = plan_erp_effects(before, state, events)
+        planned = {
+            attach: plan_erp_effects(before, state, events, attach_documents=attach)
+            for attach in {erp.attach_documents for erp in posting}
+        }
         return [
             OutboxItem(
                 erp_target(erp.name), ENCODER.encode(effect), f"{erp_target(erp.name)}:{effect.key}"
             )
             for erp in posting
-            for effect in planned
+            for effect in planned[erp.attach_documents]
         ]
 
     return effects
@@ -197,7 +216,9 @@ class SelectLineErp(IntegrationActor):
         metrics: ErpMetrics,
         http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        documents: DocumentReader | None = None,
     ) -> None:
+        """`documents`: the rendered PDFs `attach_documents` archives in the ERP."""
         super().__init__(name, section, driver="selectline")
         if section.url is None:
             raise ValueError(f"erp {section.name!r}: kind selectline needs url")
@@ -216,6 +237,7 @@ class SelectLineErp(IntegrationActor):
         self._order_locks: dict[str, trio.Lock] = {}
         self._last_counts: dict[str, tuple[StockCount, ...]] = {}
         self.client: SelectLineClient | None = None
+        self.documents = documents
 
     def _password(self) -> str:
         secret = self.erp.password_file
@@ -410,6 +432,8 @@ class SelectLineErp(IntegrationActor):
                     await self._post_credit_note(client, effect)
                 case CancelErpOrder():
                     await self._cancel(client, effect)
+                case AttachDocument():
+                    await self._attach(client, effect)
 
     def order_lock(self, order_id: str) -> trio.Lock:
         """Deliveries of one order run one at a time; a `selectline` location's delivery
@@ -662,6 +686,73 @@ class SelectLineErp(IntegrationActor):
             for d in decode_state(blob).erp_documents
         )
 
+    async def _attach(self, client: SelectLineClient, effect: AttachDocument) -> None:
+        if self.documents is None:
+            raise PermanentUpstreamError(
+                self.target,
+                f"{self.target}: attach_documents needs [documents] enabled",
+                operation="attach",
+            )
+        blob = await self.store.read(partial(fetch_state, order_id=effect.order_id))
+        state = None if blob is None else decode_state(blob)
+        issued = None
+        if state is not None and effect.kind == "invoice":
+            issued = state.invoice
+        elif state is not None and 0 < effect.index <= len(state.credit_notes):
+            issued = state.credit_notes[effect.index - 1]
+        if issued is None:
+            raise PermanentUpstreamError(
+                self.target,
+                f"{self.target}: order {effect.order_id} has no {effect.kind} {effect.index}",
+                operation="attach",
+            )
+        record = await self.documents.record(issued.number)
+        if record is None:
+            raise TransientUpstreamError(
+                self.target,
+                f"{self.target}: {issued.number} is not rendered yet; will retry",
+                operation="attach",
+            )
+        if not record.valid:
+            log.warning("erp_document_not_attached", number=issued.number, reason="invalid")
+            return
+        pdf = await self.documents.file(issued.number, "application/pdf")
+        if pdf is None:
+            raise PermanentUpstreamError(
+                self.target, f"{self.target}: {issued.number} has no PDF", operation="attach"
+            )
+        if effect.kind == "invoice":
+            target = await self._sales_order(client, effect.number)
+            label = f"somsd Rechnung {issued.number}"
+        else:
+            reference = f"{effect.number}/G{effect.index}"
+            found = await client.documents(KindFlag="G", BusinessPartnerReferenceNumber=reference)
+            target = found[0] if found else None
+            label = f"somsd Gutschrift {issued.number}"
+        if target is None:
+            raise self._not_posted_yet(effect.number)
+        filename = f"{issued.number}.pdf"
+        journal = next((j for j in await client.journals(target.key) if j.Label == label), None)
+        if journal is not None and journal.Identifier:
+            journal_id = journal.Identifier
+        else:
+            pdf_file = next(f for f in record.files if f.media_type == "application/pdf")
+            created = await client.add_journal(
+                target.key,
+                JournalCreateModel(
+                    Date=datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+                    StatusId=JOURNAL_STATUS_ID,
+                    Label=label,
+                    Text=f"{filename} from somsd, SHA-256 {pdf_file.sha256}",
+                ),
+            )
+            journal_id = created.JournalIdentifier
+        attached = await client.attachments(journal_id)
+        if not any(a.Filename == filename for a in attached):
+            await client.add_attachment(journal_id, filename, pdf, "application/pdf")
+            self.metrics.attachments.labels(self.erp.name, effect.kind).inc()
+        log.info("erp_document_attached", number=issued.number, document=target.key)
+
     async def _cancel(self, client: SelectLineClient, effect: CancelErpOrder) -> None:
         order = await self._sales_order(client, effect.number)
         if order is None:
@@ -673,6 +764,11 @@ class SelectLineErp(IntegrationActor):
         else:
             await client.set_status(order.key, EnumerationValue(Value=3, Name="CompletedManually"))
         await self._record(effect.order_id, "F", order.key, "cancel")
+
+
+# [CRM_Status].Id of the journals somsd writes; 1 is the first status of a fresh install
+# ("aufgenommen"). The spec requires one and offers no list endpoint for it.
+JOURNAL_STATUS_ID: Final = 1
 
 
 def _reference(document: DocumentReadModel) -> str | None:

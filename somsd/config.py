@@ -353,6 +353,9 @@ class ErpConfig(_Table, frozen=True):
     payment_interval: Duration = msgspec.field(default_factory=lambda: Duration("60s"))
     shipping_article: str = "VERSAND"  # the ERP article of the shipping position
     cancel_action: Literal["close", "delete"] = "close"  # what a cancellation does to the F
+    # kind selectline, with post_invoices and [documents]: somsd's invoice/credit-note PDFs are
+    # archived on the F / G as a journal with the file attached
+    attach_documents: bool = False
 
 
 class RoutingWeights(_Table, frozen=True):
@@ -978,6 +981,7 @@ def _check_references(
         + _carrier_problems(indexed("carrier"))
         + _erp_problems(indexed("erp"))
         + _selectline_location_problems(indexed("location"), config.erp)
+        + _attachment_problems(indexed("erp"), documents=config.documents.enabled)
     )
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
@@ -1058,6 +1062,21 @@ def _selectline_location_problems(
                 f"location[{index}].erp: erp {erp.name!r} must have post_invoices = true: "
                 "the delivery notes are successors of its sales orders"
             )
+    return problems
+
+
+def _attachment_problems(erps: Sequence[tuple[int, ErpConfig]], *, documents: bool) -> list[str]:
+    """Archived PDFs hang on the documents somsd posts, and somsd must render them."""
+    problems: list[str] = []
+    for index, erp in erps:
+        if not erp.attach_documents:
+            continue
+        if erp.kind != "selectline" or not erp.post_invoices:
+            problems.append(
+                f"erp[{index}].attach_documents: needs kind selectline with post_invoices = true"
+            )
+        if not documents:
+            problems.append(f"erp[{index}].attach_documents: needs [documents] enabled = true")
     return problems
 
 

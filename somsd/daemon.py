@@ -345,6 +345,7 @@ class Daemon:
             sink=self.fulfilments,
             locations=lambda: self.config.location,
             metrics=self.erp_metrics,
+            documents=self.document_reader,
         )
 
     def _selectline_erp_of(self, location: LocationConfig) -> SelectLineErp | None:

@@ -36,6 +36,7 @@ from adapters.selectline.wire import (
 from somsd.domain.atp import StockCount, StockReport
 from somsd.domain.events import (
     CreditNoteIssued,
+    InvoiceIssued,
     LinesShipped,
     OrderCanceled,
     OrderEvent,
@@ -45,6 +46,7 @@ from somsd.domain.state import OrderState
 
 __all__ = [
     "TRACKING_LABELS",
+    "AttachDocument",
     "CancelErpOrder",
     "DeliveryNotPlaceable",
     "ErpEffect",
@@ -270,7 +272,25 @@ class CancelErpOrder(msgspec.Struct, frozen=True, kw_only=True, tag="cancel_erp_
         return f"cancel:{self.order_id}"
 
 
-ErpEffect = PostSalesOrder | PostShipment | PostCreditNote | CancelErpOrder
+class AttachDocument(msgspec.Struct, frozen=True, kw_only=True, tag="attach_document"):
+    """somsd's rendered PDF of the order's invoice (`index` 0) or of its `index`-th credit
+    note, archived in the ERP as a journal with the file attached (`attach_documents`): the
+    invoice on the sales order `F` (somsd invoices the order once; the ERP bills each
+    shipment with its own `R`), a credit note on its `G`. The document's number is not known
+    when this is planned (the store allocates it at commit), so the delivery reads it from the
+    order."""
+
+    order_id: str
+    number: str  # the shop's order number
+    kind: Literal["invoice", "credit_note"]
+    index: int
+
+    @property
+    def key(self) -> str:
+        return f"attach:{self.order_id}:{self.kind}:{self.index}"
+
+
+ErpEffect = PostSalesOrder | PostShipment | PostCreditNote | CancelErpOrder | AttachDocument
 _effect_decoder: Final = msgspec.json.Decoder(ErpEffect)
 
 
@@ -279,9 +299,14 @@ def decode_effect(payload: bytes) -> ErpEffect:
 
 
 def plan_erp_effects(
-    before: OrderState | None, after: OrderState, events: Sequence[OrderEvent]
+    before: OrderState | None,
+    after: OrderState,
+    events: Sequence[OrderEvent],
+    *,
+    attach_documents: bool = False,
 ) -> list[ErpEffect]:
-    """What the ERP must hear of `events` (already folded into `after`)."""
+    """What the ERP must hear of `events` (already folded into `after`); with
+    `attach_documents` also the invoice's and credit notes' PDFs."""
     effects: list[ErpEffect] = []
     order = after.order
     credit_notes = len(before.credit_notes) if before is not None else 0
@@ -357,6 +382,21 @@ def plan_erp_effects(
                             )
                             for item in document.lines
                         ),
+                    )
+                )
+                if attach_documents:
+                    effects.append(
+                        AttachDocument(
+                            order_id=after.order_id,
+                            number=order.number,
+                            kind="credit_note",
+                            index=credit_notes,
+                        )
+                    )
+            case InvoiceIssued() if attach_documents:
+                effects.append(
+                    AttachDocument(
+                        order_id=after.order_id, number=order.number, kind="invoice", index=0
                     )
                 )
             case OrderCanceled():
