@@ -10,7 +10,9 @@ section:
   `[[location]]`'s own `warehouses`, and the section's `warehouses` for its `stock_location`.
   Rows the ERP gets wrong (unknown article, negative stock, a mapped warehouse it does not
   have) are skipped one by one, counted in `somsd_erp_stock_rows_skipped_total{erp,kind}` and
-  logged once per distinct problem; the rest of the report goes through.
+  logged once per distinct problem; the rest of the report goes through. Units on the open
+  delivery notes of an `adapter = "selectline"` location's open fulfilments are added back:
+  the ERP books them out when the note is made, somsd holds them reserved until it ships.
 - `post_invoices`: delivers the outbox target `erp/<name>` (entries planned by
   `erp_order_effects_for` in the composition root): a sales order `F` per order, `L` + `R`
   successors per shipment with exactly the shipped positions, a `G` per credit note, and a
@@ -81,6 +83,7 @@ from adapters.selectline.wire import (
     DocumentUpdateModel,
     EnumerationValue,
     JournalCreateModel,
+    Stock,
     StoreInformationUpdate,
     SuccessorsDocumentData,
 )
@@ -90,6 +93,7 @@ from somsd.domain.atp import StockCount, StockReport
 from somsd.domain.errors import DomainError
 from somsd.domain.events import OrderEvent
 from somsd.domain.state import OrderState, apply
+from somsd.projections.fulfilments import OPEN_STATES, FulfilmentState, fetch_fulfilment
 from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import EventStore, OutboxEntry, OutboxItem
 
@@ -341,6 +345,7 @@ class SelectLineErp(IntegrationActor):
         warehouses = await client.warehouses()
         articles = await client.articles()
         stocks = await client.stocks()
+        stocks.extend(await self._units_in_pick(client, mapping))
         reading = stock_reports(
             stocks,
             articles,
@@ -370,6 +375,52 @@ class SelectLineErp(IntegrationActor):
             await self.sink.stock_report(report)
             self._last_counts[report.location] = report.counts
         self.metrics.stock_polls.labels(self.erp.name).inc()
+
+    async def _units_in_pick(
+        self, client: SelectLineClient, mapping: dict[str, tuple[str, ...]]
+    ) -> list[Stock]:
+        """Units on the open delivery notes of `adapter = "selectline"` locations' fulfilments,
+        as stock rows to add back: the ERP books a delivery note's units out when it is
+        created, while somsd still holds them reserved until it ships; counted twice, they
+        would hide sellable stock for as long as the warehouse takes."""
+        picking = {
+            location.name
+            for location in self.locations()
+            if location.adapter == "selectline"
+            and location.name in mapping
+            and location.erp in (None, self.erp.name)
+        }
+        if not picking:
+            return []
+        rows: list[Stock] = []
+        for note in await client.documents_in_state("L", "Open"):
+            _, _, fulfilment_id = (_reference(note) or "").rpartition("/")
+            if not fulfilment_id:
+                continue
+            fulfilment = await self._picked_by(fulfilment_id, picking)
+            if fulfilment is None:
+                continue
+            warehouse = mapping[fulfilment.location][0]
+            rows.extend(
+                Stock(ArticleNumber=p.ArticleNumber, Number=warehouse, AvailableStock=p.Quantity)
+                for p in await client.positions(note.key)
+                if p.PositionKind == "A" and p.ArticleNumber and (p.Quantity or _ZERO) > 0
+            )
+        return rows
+
+    async def _picked_by(self, shipment: str, picking: set[str]) -> FulfilmentState | None:
+        """The open fulfilment at a picking location whose delivery note is labelled with
+        `shipment`: that fulfilment, or for a pickup the transfer it awaits from there."""
+        found = await self.store.read(partial(fetch_fulfilment, fulfilment_id=shipment))
+        candidates = [found] if found is not None else []
+        if found is not None and found.location not in picking:
+            for transfer in found.awaiting:
+                fetched = await self.store.read(partial(fetch_fulfilment, fulfilment_id=transfer))
+                if fetched is not None:
+                    candidates.append(fetched)
+        return next(
+            (f for f in candidates if f.location in picking and f.state in OPEN_STATES), None
+        )
 
     async def _poll_payments(self, client: SelectLineClient) -> None:
         for item in await client.open_items():

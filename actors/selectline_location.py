@@ -10,7 +10,8 @@ its delivery notes and the ERP section's own documents of one order never interl
   section posts; until it is complete the entry waits and is retried), taking over exactly the
   fulfilment's SKUs and quantities from the F's open positions (`delivery_positions`), plus the
   shipping position while it is open. The L is labelled with
-  `BusinessPartnerReferenceNumber = "<order number>/<fulfilment id>"`, the reference the ERP
+  `BusinessPartnerReferenceNumber = "<order number>/<fulfilment id>"` (a transfer to a pickup
+  store: the store's pickup fulfilment, whose handover ships the order), the reference the ERP
   section's `PostShipment` looks for, so the shipment's invoice `R` follows from this L and no
   second L is made. Before creating, it looks: an L with that reference, else an unlabelled L
   of this F holding exactly the fulfilment's units (created by an attempt whose answer was
@@ -55,10 +56,15 @@ from adapters.selectline.wire import (
 )
 from somsd.config import LocationConfig
 from somsd.domain.state import OrderState
-from somsd.projections.fulfilments import OPEN_STATES, FulfilmentState, list_fulfilments
+from somsd.projections.fulfilments import (
+    OPEN_STATES,
+    FulfilmentState,
+    fetch_fulfilment,
+    list_fulfilments,
+)
 from somsd.store import EventStore, OutboxEntry
 
-__all__ = ["SelectLineWarehouse", "delivery_reference"]
+__all__ = ["SelectLineWarehouse", "delivery_reference", "shipment_of"]
 
 log = structlog.get_logger("actors.selectline_location")
 
@@ -72,6 +78,15 @@ def delivery_reference(order_number: str, fulfilment_id: str) -> str:
     """The L's `BusinessPartnerReferenceNumber`: the ERP section's shipment reference, since
     a fulfilment's shipment id is its fulfilment id."""
     return f"{order_number}/{fulfilment_id}"
+
+
+def shipment_of(fulfilment: FulfilmentState) -> str:
+    """The order's shipment this fulfilment's delivery note becomes: its own, or for a
+    transfer to a pickup store the store's pickup fulfilment (the order ships when the
+    customer collects; the invoice then follows from this same note)."""
+    if fulfilment.kind == "transfer" and fulfilment.pickup_fulfilment:
+        return fulfilment.pickup_fulfilment
+    return fulfilment.fulfilment_id
 
 
 class SelectLineWarehouse:
@@ -114,8 +129,17 @@ class SelectLineWarehouse:
                 f"{self.target}: order {delivery.order_ref} not in somsd's projection yet",
                 operation="read order",
             )
+        fulfilment = await self.store.read(
+            partial(fetch_fulfilment, fulfilment_id=delivery.fulfilment_id)
+        )
+        if fulfilment is None:
+            raise TransientUpstreamError(
+                self.target,
+                f"{self.target}: fulfilment {delivery.fulfilment_id} not in somsd's projection yet",
+                operation="read fulfilment",
+            )
         async with erp.order_lock(order.order_id):
-            await self._deliver(erp, client, order, delivery)
+            await self._deliver(erp, client, order, delivery, shipment_of(fulfilment))
 
     async def _deliver(
         self,
@@ -123,6 +147,7 @@ class SelectLineWarehouse:
         client: SelectLineClient,
         order: OrderState,
         delivery: SendFulfilment,
+        shipment: str,
     ) -> None:
         number = delivery.order_ref
         sales_order = await erp.sales_order(client, number)
@@ -132,7 +157,7 @@ class SelectLineWarehouse:
         skus = [line.sku for line in order.order.lines]
         lines = [(line.sku, line.quantity) for line in delivery.lines]
         shipping = order.order.shipping.price > 0
-        reference = delivery_reference(number, delivery.fulfilment_id)
+        reference = delivery_reference(number, shipment)
         try:
             articles = delivery_articles(positions, skus, lines, shipping=shipping)
             notes = [d for d in await client.successors(sales_order.key) if d.KindFlag == "L"]
@@ -178,7 +203,7 @@ class SelectLineWarehouse:
                 )
             ),
         )
-        await erp.record(order.order_id, "L", key, f"shipment:{delivery.fulfilment_id}")
+        await erp.record(order.order_id, "L", key, f"shipment:{shipment}")
         log.info(
             "erp_delivery_note_posted",
             location=self.section.name,
@@ -211,7 +236,7 @@ class SelectLineWarehouse:
         if not open_fulfilments:
             return
         by_reference = {
-            delivery_reference(f.order_number, f.fulfilment_id): f for f in open_fulfilments
+            delivery_reference(f.order_number, shipment_of(f)): f for f in open_fulfilments
         }
         # A day's margin: the ERP dates a note in its own time zone, somsd in UTC.
         since = min(f.created_at for f in open_fulfilments).date() - timedelta(days=1)

@@ -347,15 +347,17 @@ class SelectLineClient:
     async def finished_documents(self, kind: str, since: date) -> list[DocumentReadModel]:
         """Documents of `kind` dated `since` or later that the ERP has done (`Done`: status 2
         or 3), e.g. the delivery notes the warehouse shipped."""
+        return await self.documents_in_state(kind, "Done", since=since)
+
+    async def documents_in_state(
+        self, kind: str, state: str, *, since: date | None = None
+    ) -> list[DocumentReadModel]:
+        """Documents of `kind` in `selectDocumentState` (All, Done, InProgress, Open)."""
+        params = {"selectDocumentKindFlag": kind, "selectDocumentState": state}
+        if since is not None:
+            params["selectFromDate"] = since.isoformat()
         return await self._list(
-            "/Documents",
-            DECODERS.documents,
-            operation="GET /Documents",
-            params={
-                "selectDocumentKindFlag": kind,
-                "selectDocumentState": "Done",
-                "selectFromDate": since.isoformat(),
-            },
+            "/Documents", DECODERS.documents, operation="GET /Documents", params=params
         )
 
     async def journals(self, key: str) -> list[JournalModelRead]:

@@ -67,6 +67,15 @@ async def shipped_fulfilments(admin: httpx.AsyncClient) -> list[dict[str, Any]]:
     return items
 
 
+def stock_polls(sim: SelectLineSimulator) -> int:
+    return sum(1 for _, path, _ in sim.requests if path == "/Warehouses/Stocks")
+
+
+async def atp(admin: httpx.AsyncClient, sku: str) -> int:
+    view = (await admin.get(f"/v1/inventory/{sku}")).json()
+    return int(view["locations"]["wh"]["atp"])
+
+
 def labelled(notes: list[Any]) -> int:
     """Delivery notes with their fulfilment's reference."""
     return sum(
@@ -106,6 +115,12 @@ async def test_a_fulfilment_is_a_delivery_note_and_the_shipped_note_ships_it(
         reference = note.partner.BusinessPartnerReferenceNumber or ""
         assert reference.startswith("9001/")
         assert not sim.documents_of("R", "9001")  # nothing shipped yet
+        # The note booked its 3 mugs out of the ERP's stock while somsd still holds them
+        # reserved: a later stock poll must not count them twice (8 - 3 sellable, not 2).
+        polls = stock_polls(sim)
+        await wait_until(lambda: stock_polls(sim) >= polls + 2, budget=BUDGET)
+        assert sum(q for (a, _), q in sim.stock.items() if a == "MUG-1") == 5
+        assert await atp(admin, "MUG-1") == 5
 
         # The ERP's warehouse ships it and notes the parcel's tracking number.
         sim.ship_delivery(note.key, "00340434161234567890", carrier="DHL")
@@ -125,8 +140,18 @@ async def test_a_fulfilment_is_a_delivery_note_and_the_shipped_note_ships_it(
         assert reference == f"9001/{fulfilment['id']}"
         assert fulfilment["tracking_number"] == "00340434161234567890"
         assert fulfilment["carrier"] == "DHL"
-        order = (await admin.get(f"/v1/orders/{order_id}")).json()
-        assert sorted((d["kind"], d["cause"]) for d in order["erp_documents"]) == sorted(
+
+        async def settled_atp() -> bool | None:
+            return True if await atp(admin, "MUG-1") == 5 else None
+
+        await eventually(daemon, "the shipped units gone once", settled_atp)
+
+        async def recorded() -> list[tuple[str, str]] | None:
+            order = (await admin.get(f"/v1/orders/{order_id}")).json()
+            found = sorted((d["kind"], d["cause"]) for d in order["erp_documents"])
+            return found if len(found) >= 3 else None
+
+        assert await eventually(daemon, "documents recorded", recorded) == sorted(
             [
                 ("F", "order"),
                 ("L", f"shipment:{fulfilment['id']}"),
@@ -192,3 +217,57 @@ async def test_sigkills_and_lost_responses_never_double_or_drop_a_delivery_note(
     invoices = sim.documents_of("R")
     assert len(invoices) == len(numbers)
     assert sorted(d.predecessor or "" for d in invoices) == sorted(d.key for d in notes)
+
+
+STORE = """
+[[location]]
+name = "store"
+kind = "store"
+capabilities = ["pickup"]
+address = { name = "Store Berlin", street = "Alexanderplatz 2", zip = "10178", city = "Berlin" }
+"""
+
+
+async def test_a_transfer_to_a_pickup_store_is_the_note_the_collection_invoices(
+    tmp_path: Path, serve: Serve
+) -> None:
+    sim = seeded_sim()
+    config = await location_config(tmp_path, serve, sim)
+    config.write_text(config.read_text() + STORE)
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await atp_known(daemon, admin, "MUG-1")
+        empty = await admin.put("/v1/locations/store/stock", json=[{"sku": "MUG-1", "on_hand": 0}])
+        assert empty.status_code == 200, empty.text
+        body = order_body(
+            "9301", shipping_method="pickup", pickup_location="store", shipping_price="0.00"
+        )
+        order_id = await accept(admin, body)
+        await wait_until(lambda: labelled(sim.documents_of("L", "9301")) == 1, budget=BUDGET)
+        (note,) = sim.documents_of("L", "9301")
+        assert articles(note) == [("MUG-1", Decimal(2))]
+        # Booked out in the ERP, reserved in somsd: counted once (8 - 2 sellable).
+        polls = stock_polls(sim)
+        await wait_until(lambda: stock_polls(sim) >= polls + 2, budget=BUDGET)
+        assert await atp(admin, "MUG-1") == 6
+
+        sim.ship_delivery(note.key, "TRK-TRANSFER")
+        detail = (await admin.get(f"/v1/orders/{order_id}")).json()
+        (pickup,) = [f for f in detail["fulfilment"]["fulfilments"] if f["kind"] == "pickup"]
+        assert note.partner is not None
+        assert note.partner.BusinessPartnerReferenceNumber == f"9301/{pickup['id']}"
+
+        async def step(name: str, **body: str) -> bool | None:
+            response = await admin.post(f"/v1/fulfillments/{pickup['id']}/{name}", json=body)
+            return True if response.status_code == 200 else None
+
+        for name in ("accept", "pick", "ready"):  # ready once the transfer left the warehouse
+            await eventually(daemon, name, lambda name=name: step(name))
+        detail = (await admin.get(f"/v1/orders/{order_id}")).json()
+        (pickup,) = [f for f in detail["fulfilment"]["fulfilments"] if f["kind"] == "pickup"]
+        assert await step("picked-up", pickup_code=pickup["pickup_code"])
+
+        await wait_until(lambda: len(sim.documents_of("R", "9301")) == 1, budget=BUDGET)
+        (invoice,) = sim.documents_of("R", "9301")
+        assert invoice.predecessor == note.key
+        assert articles(invoice) == [("MUG-1", Decimal(2))]
+        assert len(sim.documents_of("L", "9301")) == 1
