@@ -11,8 +11,9 @@ section:
   Rows the ERP gets wrong (unknown article, negative stock, a mapped warehouse it does not
   have) are skipped one by one, counted in `somsd_erp_stock_rows_skipped_total{erp,kind}` and
   logged once per distinct problem; the rest of the report goes through. Units on the open
-  delivery notes of an `adapter = "selectline"` location's open fulfilments are added back:
-  the ERP books them out when the note is made, somsd holds them reserved until it ships.
+  delivery notes of an `adapter = "selectline"` location's fulfilments not yet shipped in somsd
+  are added back: the ERP books them out when the note is made, somsd holds them reserved
+  until it ships.
 - `post_invoices`: delivers the outbox target `erp/<name>` (entries planned by
   `erp_order_effects_for` in the composition root): a sales order `F` per order, `L` + `R`
   successors per shipment with exactly the shipped positions, a `G` per credit note, and a
@@ -38,7 +39,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Final, Protocol
@@ -93,7 +94,6 @@ from somsd.domain.atp import StockCount, StockReport
 from somsd.domain.errors import DomainError
 from somsd.domain.events import OrderEvent
 from somsd.domain.state import OrderState, apply
-from somsd.projections.fulfilments import OPEN_STATES, FulfilmentState, fetch_fulfilment
 from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import EventStore, OutboxEntry, OutboxItem
 
@@ -345,6 +345,9 @@ class SelectLineErp(IntegrationActor):
         warehouses = await client.warehouses()
         articles = await client.articles()
         stocks = await client.stocks()
+        # Before the fulfilments are read: one that ships after this is a move after the
+        # count (taken off again), one that shipped before is no longer added back.
+        as_of = datetime.fromtimestamp(self._clock(), UTC)
         stocks.extend(await self._units_in_pick(client, mapping))
         reading = stock_reports(
             stocks,
@@ -352,7 +355,7 @@ class SelectLineErp(IntegrationActor):
             (w.Number for w in warehouses if not w.InactiveFlag),
             mapping,
             sku=self.erp.sku,
-            as_of=datetime.fromtimestamp(self._clock(), UTC),
+            as_of=as_of,
         )
         for problem in reading.problems:
             self.metrics.skipped.labels(self.erp.name, problem.kind).inc()
@@ -379,25 +382,34 @@ class SelectLineErp(IntegrationActor):
     async def _units_in_pick(
         self, client: SelectLineClient, mapping: dict[str, tuple[str, ...]]
     ) -> list[Stock]:
-        """Units on the open delivery notes of `adapter = "selectline"` locations' fulfilments,
-        as stock rows to add back: the ERP books a delivery note's units out when it is
-        created, while somsd still holds them reserved until it ships; counted twice, they
-        would hide sellable stock for as long as the warehouse takes."""
-        picking = {
+        """Units on the delivery notes of `adapter = "selectline"` locations' fulfilments that
+        somsd has not shipped yet, as stock rows to add back: the ERP books a note's units out
+        when it is made, while somsd holds them reserved until its fulfilment ships. Counted
+        twice they would hide sellable stock for as long as the warehouse takes; dropped as
+        soon as the ERP has done the note, somsd's own booking of the shipment would take them
+        off a second time."""
+        from actors.selectline_location import (  # it imports this module
+            delivery_reference,
+            open_fulfilments,
+            shipment_of,
+        )
+
+        picking = [
             location.name
             for location in self.locations()
             if location.adapter == "selectline"
             and location.name in mapping
             and location.erp in (None, self.erp.name)
-        }
-        if not picking:
+        ]
+        reserved = [f for name in picking for f in await open_fulfilments(self.store, name)]
+        if not reserved:
             return []
+        by_reference = {delivery_reference(f.order_number, shipment_of(f)): f for f in reserved}
+        # A day's margin: the ERP dates a note in its own time zone, somsd in UTC.
+        since = min(f.created_at for f in reserved).date() - timedelta(days=1)
         rows: list[Stock] = []
-        for note in await client.documents_in_state("L", "Open"):
-            _, _, fulfilment_id = (_reference(note) or "").rpartition("/")
-            if not fulfilment_id:
-                continue
-            fulfilment = await self._picked_by(fulfilment_id, picking)
+        for note in await client.documents_in_state("L", "All", since=since):
+            fulfilment = by_reference.get(_reference(note) or "")
             if fulfilment is None:
                 continue
             warehouse = mapping[fulfilment.location][0]
@@ -407,20 +419,6 @@ class SelectLineErp(IntegrationActor):
                 if p.PositionKind == "A" and p.ArticleNumber and (p.Quantity or _ZERO) > 0
             )
         return rows
-
-    async def _picked_by(self, shipment: str, picking: set[str]) -> FulfilmentState | None:
-        """The open fulfilment at a picking location whose delivery note is labelled with
-        `shipment`: that fulfilment, or for a pickup the transfer it awaits from there."""
-        found = await self.store.read(partial(fetch_fulfilment, fulfilment_id=shipment))
-        candidates = [found] if found is not None else []
-        if found is not None and found.location not in picking:
-            for transfer in found.awaiting:
-                fetched = await self.store.read(partial(fetch_fulfilment, fulfilment_id=transfer))
-                if fetched is not None:
-                    candidates.append(fetched)
-        return next(
-            (f for f in candidates if f.location in picking and f.state in OPEN_STATES), None
-        )
 
     async def _poll_payments(self, client: SelectLineClient) -> None:
         for item in await client.open_items():

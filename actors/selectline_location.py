@@ -64,7 +64,7 @@ from somsd.projections.fulfilments import (
 )
 from somsd.store import EventStore, OutboxEntry
 
-__all__ = ["SelectLineWarehouse", "delivery_reference", "shipment_of"]
+__all__ = ["SelectLineWarehouse", "delivery_reference", "open_fulfilments", "shipment_of"]
 
 log = structlog.get_logger("actors.selectline_location")
 
@@ -262,19 +262,24 @@ class SelectLineWarehouse:
             )
 
     async def _open_fulfilments(self) -> list[FulfilmentState]:
-        found: list[FulfilmentState] = []
-        while len(found) < _MAX_OPEN:
+        return await open_fulfilments(self.store, self.section.name)
 
-            def page(conn: sqlite3.Connection, offset: int) -> list[FulfilmentState]:
-                return list_fulfilments(
-                    conn, location=self.section.name, states=OPEN_STATES, offset=offset, limit=_PAGE
-                )
 
-            batch = await self.store.read(partial(page, offset=len(found)))
-            found.extend(batch)
-            if len(batch) < _PAGE:
-                break
-        return found
+async def open_fulfilments(store: EventStore, location: str) -> list[FulfilmentState]:
+    """The location's open fulfilments (bounded: far more than a warehouse has open)."""
+    found: list[FulfilmentState] = []
+    while len(found) < _MAX_OPEN:
+
+        def page(conn: sqlite3.Connection, offset: int) -> list[FulfilmentState]:
+            return list_fulfilments(
+                conn, location=location, states=OPEN_STATES, offset=offset, limit=_PAGE
+            )
+
+        batch = await store.read(partial(page, offset=len(found)))
+        found.extend(batch)
+        if len(batch) < _PAGE:
+            break
+    return found
 
 
 def _reference(document: DocumentReadModel) -> str | None:

@@ -8,15 +8,16 @@ with a seeded catalogue of a few thousand products) whose shoppers check out ord
 in, while somsd pushes stock and visibility back and reconciles the catalogue once; a webhook
 shop as a second channel placing realistic signed orders; a SelectLine ERP (its simulator on
 loopback) that is the stock source of one warehouse and receives every order as a sales order
-and every shipment as delivery note and invoice, and whose bookkeeper books the bank transfers
-and invoice payments as paid open items in the ERP (somsd reads them from there); a supplier
-that restocks the 3PL before it runs dry, so every order can finish. The live view shows orders
-by status (and why those that wait, wait), fulfilments by location, stock sync and routing, and
-errors; the API and metrics stay up so a user can look around. With `--orders N` the demo
-places N orders, waits until every one is final (complete, canceled or closed) and prints a
-summary: exit 0 only if all N got there. Ctrl-C stops everything cleanly and prints the summary
-too (exit 0 without `--orders`, 130 when it interrupts an `--orders` run before every order is
-final).
+and every shipment as delivery note and invoice, whose own warehouse (wh-munich, `adapter =
+"selectline"`) picks and ships its fulfilments as delivery notes, and whose bookkeeper books
+the bank transfers and invoice payments as paid open items in the ERP (somsd reads them from
+there); a supplier that restocks the 3PL before it runs dry, so every order can finish. The
+live view shows orders by status (and why those that wait, wait), fulfilments by location,
+stock sync and routing, and errors; the API and metrics stay up so a user can look around. With
+`--orders N` the demo places N orders, waits until every one is final (complete, canceled or
+closed) and prints a summary: exit 0 only if all N got there. Ctrl-C stops everything cleanly
+and prints the summary too (exit 0 without `--orders`, 130 when it interrupts an `--orders` run
+before every order is final).
 
 Every run numbers its orders with a fresh run id (`D<run id>-1`, ...), so runs into the same
 data dir never collide, and the view and summary count only this run's orders.
@@ -67,7 +68,7 @@ __all__ = ["EXIT_INTERRUPTED", "DemoError", "DemoOptions", "fit_header", "run_de
 FINAL_STATUSES = frozenset({"complete", "canceled", "closed"})
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 STORES = ("store-essen", "store-berlin")
-MANUAL_LOCATIONS = ("wh-leipzig", "wh-munich", *STORES)
+MANUAL_LOCATIONS = ("wh-leipzig", *STORES)
 REST_LOCATION = "wh-dortmund"
 STORE_ADDRESSES = {
     "store-essen": 'address = { name = "somsd Store Essen", street = "Kettwiger Str. 1", '
@@ -88,7 +89,8 @@ RESTOCK_UNITS = 400
 LOCATIONS: tuple[tuple[str, str, str, float, float, str, int | None, int], ...] = (
     (REST_LOCATION, "warehouse", "rest", 51.51, 7.47, '["DE", "AT", "NL", "BE"]', None, 1),
     ("wh-leipzig", "warehouse", "manual", 51.34, 12.37, '["DE", "AT", "PL", "CZ"]', 600, 1),
-    ("wh-munich", "warehouse", "manual", 48.14, 11.58, '["DE", "AT", "CH"]', 500, 2),
+    # The ERP's own warehouse picks and ships: fulfilments become SelectLine delivery notes.
+    ("wh-munich", "warehouse", "selectline", 48.14, 11.58, '["DE", "AT", "CH"]', 500, 2),
     ("store-essen", "store", "manual", 51.46, 7.01, '["DE"]', None, 3),
     ("store-berlin", "store", "manual", 52.52, 13.40, '["DE"]', None, 3),
 )
@@ -655,8 +657,9 @@ async def customer_code(admin: httpx.AsyncClient, item: WorkItem) -> str | None:
 # The SelectLine ERP: warehouse 200 is wh-munich's stock (somsd polls it, so the demo does
 # not seed that location's stock); every order, shipment and credit note is posted to it.
 ERP_LOCATION = "wh-munich"
-ERP_WAREHOUSES = {ERP_LOCATION: 'warehouses = ["200"]\n'}
+ERP_WAREHOUSES = {ERP_LOCATION: 'warehouses = ["200"]\npoll_interval = "1s"\n'}
 ERP_PASSWORD_FILE = "selectline.password"  # noqa: S105  # a file name, not a password
+WAREHOUSE_DELAY = 1.0  # seconds the ERP's warehouse takes from delivery note to parcel
 
 
 class DemoErp:
@@ -678,6 +681,7 @@ class DemoErp:
             "selectline", self.sim, ListenAddress("127.0.0.1:0"), graceful_timeout=1
         )
         await nursery.start(listener.run)
+        nursery.start_soon(self.run_warehouse)
         self.url = listener.urls[0]
         password = data_dir / ERP_PASSWORD_FILE
         password.touch(mode=0o600)
@@ -725,6 +729,22 @@ payment_interval = "1s"
                     self.sim.pay(item.OpenItemDocument, min(outstanding, amount.Outstanding))
                     state.payments_booked += 1
             await trio.sleep(1)
+
+    async def run_warehouse(self) -> None:
+        """The ERP's warehouse (wh-munich): a delivery note somsd made is picked, packed and
+        shipped a second later, with a tracking number noted in the ERP."""
+        seen: dict[str, float] = {}
+        while True:
+            now = trio.current_time()
+            for note in self.sim.documents_of("L"):
+                partner = note.partner
+                if note.status != "0" or not partner:
+                    continue
+                if "/" not in (partner.BusinessPartnerReferenceNumber or ""):
+                    continue  # somsd is still labelling it, or it is a shipment's own note
+                if now - seen.setdefault(note.key, now) >= WAREHOUSE_DELAY:
+                    self.sim.ship_delivery(note.key, f"SL{note.number}", carrier="DHL")
+            await trio.sleep(0.3)
 
     async def watch_documents(self, state: DemoState) -> None:
         """Keep the live view's count of documents somsd posted to the ERP current."""
