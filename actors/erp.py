@@ -10,7 +10,10 @@ section:
   `[[location]]`'s own `warehouses`, and the section's `warehouses` for its `stock_location`.
   Rows the ERP gets wrong (unknown article, negative stock, a mapped warehouse it does not
   have) are skipped one by one, counted in `somsd_erp_stock_rows_skipped_total{erp,kind}` and
-  logged once per distinct problem; the rest of the report goes through.
+  logged once per distinct problem; the rest of the report goes through. Units on the open
+  delivery notes of an `adapter = "selectline"` location's fulfilments not yet shipped in somsd
+  are added back: the ERP books them out when the note is made, somsd holds them reserved
+  until it ships.
 - `post_invoices`: delivers the outbox target `erp/<name>` (entries planned by
   `erp_order_effects_for` in the composition root): a sales order `F` per order, `L` + `R`
   successors per shipment with exactly the shipped positions, a `G` per credit note, and a
@@ -20,6 +23,12 @@ section:
   lost response or a SIGKILL half-way never creates a second document. Deliveries of one order
   run one at a time (a lock per order). Each ERP document key is recorded on the order
   (`ErpDocumentRecorded`, shown in `GET /v1/orders/{id}` as `erp_documents`).
+- `attach_documents` (with `post_invoices` and `[documents]`): somsd's rendered PDF of the
+  order's invoice is archived on its sales order `F`, each credit note's on its `G`, as a
+  journal ("somsd Rechnung <number>") with the file attached (`POST /Documents/{key}/Journals`,
+  then `POST /Journals/{id}/Attachments`, multipart). It looks for the journal by its label and
+  for the file by its name before creating either, so a lost answer never attaches twice. An
+  e-invoice that failed validation is not attached (as it is not mailed).
 - also with `post_invoices`: every `payment_interval` reads the open items and records what
   was paid in the ERP as payments in somsd (the desk's `RecordPayment`), which the shop then
   hears of through its own effects.
@@ -29,10 +38,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Protocol
+from typing import Final, Protocol
 
 import httpx
 import msgspec
@@ -40,12 +49,14 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
+from actors.documents import DocumentReader
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.order_desk import OrderCommand, OrderDesk, RecordErpDocument, RecordPayment
 from actors.outbox import OutboxDispatcher
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from adapters.selectline.client import SelectLineClient
 from adapters.selectline.planning import (
+    AttachDocument,
     CancelErpOrder,
     ErpLine,
     PostCreditNote,
@@ -71,6 +82,8 @@ from adapters.selectline.wire import (
     DocumentReadModel,
     DocumentUpdateModel,
     EnumerationValue,
+    JournalCreateModel,
+    Stock,
     StoreInformationUpdate,
     SuccessorsDocumentData,
 )
@@ -125,6 +138,20 @@ class ErpMetrics:
             ["erp"],
             registry=registry,
         )
+        self.deliveries_shipped = Counter(
+            "somsd_erp_deliveries_shipped",
+            "Delivery notes the ERP's warehouse shipped that somsd took as shipments, per ERP "
+            "and location (adapter selectline).",
+            ["erp", "location"],
+            registry=registry,
+        )
+        self.attachments = Counter(
+            "somsd_erp_documents_attached",
+            "somsd's invoice and credit-note PDFs archived on ERP documents, per ERP and kind "
+            "(invoice, credit_note).",
+            ["erp", "kind"],
+            registry=registry,
+        )
         self.stock_polls = Counter(
             "somsd_erp_stock_polls",
             "Stock polls of the ERP that handed their reports over, per ERP.",
@@ -158,13 +185,16 @@ def erp_order_effects_for(
         for event in events:
             state = apply(state, event)
         assert state is not None
-        planned = plan_erp_effects(before, state, events)
+        planned = {
+            attach: plan_erp_effects(before, state, events, attach_documents=attach)
+            for attach in {erp.attach_documents for erp in posting}
+        }
         return [
             OutboxItem(
                 erp_target(erp.name), ENCODER.encode(effect), f"{erp_target(erp.name)}:{effect.key}"
             )
             for erp in posting
-            for effect in planned
+            for effect in planned[erp.attach_documents]
         ]
 
     return effects
@@ -189,7 +219,9 @@ class SelectLineErp(IntegrationActor):
         metrics: ErpMetrics,
         http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        documents: DocumentReader | None = None,
     ) -> None:
+        """`documents`: the rendered PDFs `attach_documents` archives in the ERP."""
         super().__init__(name, section, driver="selectline")
         if section.url is None:
             raise ValueError(f"erp {section.name!r}: kind selectline needs url")
@@ -208,6 +240,7 @@ class SelectLineErp(IntegrationActor):
         self._order_locks: dict[str, trio.Lock] = {}
         self._last_counts: dict[str, tuple[StockCount, ...]] = {}
         self.client: SelectLineClient | None = None
+        self.documents = documents
 
     def _password(self) -> str:
         secret = self.erp.password_file
@@ -311,13 +344,17 @@ class SelectLineErp(IntegrationActor):
         warehouses = await client.warehouses()
         articles = await client.articles()
         stocks = await client.stocks()
+        # Before the fulfilments are read: one that ships after this is a move after the
+        # count (taken off again), one that shipped before is no longer added back.
+        as_of = datetime.fromtimestamp(self._clock(), UTC)
+        stocks.extend(await self._units_in_pick(client, mapping))
         reading = stock_reports(
             stocks,
             articles,
             (w.Number for w in warehouses if not w.InactiveFlag),
             mapping,
             sku=self.erp.sku,
-            as_of=datetime.fromtimestamp(self._clock(), UTC),
+            as_of=as_of,
         )
         for problem in reading.problems:
             self.metrics.skipped.labels(self.erp.name, problem.kind).inc()
@@ -340,6 +377,47 @@ class SelectLineErp(IntegrationActor):
             await self.sink.stock_report(report)
             self._last_counts[report.location] = report.counts
         self.metrics.stock_polls.labels(self.erp.name).inc()
+
+    async def _units_in_pick(
+        self, client: SelectLineClient, mapping: dict[str, tuple[str, ...]]
+    ) -> list[Stock]:
+        """Units on the delivery notes of `adapter = "selectline"` locations' fulfilments that
+        somsd has not shipped yet, as stock rows to add back: the ERP books a note's units out
+        when it is made, while somsd holds them reserved until its fulfilment ships. Counted
+        twice they would hide sellable stock for as long as the warehouse takes; dropped as
+        soon as the ERP has done the note, somsd's own booking of the shipment would take them
+        off a second time."""
+        from actors.selectline_location import (  # it imports this module
+            delivery_reference,
+            open_fulfilments,
+            shipment_of,
+        )
+
+        picking = [
+            location.name
+            for location in self.locations()
+            if location.adapter == "selectline"
+            and location.name in mapping
+            and location.erp in (None, self.erp.name)
+        ]
+        reserved = [f for name in picking for f in await open_fulfilments(self.store, name)]
+        if not reserved:
+            return []
+        by_reference = {delivery_reference(f.order_number, shipment_of(f)): f for f in reserved}
+        # A day's margin: the ERP dates a note in its own time zone, somsd in UTC.
+        since = min(f.created_at for f in reserved).date() - timedelta(days=1)
+        rows: list[Stock] = []
+        for note in await client.documents_in_state("L", "All", since=since):
+            fulfilment = by_reference.get(_reference(note) or "")
+            if fulfilment is None:
+                continue
+            warehouse = mapping[fulfilment.location][0]
+            rows.extend(
+                Stock(ArticleNumber=p.ArticleNumber, Number=warehouse, AvailableStock=p.Quantity)
+                for p in await client.positions(note.key)
+                if p.PositionKind == "A" and p.ArticleNumber and (p.Quantity or _ZERO) > 0
+            )
+        return rows
 
     async def _poll_payments(self, client: SelectLineClient) -> None:
         for item in await client.open_items():
@@ -386,8 +464,7 @@ class SelectLineErp(IntegrationActor):
             raise PermanentUpstreamError(
                 self.target, f"{self.target}: unreadable outbox entry: {exc}", operation="decode"
             ) from exc
-        lock = self._order_locks.setdefault(effect.order_id, trio.Lock())
-        async with lock:
+        async with self.order_lock(effect.order_id):
             match effect:
                 case PostSalesOrder():
                     await self._post_sales_order(client, effect)
@@ -397,6 +474,25 @@ class SelectLineErp(IntegrationActor):
                     await self._post_credit_note(client, effect)
                 case CancelErpOrder():
                     await self._cancel(client, effect)
+                case AttachDocument():
+                    await self._attach(client, effect)
+
+    def order_lock(self, order_id: str) -> trio.Lock:
+        """Deliveries of one order run one at a time; a `selectline` location's delivery
+        notes (`actors.selectline_location`) take the same lock."""
+        return self._order_locks.setdefault(order_id, trio.Lock())
+
+    async def order_by_number(self, number: str) -> OrderState | None:
+        return await self._order_by_number(number)
+
+    async def sales_order(self, client: SelectLineClient, number: str) -> DocumentReadModel | None:
+        return await self._sales_order(client, number)
+
+    async def record(self, order_id: str, kind: str, key: str, cause: str) -> None:
+        await self._record(order_id, kind, key, cause)
+
+    def not_posted_yet(self, number: str) -> TransientUpstreamError:
+        return self._not_posted_yet(number)
 
     async def _command(self, order_id: str, action: RecordPayment | RecordErpDocument) -> None:
         def command(reply: Reply[OrderState]) -> OrderCommand:
@@ -570,7 +666,9 @@ class SelectLineErp(IntegrationActor):
     ) -> DocumentReadModel | None:
         """A delivery note created for this shipment whose labelling answer was lost: not yet
         labelled with a shipment reference, and holding exactly this shipment's quantities."""
-        expected = sorted((p.Identifier, q) for p, q in wanted)
+        # Article positions only: the shipping position goes along only while it is open, so
+        # a retry after a lost answer no longer asks for it.
+        expected = sorted((p.Identifier, q) for p, q in wanted if p.PositionKind == "A")
         for delivery in deliveries:
             if "/" in (_reference(delivery) or ""):
                 continue
@@ -578,7 +676,7 @@ class SelectLineErp(IntegrationActor):
             got = sorted(
                 (p.PredecessorIdentifier or "", p.Quantity or _ZERO)
                 for p in lines
-                if (p.Quantity or _ZERO) > 0
+                if (p.Quantity or _ZERO) > 0 and p.PositionKind == "A"
             )
             if got == expected:
                 return delivery
@@ -630,6 +728,73 @@ class SelectLineErp(IntegrationActor):
             for d in decode_state(blob).erp_documents
         )
 
+    async def _attach(self, client: SelectLineClient, effect: AttachDocument) -> None:
+        if self.documents is None:
+            raise PermanentUpstreamError(
+                self.target,
+                f"{self.target}: attach_documents needs [documents] enabled",
+                operation="attach",
+            )
+        blob = await self.store.read(partial(fetch_state, order_id=effect.order_id))
+        state = None if blob is None else decode_state(blob)
+        issued = None
+        if state is not None and effect.kind == "invoice":
+            issued = state.invoice
+        elif state is not None and 0 < effect.index <= len(state.credit_notes):
+            issued = state.credit_notes[effect.index - 1]
+        if issued is None:
+            raise PermanentUpstreamError(
+                self.target,
+                f"{self.target}: order {effect.order_id} has no {effect.kind} {effect.index}",
+                operation="attach",
+            )
+        record = await self.documents.record(issued.number)
+        if record is None:
+            raise TransientUpstreamError(
+                self.target,
+                f"{self.target}: {issued.number} is not rendered yet; will retry",
+                operation="attach",
+            )
+        if not record.valid:
+            log.warning("erp_document_not_attached", number=issued.number, reason="invalid")
+            return
+        pdf = await self.documents.file(issued.number, "application/pdf")
+        if pdf is None:
+            raise PermanentUpstreamError(
+                self.target, f"{self.target}: {issued.number} has no PDF", operation="attach"
+            )
+        if effect.kind == "invoice":
+            target = await self._sales_order(client, effect.number)
+            label = f"somsd Rechnung {issued.number}"
+        else:
+            reference = f"{effect.number}/G{effect.index}"
+            found = await client.documents(KindFlag="G", BusinessPartnerReferenceNumber=reference)
+            target = found[0] if found else None
+            label = f"somsd Gutschrift {issued.number}"
+        if target is None:
+            raise self._not_posted_yet(effect.number)
+        filename = f"{issued.number}.pdf"
+        journal = next((j for j in await client.journals(target.key) if j.Label == label), None)
+        if journal is not None and journal.Identifier:
+            journal_id = journal.Identifier
+        else:
+            pdf_file = next(f for f in record.files if f.media_type == "application/pdf")
+            created = await client.add_journal(
+                target.key,
+                JournalCreateModel(
+                    Date=datetime.fromtimestamp(self._clock(), UTC).isoformat(),
+                    StatusId=JOURNAL_STATUS_ID,
+                    Label=label,
+                    Text=f"{filename} from somsd, SHA-256 {pdf_file.sha256}",
+                ),
+            )
+            journal_id = created.JournalIdentifier
+        attached = await client.attachments(journal_id)
+        if not any(a.Filename == filename for a in attached):
+            await client.add_attachment(journal_id, filename, pdf, "application/pdf")
+            self.metrics.attachments.labels(self.erp.name, effect.kind).inc()
+        log.info("erp_document_attached", number=issued.number, document=target.key)
+
     async def _cancel(self, client: SelectLineClient, effect: CancelErpOrder) -> None:
         order = await self._sales_order(client, effect.number)
         if order is None:
@@ -641,6 +806,11 @@ class SelectLineErp(IntegrationActor):
         else:
             await client.set_status(order.key, EnumerationValue(Value=3, Name="CompletedManually"))
         await self._record(effect.order_id, "F", order.key, "cancel")
+
+
+# [CRM_Status].Id of the journals somsd writes; 1 is the first status of a fresh install
+# ("aufgenommen"). The spec requires one and offers no list endpoint for it.
+JOURNAL_STATUS_ID: Final = 1
 
 
 def _reference(document: DocumentReadModel) -> str | None:
@@ -673,5 +843,11 @@ def _shipment_positions(
             )
         wanted.append((articles[line.line], Decimal(line.quantity)))
     if effect.first:
-        wanted.extend((p, Decimal(1)) for p in positions if p.PositionKind == "E")
+        # Still open: a `selectline` location's delivery note may have taken it already.
+        wanted.extend(
+            (p, Decimal(1))
+            for p in positions
+            if p.PositionKind == "E"
+            and (p.Quantity or _ZERO) - (p.QuantityTakenOverByDocumentSuccessor or _ZERO) > 0
+        )
     return wanted

@@ -137,8 +137,8 @@ ACTOR = "fulfilments"
 # hold hundreds of tasks.
 CONCURRENCY: Final = 64
 # Adapters that take a fulfilment request through the outbox (`actors/location.py`); `manual`
-# stores work the pick list in somsd itself, and `selectline` has no fulfilment adapter yet.
-_DELIVERED_BY_OUTBOX: Final = frozenset({"rest", "csv"})
+# stores work the pick list in somsd itself; `selectline` makes it a delivery note in the ERP.
+_DELIVERED_BY_OUTBOX: Final = frozenset({"rest", "csv", "selectline"})
 
 # What a location system reports (`actors.location.FulfilmentStatus`) plus "delivered", which a
 # carrier integration may report for a shipped parcel.

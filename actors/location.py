@@ -11,7 +11,11 @@ What it does depends on `adapter`:
 - `csv` (`adapters.csvfiles`): the deliverer writes the fulfilment file atomically; every
   `poll_interval` the inbound folder's status and stock files go to the sink and only then are
   moved to `processed/`.
-- `manual` (and `selectline` until it has an adapter): no deliverer, no polling. Staff use the
+- `selectline` (`actors.selectline_location`): the ERP's own warehouse picks and ships. The
+  deliverer turns a fulfilment into a delivery note in the ERP through the running ERP
+  section's session (`erps`), and every `poll_interval` the ERP's shipped delivery notes come
+  back as `shipped` with their tracking numbers.
+- `manual`: no deliverer, no polling. Staff use the
   fulfilment API; the actor only answers status requests.
 
 **The poll cursor is stored only after the sink accepted the updates** (an event
@@ -57,7 +61,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Final, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, Protocol, TypeVar
 
 import httpx
 import msgspec
@@ -98,6 +102,9 @@ from somsd.domain.order import Address, Order
 from somsd.domain.routing import Allocation
 from somsd.signing import SIGNATURE_HEADER, SignatureError
 from somsd.store import EventStore, NewEvent, OutboxEntry, VersionConflict
+
+if TYPE_CHECKING:
+    from actors.erp import SelectLineErp
 
 __all__ = [
     "CURSOR_EVENT",
@@ -424,7 +431,7 @@ LocationMessage = Describe | DescribeLocation | HandleCallback
 # -- the actor ------------------------------------------------------------------------------------
 
 
-_DRIVEN_ADAPTERS = frozenset({"rest", "csv", "manual"})
+_DRIVEN_ADAPTERS = frozenset({"rest", "csv", "manual", "selectline"})
 
 
 class LocationActor(Actor[LocationMessage]):
@@ -440,7 +447,9 @@ class LocationActor(Actor[LocationMessage]):
         stock_interval: float = DEFAULT_STOCK_INTERVAL,
         http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        erp: Callable[[], SelectLineErp | None] | None = None,
     ) -> None:
+        """`erp` (adapter selectline): the running ERP section whose session it uses."""
         super().__init__(location_target(section.name))
         if section.adapter == "rest" and section.url is None:
             raise ValueError(f"location {section.name!r}: adapter rest needs url")
@@ -461,6 +470,7 @@ class LocationActor(Actor[LocationMessage]):
         self.stock_interval = stock_interval
         self.http_timeout = http_timeout
         self._clock = clock
+        self._erp = erp or (lambda: None)
         self.created_at = clock()
         self.handled = 0
         self._cursor: str | None = None
@@ -544,14 +554,24 @@ class LocationActor(Actor[LocationMessage]):
                     )
                 ],
             )
-        else:
-            if section.adapter != "manual":
-                log.warning(
-                    "location_adapter_not_built",  # status only, like manual
-                    section=self.name,
-                    location=section.name,
-                    adapter=section.adapter,
-                )
+        elif section.adapter == "selectline":
+            from actors.selectline_location import SelectLineWarehouse  # cycle
+
+            warehouse = SelectLineWarehouse(
+                section, erp=self._erp, store=self.store, sink=self.sink
+            )
+            yield (
+                warehouse.deliver,
+                [
+                    partial(
+                        self._every,
+                        section.poll_interval.seconds,
+                        "poll",
+                        partial(self._read, warehouse.poll),
+                    )
+                ],
+            )
+        else:  # manual: the operator API; no deliverer, no polling
             yield None, []
 
     def _http_client(self) -> httpx.AsyncClient:

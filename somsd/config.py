@@ -292,6 +292,8 @@ class LocationConfig(_Table, frozen=True):
     rates: tuple[RateConfig, ...] = ()
     # The stock-source ERP's warehouses whose available stock is this location's stock.
     warehouses: tuple[str, ...] = ()
+    # adapter "selectline": the [[erp]] whose warehouse picks and ships (None: the only one)
+    erp: str | None = None
     country: str = "DE"
     lat: Latitude | None = None
     lon: Longitude | None = None
@@ -352,6 +354,9 @@ class ErpConfig(_Table, frozen=True):
     payment_interval: Duration = msgspec.field(default_factory=lambda: Duration("60s"))
     shipping_article: str = "VERSAND"  # the ERP article of the shipping position
     cancel_action: Literal["close", "delete"] = "close"  # what a cancellation does to the F
+    # kind selectline, with post_invoices and [documents]: somsd's invoice/credit-note PDFs are
+    # archived on the F / G as a journal with the file attached
+    attach_documents: bool = False
 
 
 class RoutingWeights(_Table, frozen=True):
@@ -987,6 +992,8 @@ def _check_references(
         _shipping_problems(indexed("location"), config.carrier)
         + _carrier_problems(indexed("carrier"))
         + _erp_problems(indexed("erp"))
+        + _selectline_location_problems(indexed("location"), config.erp)
+        + _attachment_problems(indexed("erp"), documents=config.documents.enabled)
     )
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
@@ -1041,6 +1048,50 @@ def _erp_problems(erps: Sequence[tuple[int, ErpConfig]]) -> list[str]:
         for key in ("url", "password_file")
         if getattr(erp, key) is None
     ]
+
+
+def selectline_erp_of(location: LocationConfig, erps: Sequence[ErpConfig]) -> ErpConfig | None:
+    """The SelectLine [[erp]] an `adapter = "selectline"` location ships through."""
+    found = [e for e in erps if e.kind == "selectline" and location.erp in (None, e.name)]
+    return found[0] if len(found) == 1 else None
+
+
+def _selectline_location_problems(
+    locations: Sequence[tuple[int, LocationConfig]], erps: Sequence[ErpConfig]
+) -> list[str]:
+    """Its delivery notes follow the ERP's sales orders, so that ERP must post them."""
+    problems: list[str] = []
+    for index, location in locations:
+        if location.adapter != "selectline":
+            continue
+        erp = selectline_erp_of(location, erps)
+        if erp is None:
+            wanted = repr(location.erp) if location.erp else "exactly one"
+            problems.append(
+                f"location[{index}].erp: adapter selectline needs {wanted} [[erp]] of kind "
+                "selectline"
+            )
+        elif not erp.post_invoices:
+            problems.append(
+                f"location[{index}].erp: erp {erp.name!r} must have post_invoices = true: "
+                "the delivery notes are successors of its sales orders"
+            )
+    return problems
+
+
+def _attachment_problems(erps: Sequence[tuple[int, ErpConfig]], *, documents: bool) -> list[str]:
+    """Archived PDFs hang on the documents somsd posts, and somsd must render them."""
+    problems: list[str] = []
+    for index, erp in erps:
+        if not erp.attach_documents:
+            continue
+        if erp.kind != "selectline" or not erp.post_invoices:
+            problems.append(
+                f"erp[{index}].attach_documents: needs kind selectline with post_invoices = true"
+            )
+        if not documents:
+            problems.append(f"erp[{index}].attach_documents: needs [documents] enabled = true")
+    return problems
 
 
 def _carrier_problems(carriers: Sequence[tuple[int, CarrierConfig]]) -> list[str]:

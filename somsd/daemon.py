@@ -95,6 +95,7 @@ from somsd.config import (
     LocationConfig,
     data_dir_problem,
     load_config,
+    selectline_erp_of,
 )
 from somsd.console import ConsoleDeps, build_console, with_console
 from somsd.console.session import SessionKeeper
@@ -311,7 +312,11 @@ class Daemon:
             actor = self._carrier_actor(section)
         elif isinstance(section, LocationConfig):
             actor = LocationActor(
-                section, store=self.store, dispatcher=self.dispatcher, sink=self.fulfilments
+                section,
+                store=self.store,
+                dispatcher=self.dispatcher,
+                sink=self.fulfilments,
+                erp=lambda: self._selectline_erp_of(section),
             )
         elif isinstance(section, ChannelConfig) and section.kind in DRIVERS:
             actor = ChannelActor(
@@ -351,7 +356,14 @@ class Daemon:
             sink=self.fulfilments,
             locations=lambda: self.config.location,
             metrics=self.erp_metrics,
+            documents=self.document_reader,
         )
+
+    def _selectline_erp_of(self, location: LocationConfig) -> SelectLineErp | None:
+        """The running ERP actor an `adapter = "selectline"` location ships through."""
+        section = selectline_erp_of(location, self.config.erp)
+        actor = None if section is None else self.integration_actors.get(f"erp/{section.name}")
+        return actor if isinstance(actor, SelectLineErp) else None
 
     def _document_link_key(self) -> bytes | None:
         key_file = self.config.documents.link_key_file

@@ -8,14 +8,16 @@ with a seeded catalogue of a few thousand products) whose shoppers check out ord
 in, while somsd pushes stock and visibility back and reconciles the catalogue once; a webhook
 shop as a second channel placing realistic signed orders; a SelectLine ERP (its simulator on
 loopback) that is the stock source of one warehouse and receives every order as a sales order
-and every shipment as delivery note and invoice; an "ERP" that books the bank transfers and
-invoice payments of shipped orders through the API; a supplier that restocks the 3PL before it
-runs dry, so every order can finish. The live view shows orders by status (and why those that
-wait, wait), fulfilments by location, stock sync and routing, and errors; the API and metrics
-stay up so a user can look around. With `--orders N` the demo places N orders, waits until
-every one is final (complete, canceled or closed) and prints a summary: exit 0 only if all N
-got there. Ctrl-C stops everything cleanly and prints the summary too (exit 0 without
-`--orders`, 130 when it interrupts an `--orders` run before every order is final).
+and every shipment as delivery note and invoice, whose own warehouse (wh-munich, `adapter =
+"selectline"`) picks and ships its fulfilments as delivery notes, and whose bookkeeper books
+the bank transfers and invoice payments as paid open items in the ERP (somsd reads them from
+there); a supplier that restocks the 3PL before it runs dry, so every order can finish. The
+live view shows orders by status (and why those that wait, wait), fulfilments by location,
+stock sync and routing, and errors; the API and metrics stay up so a user can look around. With
+`--orders N` the demo places N orders, waits until every one is final (complete, canceled or
+closed) and prints a summary: exit 0 only if all N got there. Ctrl-C stops everything cleanly
+and prints the summary too (exit 0 without `--orders`, 130 when it interrupts an `--orders` run
+before every order is final).
 
 Every run numbers its orders with a fresh run id (`D<run id>-1`, ...), so runs into the same
 data dir never collide, and the view and summary count only this run's orders.
@@ -66,7 +68,7 @@ __all__ = ["EXIT_INTERRUPTED", "DemoError", "DemoOptions", "fit_header", "run_de
 FINAL_STATUSES = frozenset({"complete", "canceled", "closed"})
 EXIT_INTERRUPTED = 130  # the shell's code for "ended by SIGINT"
 STORES = ("store-essen", "store-berlin")
-MANUAL_LOCATIONS = ("wh-leipzig", "wh-munich", *STORES)
+MANUAL_LOCATIONS = ("wh-leipzig", *STORES)
 REST_LOCATION = "wh-dortmund"
 STORE_ADDRESSES = {
     "store-essen": 'address = { name = "somsd Store Essen", street = "Kettwiger Str. 1", '
@@ -87,7 +89,8 @@ RESTOCK_UNITS = 400
 LOCATIONS: tuple[tuple[str, str, str, float, float, str, int | None, int], ...] = (
     (REST_LOCATION, "warehouse", "rest", 51.51, 7.47, '["DE", "AT", "NL", "BE"]', None, 1),
     ("wh-leipzig", "warehouse", "manual", 51.34, 12.37, '["DE", "AT", "PL", "CZ"]', 600, 1),
-    ("wh-munich", "warehouse", "manual", 48.14, 11.58, '["DE", "AT", "CH"]', 500, 2),
+    # The ERP's own warehouse picks and ships: fulfilments become SelectLine delivery notes.
+    ("wh-munich", "warehouse", "selectline", 48.14, 11.58, '["DE", "AT", "CH"]', 500, 2),
     ("store-essen", "store", "manual", 51.46, 7.01, '["DE"]', None, 3),
     ("store-berlin", "store", "manual", 52.52, 13.40, '["DE"]', None, 3),
 )
@@ -651,41 +654,12 @@ async def customer_code(admin: httpx.AsyncClient, item: WorkItem) -> str | None:
     return None
 
 
-async def book_payments(admin: httpx.AsyncClient, state: DemoState) -> None:
-    """Play the ERP: book the money of shipped orders that were not prepaid."""
-    while True:
-        cursor = 0
-        while True:
-            params: dict[str, str | int] = {
-                "status": "processing",
-                "cursor": cursor,
-                "q": state.number_prefix,
-            }
-            page = (await admin.get("/v1/orders", params=params)).json()
-            for summary in page["orders"]:
-                order = (await admin.get(f"/v1/orders/{summary['order_id']}")).json()
-                outstanding = Decimal(order["order"]["payment"]["amount"]) - Decimal(order["paid"])
-                all_shipped = all(
-                    line["shipped"] + line["canceled"] >= line["ordered"] for line in order["lines"]
-                )
-                if outstanding > 0 and all_shipped:
-                    response = await admin.post(
-                        f"/v1/orders/{summary['order_id']}/payments",
-                        json={"amount": str(outstanding), "reference": "demo bank transfer"},
-                    )
-                    if response.status_code == 200:
-                        state.payments_booked += 1
-            if page["next_cursor"] is None:
-                break
-            cursor = page["next_cursor"]
-        await trio.sleep(1)
-
-
 # The SelectLine ERP: warehouse 200 is wh-munich's stock (somsd polls it, so the demo does
 # not seed that location's stock); every order, shipment and credit note is posted to it.
 ERP_LOCATION = "wh-munich"
-ERP_WAREHOUSES = {ERP_LOCATION: 'warehouses = ["200"]\n'}
+ERP_WAREHOUSES = {ERP_LOCATION: 'warehouses = ["200"]\npoll_interval = "1s"\n'}
 ERP_PASSWORD_FILE = "selectline.password"  # noqa: S105  # a file name, not a password
+WAREHOUSE_DELAY = 1.0  # seconds the ERP's warehouse takes from delivery note to parcel
 
 
 class DemoErp:
@@ -707,6 +681,7 @@ class DemoErp:
             "selectline", self.sim, ListenAddress("127.0.0.1:0"), graceful_timeout=1
         )
         await nursery.start(listener.run)
+        nursery.start_soon(self.run_warehouse)
         self.url = listener.urls[0]
         password = data_dir / ERP_PASSWORD_FILE
         password.touch(mode=0o600)
@@ -729,11 +704,63 @@ payment_interval = "1s"
         counts = Counter(document.kind for document in self.sim.documents.values())
         return "(" + " ".join(f"{kind}{counts[kind]}" for kind in "FLRG") + ")"
 
+    async def book_payments(self, admin: httpx.AsyncClient, state: DemoState) -> None:
+        """The bookkeeper: the money of an invoice or bank transfer comes in, and its open item
+        is booked paid in the ERP, where somsd's payment poll finds it. Orders paid in the shop
+        (card, PayPal) are settled with the provider's payout, which the demo leaves out, so
+        their open items stay open; the bookkeeper asks somsd which is which."""
+        settled: set[int] = set()
+        while True:
+            for number, item in list(self.sim.open_items.items()):
+                amount = item.Amount
+                if (
+                    number in settled
+                    or amount is None
+                    or amount.Outstanding <= 0
+                    or not item.YourOrder
+                    or not item.OpenItemDocument
+                ):
+                    continue
+                outstanding = await _outstanding(admin, item.YourOrder)
+                if outstanding is None:
+                    continue  # not known to somsd (yet)
+                settled.add(number)
+                if outstanding > 0:
+                    self.sim.pay(item.OpenItemDocument, min(outstanding, amount.Outstanding))
+                    state.payments_booked += 1
+            await trio.sleep(1)
+
+    async def run_warehouse(self) -> None:
+        """The ERP's warehouse (wh-munich): a delivery note somsd made is picked, packed and
+        shipped a second later, with a tracking number noted in the ERP."""
+        seen: dict[str, float] = {}
+        while True:
+            now = trio.current_time()
+            for note in self.sim.documents_of("L"):
+                partner = note.partner
+                if note.status != "0" or not partner:
+                    continue
+                if "/" not in (partner.BusinessPartnerReferenceNumber or ""):
+                    continue  # somsd is still labelling it, or it is a shipment's own note
+                if now - seen.setdefault(note.key, now) >= WAREHOUSE_DELAY:
+                    self.sim.ship_delivery(note.key, f"SL{note.number}", carrier="DHL")
+            await trio.sleep(0.3)
+
     async def watch_documents(self, state: DemoState) -> None:
         """Keep the live view's count of documents somsd posted to the ERP current."""
         while True:
             state.erp_documents = self.documents_posted()
             await trio.sleep(1)
+
+
+async def _outstanding(admin: httpx.AsyncClient, number: str) -> Decimal | None:
+    """What the order with shop number `number` still owes, per somsd; None if not found."""
+    page = (await admin.get("/v1/orders", params={"q": number})).json()
+    for summary in page["orders"]:
+        if summary["number"] == number:
+            order = (await admin.get(f"/v1/orders/{summary['order_id']}")).json()
+            return Decimal(order["order"]["payment"]["amount"]) - Decimal(order["paid"])
+    return None
 
 
 def why_waiting(detail: Mapping[str, Any]) -> str:
@@ -1210,7 +1237,7 @@ async def _run(options: DemoOptions, state: DemoState, stop: trio.Event) -> int:
                 async with trio.open_nursery() as actors:
                     await seed_stock(admin)
                     _start_store_staff(actors, admin, options)
-                    actors.start_soon(book_payments, admin, state)
+                    actors.start_soon(erp.book_payments, admin, state)
                     actors.start_soon(erp.watch_documents, state)
                     actors.start_soon(watch, admin, daemon.urls["metrics"], state)
                     if options.outage_after is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Mapping
+from datetime import date
 from typing import Any, Final, TypeVar
 
 import httpx
@@ -41,6 +42,7 @@ from adapters.selectline.wire import (
     ApiInfo,
     Article,
     ArticlePositionItem,
+    AttachmentInfo,
     Credentials,
     Customer,
     CustomerCreated,
@@ -52,6 +54,10 @@ from adapters.selectline.wire import (
     DocumentReadModel,
     DocumentUpdateModel,
     EnumerationValue,
+    JournalAttachmentCreated,
+    JournalCreated,
+    JournalCreateModel,
+    JournalModelRead,
     OpenItemDto,
     Stock,
     SuccessorsDocumentData,
@@ -186,12 +192,17 @@ class SelectLineClient:
         params: Mapping[str, str | int] | None = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> httpx.Response:
         all_headers = {"Accept": "application/json"}
         if content is not None:
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
         try:
+            if files is not None:  # multipart/form-data: httpx sets the boundary's header
+                return await self.http.request(
+                    method, path, params=params, files=files, headers=all_headers
+                )
             return await self.http.request(
                 method, path, params=params, content=content, headers=all_headers
             )
@@ -206,6 +217,7 @@ class SelectLineClient:
         operation: str,
         params: Mapping[str, str | int] | None = None,
         body: object = None,
+        files: Mapping[str, tuple[str, bytes, str]] | None = None,
     ) -> httpx.Response:
         """One authorised call; a stale token costs one re-login and one repeat, no more."""
         content = None if body is None else ENCODER.encode(body)
@@ -217,6 +229,7 @@ class SelectLineClient:
             params=params,
             content=content,
             headers={"Authorization": token},
+            files=files,
         )
         if response.status_code in (401, 403):
             await self._forget(token)
@@ -228,6 +241,7 @@ class SelectLineClient:
                 params=params,
                 content=content,
                 headers={"Authorization": token},
+                files=files,
             )
         if response.status_code >= 300:
             raise self._status_error(response, operation)
@@ -330,6 +344,36 @@ class SelectLineClient:
         response = await self.call("GET", f"/Documents/{key}/Successors", operation=operation)
         return _decode(DECODERS.documents, response, system=self.system, operation=operation)
 
+    async def finished_documents(self, kind: str, since: date) -> list[DocumentReadModel]:
+        """Documents of `kind` dated `since` or later that the ERP has done (`Done`: status 2
+        or 3), e.g. the delivery notes the warehouse shipped."""
+        return await self.documents_in_state(kind, "Done", since=since)
+
+    async def documents_in_state(
+        self, kind: str, state: str, *, since: date | None = None
+    ) -> list[DocumentReadModel]:
+        """Documents of `kind` in `selectDocumentState` (All, Done, InProgress, Open)."""
+        params = {"selectDocumentKindFlag": kind, "selectDocumentState": state}
+        if since is not None:
+            params["selectFromDate"] = since.isoformat()
+        return await self._list(
+            "/Documents", DECODERS.documents, operation="GET /Documents", params=params
+        )
+
+    async def journals(self, key: str) -> list[JournalModelRead]:
+        return await self._list(
+            f"/Documents/{key}/Journals",
+            DECODERS.journals,
+            operation="GET /Documents/{key}/Journals",
+        )
+
+    async def attachments(self, journal: str) -> list[AttachmentInfo]:
+        return await self._list(
+            f"/Journals/{journal}/Attachments",
+            DECODERS.attachments,
+            operation="GET /Journals/{id}/Attachments",
+        )
+
     async def customers(self, **conditions: str) -> list[Customer]:
         params = {"filter": filter_eq(**conditions)} if conditions else {}
         return await self._list(
@@ -392,6 +436,29 @@ class SelectLineClient:
     async def set_status(self, key: str, status: EnumerationValue) -> None:
         await self.call(
             "PUT", f"/Documents/{key}/Status", operation="PUT /Documents/{key}/Status", body=status
+        )
+
+    async def add_journal(self, key: str, journal: JournalCreateModel) -> JournalCreated:
+        operation = "POST /Documents/{key}/Journals"
+        response = await self.call(
+            "POST", f"/Documents/{key}/Journals", operation=operation, body=journal
+        )
+        return _decode(DECODERS.journal_created, response, system=self.system, operation=operation)
+
+    async def add_attachment(
+        self, journal: str, filename: str, content: bytes, media_type: str
+    ) -> JournalAttachmentCreated:
+        """One file to a journal, as the spec asks: multipart/form-data, a part per file with
+        its own Content-Type and a file name."""
+        operation = "POST /Journals/{id}/Attachments"
+        response = await self.call(
+            "POST",
+            f"/Journals/{journal}/Attachments",
+            operation=operation,
+            files={"file": (filename, content, media_type)},
+        )
+        return _decode(
+            DECODERS.attachment_created, response, system=self.system, operation=operation
         )
 
     async def create_customer(self, customer: Customer) -> CustomerCreated:

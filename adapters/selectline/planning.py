@@ -11,6 +11,9 @@
   shipped units; credit note -> `G`; canceled -> close or delete the `F`.
 - `payment_from_open_item`: an open item paid (partly) in the ERP -> the payment to record in
   somsd, idempotent per open item and paid amount.
+- `delivery_positions` (the `adapter = "selectline"` location): a fulfilment's lines -> the
+  sales order's positions and quantities its delivery note takes over; `tracking_number`: the
+  warehouse's tracking number from a delivery note's journals.
 """
 
 from __future__ import annotations
@@ -23,10 +26,17 @@ from typing import Final, Literal
 
 import msgspec
 
-from adapters.selectline.wire import Article, OpenItemDto, Stock
+from adapters.selectline.wire import (
+    Article,
+    DocumentPositionReadModel,
+    JournalModelRead,
+    OpenItemDto,
+    Stock,
+)
 from somsd.domain.atp import StockCount, StockReport
 from somsd.domain.events import (
     CreditNoteIssued,
+    InvoiceIssued,
     LinesShipped,
     OrderCanceled,
     OrderEvent,
@@ -35,22 +45,29 @@ from somsd.domain.events import (
 from somsd.domain.state import OrderState
 
 __all__ = [
+    "TRACKING_LABELS",
+    "AttachDocument",
     "CancelErpOrder",
+    "DeliveryNotPlaceable",
     "ErpEffect",
     "ErpLine",
     "ErpPayment",
     "PostCreditNote",
     "PostSalesOrder",
     "PostShipment",
+    "SalesOrderIncomplete",
     "ShippedLine",
     "StockProblem",
     "StockProblemKind",
     "StockReading",
     "decode_effect",
+    "delivery_articles",
+    "delivery_positions",
     "erp_target",
     "payment_from_open_item",
     "plan_erp_effects",
     "stock_reports",
+    "tracking_number",
 ]
 
 SkuField = Literal["number", "gtin"]
@@ -255,7 +272,25 @@ class CancelErpOrder(msgspec.Struct, frozen=True, kw_only=True, tag="cancel_erp_
         return f"cancel:{self.order_id}"
 
 
-ErpEffect = PostSalesOrder | PostShipment | PostCreditNote | CancelErpOrder
+class AttachDocument(msgspec.Struct, frozen=True, kw_only=True, tag="attach_document"):
+    """somsd's rendered PDF of the order's invoice (`index` 0) or of its `index`-th credit
+    note, archived in the ERP as a journal with the file attached (`attach_documents`): the
+    invoice on the sales order `F` (somsd invoices the order once; the ERP bills each
+    shipment with its own `R`), a credit note on its `G`. The document's number is not known
+    when this is planned (the store allocates it at commit), so the delivery reads it from the
+    order."""
+
+    order_id: str
+    number: str  # the shop's order number
+    kind: Literal["invoice", "credit_note"]
+    index: int
+
+    @property
+    def key(self) -> str:
+        return f"attach:{self.order_id}:{self.kind}:{self.index}"
+
+
+ErpEffect = PostSalesOrder | PostShipment | PostCreditNote | CancelErpOrder | AttachDocument
 _effect_decoder: Final = msgspec.json.Decoder(ErpEffect)
 
 
@@ -264,9 +299,14 @@ def decode_effect(payload: bytes) -> ErpEffect:
 
 
 def plan_erp_effects(
-    before: OrderState | None, after: OrderState, events: Sequence[OrderEvent]
+    before: OrderState | None,
+    after: OrderState,
+    events: Sequence[OrderEvent],
+    *,
+    attach_documents: bool = False,
 ) -> list[ErpEffect]:
-    """What the ERP must hear of `events` (already folded into `after`)."""
+    """What the ERP must hear of `events` (already folded into `after`); with
+    `attach_documents` also the invoice's and credit notes' PDFs."""
     effects: list[ErpEffect] = []
     order = after.order
     credit_notes = len(before.credit_notes) if before is not None else 0
@@ -344,6 +384,21 @@ def plan_erp_effects(
                         ),
                     )
                 )
+                if attach_documents:
+                    effects.append(
+                        AttachDocument(
+                            order_id=after.order_id,
+                            number=order.number,
+                            kind="credit_note",
+                            index=credit_notes,
+                        )
+                    )
+            case InvoiceIssued() if attach_documents:
+                effects.append(
+                    AttachDocument(
+                        order_id=after.order_id, number=order.number, kind="invoice", index=0
+                    )
+                )
             case OrderCanceled():
                 effects.append(CancelErpOrder(order_id=after.order_id, number=order.number))
             case _:
@@ -384,3 +439,108 @@ def payment_from_open_item(erp: str, item: OpenItemDto, state: OrderState) -> Er
         amount=paid - recorded,
         reference=item.OpenItemDocument or "",
     )
+
+
+# -- fulfilments of an `adapter = "selectline"` location -----------------------------------------
+
+
+class SalesOrderIncomplete(Exception):
+    """The sales order does not hold all of the order's positions yet (its own delivery is
+    still adding them): the delivery note waits."""
+
+
+class DeliveryNotPlaceable(Exception):
+    """The fulfilment asks for units the sales order does not have open: it never will."""
+
+
+# Journal labels a warehouse notes a parcel's tracking number under (German and English).
+TRACKING_LABELS: Final = frozenset({"sendungsnummer", "trackingnummer", "tracking"})
+
+
+def _open(position: DocumentPositionReadModel) -> Decimal:
+    quantity = position.Quantity or Decimal(0)
+    return quantity - (position.QuantityTakenOverByDocumentSuccessor or Decimal(0))
+
+
+def _article_positions(
+    positions: Sequence[DocumentPositionReadModel], order_skus: Sequence[str], *, shipping: bool
+) -> list[DocumentPositionReadModel]:
+    """The sales order's article positions, order line i at i; raises while incomplete."""
+    articles = [p for p in positions if p.PositionKind == "A"]
+    has_shipping = any(p.PositionKind == "E" for p in positions)
+    if len(articles) < len(order_skus) or (shipping and not has_shipping):
+        raise SalesOrderIncomplete(
+            f"the sales order has {len(articles)} of {len(order_skus)} article positions"
+        )
+    return articles
+
+
+def delivery_articles(
+    positions: Sequence[DocumentPositionReadModel],
+    order_skus: Sequence[str],
+    lines: Iterable[tuple[str, int]],
+    *,
+    shipping: bool,
+) -> dict[str, Decimal]:
+    """Article number -> units a fulfilment's delivery note holds: what finds a note created
+    by an attempt whose answer was lost (its positions are already taken over, so
+    `delivery_positions` would ask for less)."""
+    articles = _article_positions(positions, order_skus, shipping=shipping)
+    number_of = {sku: articles[i].ArticleNumber or "" for i, sku in enumerate(order_skus)}
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    for sku, quantity in lines:
+        if sku not in number_of:
+            raise DeliveryNotPlaceable(f"SKU {sku} is not on the order")
+        totals[number_of[sku]] += quantity
+    return dict(totals)
+
+
+def delivery_positions(
+    positions: Sequence[DocumentPositionReadModel],
+    order_skus: Sequence[str],
+    lines: Iterable[tuple[str, int]],
+    *,
+    shipping: bool,
+) -> list[tuple[DocumentPositionReadModel, Decimal]]:
+    """The sales order's positions and the quantities a fulfilment's delivery note takes over.
+
+    `order_skus` are the order's lines in order (order line i is the i-th article position,
+    as somsd adds them); a fulfilment's SKU takes from the open quantity of that SKU's lines,
+    first line first. The shipping position goes along while it is still open, so the first
+    delivery's invoice bills it. Raises `SalesOrderIncomplete` (retry later) or
+    `DeliveryNotPlaceable` (never placeable).
+    """
+    articles = _article_positions(positions, order_skus, shipping=shipping)
+    left = {i: _open(articles[i]) for i in range(len(order_skus))}
+    wanted: list[tuple[DocumentPositionReadModel, Decimal]] = []
+    taken: dict[int, Decimal] = defaultdict(Decimal)
+    for sku, quantity in lines:
+        rest = Decimal(quantity)
+        for i, line_sku in enumerate(order_skus):
+            if rest <= 0:
+                break
+            if line_sku != sku or left[i] <= 0:
+                continue
+            take = min(rest, left[i])
+            left[i] -= take
+            taken[i] += take
+            rest -= take
+        if rest > 0:
+            raise DeliveryNotPlaceable(
+                f"{quantity} x {sku} asked, {quantity - rest} open on the sales order"
+            )
+    wanted.extend((articles[i], quantity) for i, quantity in sorted(taken.items()))
+    wanted.extend((p, _open(p)) for p in positions if p.PositionKind == "E" and _open(p) > 0)
+    return wanted
+
+
+def tracking_number(journals: Iterable[JournalModelRead]) -> tuple[str | None, str | None]:
+    """(tracking number, carrier) from the last journal labelled as one; the carrier is the
+    journal's category when the warehouse sets one."""
+    found: tuple[str | None, str | None] = (None, None)
+    for journal in journals:
+        label = (journal.Label or "").strip().casefold()
+        text = (journal.Text or "").strip()
+        if label in TRACKING_LABELS and text:
+            found = (text[:100], (journal.CategoryLabel or "").strip()[:50] or None)
+    return found

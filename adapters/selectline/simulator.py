@@ -33,10 +33,13 @@ Run standalone: `python -m adapters.selectline --port 0 --articles 200 --url-fil
 from __future__ import annotations
 
 import argparse
+import email.parser
+import email.policy
 import random
 import re
 import secrets
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,6 +62,7 @@ from adapters.selectline.wire import (
     ApiResponse,
     Article,
     ArticlePositionItem,
+    AttachmentInfo,
     Credentials,
     Customer,
     CustomerCreated,
@@ -71,6 +75,10 @@ from adapters.selectline.wire import (
     DocumentReadModel,
     DocumentUpdateModel,
     EnumerationValue,
+    JournalAttachmentCreated,
+    JournalCreated,
+    JournalCreateModel,
+    JournalModelRead,
     OpenItemAmount,
     OpenItemDto,
     OpenItemPage,
@@ -90,6 +98,14 @@ STATUS_NAMES: Final = {
     "CancelledInReceipts": 4,
     "InProcess": 5,
     "Parked": 6,
+}
+# The journal label under which the warehouse notes a parcel's tracking number.
+TRACKING_LABEL: Final = "Sendungsnummer"
+# `selectDocumentState` of `GET /Documents` -> the StatusFlags it selects.
+_DOCUMENT_STATES: Final = {
+    "Open": frozenset({"0"}),
+    "InProgress": frozenset({"1", "5", "6"}),
+    "Done": frozenset({"2", "3"}),
 }
 _NUMBER_PREFIX: Final = {"F": "AU", "L": "LS", "R": "RE", "G": "GU", "A": "AN"}
 _FILTER = re.compile(r"\(\s*([A-Za-z0-9.]+)\s+EQ\s+'((?:[^']|'')*)'\s*\)")
@@ -171,6 +187,7 @@ class _Document:
     positions: list[_Position] = field(default_factory=list)
     successors: list[str] = field(default_factory=list)
     predecessor: str | None = None
+    journals: list[JournalModelRead] = field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -242,6 +259,8 @@ class SelectLineSimulator:
         self.customers: dict[str, Customer] = {}
         self.documents: dict[str, _Document] = {}
         self.open_items: dict[int, OpenItemDto] = {}
+        # journal id -> its attachments: (info, bytes, content type)
+        self.attachments: dict[str, list[tuple[AttachmentInfo, bytes, str]]] = {}
         self._counters: dict[str, int] = {}
         routes = [
             Route("/Info", self._info, methods=["GET"]),
@@ -258,6 +277,8 @@ class SelectLineSimulator:
             Route("/Documents/{key}/Positions", self._positions, methods=["GET"]),
             Route("/Documents/{key}/Successors", self._successors, methods=["GET", "POST"]),
             Route("/Documents/{key}/Status", self._status, methods=["PUT"]),
+            Route("/Documents/{key}/Journals", self._journals, methods=["GET", "POST"]),
+            Route("/Journals/{journal}/Attachments", self._attachments, methods=["GET", "POST"]),
             Route("/Accounting/OpenItems", self._open_items, methods=["GET"]),
         ]
         self.app = Starlette(routes=routes, exception_handlers={_Failure: _failure_handler})
@@ -324,6 +345,27 @@ class SelectLineSimulator:
                 )
                 return
         raise KeyError(invoice_key)
+
+    def ship_delivery(
+        self, key: str, tracking_number: str | None = None, *, carrier: str | None = None
+    ) -> None:
+        """The warehouse shipped delivery note `key`: it is done (status 2, "Completed") and,
+        with a tracking number, a journal "Sendungsnummer" carries it (reference §11)."""
+        document = self._get(key)
+        if document.kind != "L":
+            raise ValueError(f"{key} is not a delivery note")
+        if tracking_number is not None:
+            document.journals.append(
+                JournalModelRead(
+                    Identifier=str(uuid.UUID(int=self._rng.getrandbits(128))),
+                    Date=self.now().isoformat(),
+                    StatusId=1,
+                    Label=TRACKING_LABEL,
+                    Text=tracking_number,
+                    CategoryLabel=carrier,
+                )
+            )
+        document.status = "2"
 
     def documents_of(self, kind: str, contract: str | None = None) -> list[_Document]:
         return [
@@ -559,6 +601,14 @@ class SelectLineSimulator:
             kind = self._param(request, "selectDocumentKindFlag")
             if kind:
                 rows = [r for r in rows if r.KindFlag == kind]
+            state = self._param(request, "selectDocumentState")
+            if state and state != "All":
+                if state not in _DOCUMENT_STATES:
+                    raise _Failure(400, f"selectDocumentState {state!r} unbekannt", 3005)
+                rows = [r for r in rows if r.StatusFlag in _DOCUMENT_STATES[state]]
+            since = self._param(request, "selectFromDate")
+            if since:
+                rows = [r for r in rows if (r.Date or "") >= since[:10]]
             return _json(self._page(request, self._filtered(request, rows)))
         model = self._body(await request.body(), DocumentCreateModel)
         if len(model.KindFlag) != 1 or model.KindFlag not in "ABEFGILNPR":
@@ -732,6 +782,54 @@ class SelectLineSimulator:
             raise _Failure(400, "Status fehlt", 6002)
         return Response(status_code=204)
 
+    async def _journals(self, request: Request) -> Response:
+        document = self._get(request.path_params["key"])
+        if request.method == "GET":
+            return _json(self._page(request, list(document.journals)))
+        model = self._body(await request.body(), JournalCreateModel)
+        journal = JournalModelRead(
+            Identifier=str(uuid.UUID(int=self._rng.getrandbits(128))),
+            Date=model.Date,
+            StatusId=model.StatusId,
+            Label=model.Label,
+            Text=model.Text,
+            ContactKind=model.ContactKind,
+            CategoryLabel=model.CategoryLabel,
+        )
+        document.journals.append(journal)
+        assert journal.Identifier is not None
+        self.attachments[journal.Identifier] = []
+        return self._created(JournalCreated(JournalIdentifier=journal.Identifier))
+
+    def journal_of(self, journal: str) -> tuple[_Document, JournalModelRead]:
+        for document in self.documents.values():
+            for entry in document.journals:
+                if entry.Identifier == journal:
+                    return document, entry
+        raise _Failure(404, f"Journal {journal} nicht gefunden", 7001)
+
+    async def _attachments(self, request: Request) -> Response:
+        journal = request.path_params["journal"]
+        self.journal_of(journal)
+        files = self.attachments.setdefault(journal, [])
+        if request.method == "GET":
+            return _json(self._page(request, [info for info, _, _ in files]))
+        created: JournalAttachmentCreated | None = None
+        for filename, content, media_type in _multipart_files(request, await request.body()):
+            info = AttachmentInfo(
+                AttachmentIdentifier=self._next("attachment"),
+                AttachmentType=1,  # stored in the database, the only place the API writes
+                JournalIdentifier=journal,
+                Filename=filename,
+            )
+            files.append((info, content, media_type))
+            created = JournalAttachmentCreated(
+                JournalIdentifier=journal, AttachmentId=info.AttachmentIdentifier
+            )
+        if created is None:
+            raise _Failure(400, "Kein Anhang im multipart/form-data-Inhalt", 7002)
+        return self._created(created)
+
     def _book_out(self, delivery: _Document) -> None:
         """A delivery note takes its units out of stock: from the warehouse holding most."""
         for position in delivery.positions:
@@ -813,6 +911,28 @@ class _Guard:
             await send(message)
 
         await self.app(scope, receive, record)
+
+
+def _multipart_files(request: Request, body: bytes) -> list[tuple[str, bytes, str]]:
+    """The parts of a multipart/form-data body that are files: each needs a file name (the
+    spec: `ContentDisposition.FileName`) and has its own Content-Type."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise _Failure(400, "Der Inhalt muss multipart/form-data sein", 7003)
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    if not message.is_multipart():
+        raise _Failure(400, "multipart/form-data ohne Teile", 7003)
+    files: list[tuple[str, bytes, str]] = []
+    for part in message.iter_parts():
+        filename = part.get_filename()
+        if not filename:
+            raise _Failure(400, "Jeder Anhang braucht einen Dateinamen", 7004)
+        payload = part.get_payload(decode=True)
+        content = payload if isinstance(payload, bytes) else b""
+        files.append((filename, content, part.get_content_type()))
+    return files
 
 
 async def _failure_handler(request: Request, exc: Exception) -> Response:

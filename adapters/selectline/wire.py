@@ -22,6 +22,7 @@ __all__ = [
     "ApiResponse",
     "Article",
     "ArticlePositionItem",
+    "AttachmentInfo",
     "Credentials",
     "Customer",
     "CustomerAddress",
@@ -37,6 +38,10 @@ __all__ = [
     "DocumentReadModel",
     "DocumentUpdateModel",
     "EnumerationValue",
+    "JournalAttachmentCreated",
+    "JournalCreateModel",
+    "JournalCreated",
+    "JournalModelRead",
     "OpenItemAmount",
     "OpenItemDto",
     "OpenItemPage",
@@ -340,6 +345,52 @@ class OpenItemPage(_Model, frozen=True):
     Value: tuple[OpenItemDto, ...] = ()
 
 
+class JournalCreateModel(_Model, frozen=True):
+    """`JournalModule.Models.DocumentJournalModelCreate`: a note on a document (e.g. the
+    warehouse's tracking number, reference §11)."""
+
+    Date: str
+    StatusId: int
+    Label: str
+    Text: str
+    ContactKind: str | None = None
+    CategoryLabel: str | None = None
+
+
+class JournalModelRead(_Model, frozen=True):
+    """`JournalModule.Models.JournalModelRead`."""
+
+    Identifier: str | None = None
+    Date: str | None = None
+    StatusId: int = 0
+    Label: str | None = None
+    Text: str | None = None
+    ContactKind: str | None = None
+    CategoryLabel: str | None = None
+
+
+class JournalCreated(_Model, frozen=True):
+    """`WebApi.Models.Journal.JournalCreated`."""
+
+    JournalIdentifier: str
+
+
+class JournalAttachmentCreated(_Model, frozen=True):
+    """`WebApi.Models.Journal.JournalAttachmentCreated`."""
+
+    JournalIdentifier: str | None = None
+    AttachmentId: int = 0
+
+
+class AttachmentInfo(_Model, frozen=True):
+    """`Common.Models.ModuleModels.AttachmentInfo`."""
+
+    AttachmentIdentifier: int = 0
+    AttachmentType: int = 0
+    JournalIdentifier: str | None = None
+    Filename: str | None = None
+
+
 ENCODER = msgspec.json.Encoder(decimal_format="number")
 
 
@@ -361,6 +412,10 @@ class _Decoders:
         self.customers = msgspec.json.Decoder(list[Customer])
         self.customer_created = msgspec.json.Decoder(CustomerCreated)
         self.open_items = msgspec.json.Decoder(OpenItemPage)
+        self.journals = msgspec.json.Decoder(list[JournalModelRead])
+        self.journal_created = msgspec.json.Decoder(JournalCreated)
+        self.attachment_created = msgspec.json.Decoder(JournalAttachmentCreated)
+        self.attachments = msgspec.json.Decoder(list[AttachmentInfo])
 
 
 DECODERS = _Decoders()

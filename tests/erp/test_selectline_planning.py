@@ -6,17 +6,30 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from adapters.selectline.planning import (
+    DeliveryNotPlaceable,
     PostSalesOrder,
     PostShipment,
+    SalesOrderIncomplete,
+    delivery_articles,
+    delivery_positions,
     payment_from_open_item,
     plan_erp_effects,
     stock_reports,
+    tracking_number,
 )
-from adapters.selectline.wire import Article, OpenItemAmount, OpenItemDto, Stock
+from adapters.selectline.wire import (
+    Article,
+    DocumentPositionReadModel,
+    JournalModelRead,
+    OpenItemAmount,
+    OpenItemDto,
+    Stock,
+)
 from somsd.domain.events import LineQuantity, LinesShipped, OrderEvent, PaymentRecorded
 from somsd.domain.lifecycle import receive_order
 from somsd.domain.order import Order
@@ -148,3 +161,96 @@ def test_payments_from_an_open_item_add_up_to_what_the_erp_says_is_paid(
         # The same poll again records nothing.
         assert payment_from_open_item("sl", item, state) is None
     assert state.paid == total
+
+
+# -- fulfilments of a selectline location --------------------------------------------------
+
+
+def _sales_order(
+    lines: list[tuple[str, int, int]], *, shipping_taken: int | None
+) -> list[DocumentPositionReadModel]:
+    """Article positions (sku as article number, quantity, already taken over) + shipping."""
+    positions = [
+        DocumentPositionReadModel(
+            Identifier=f"p{i}",
+            PositionKind="A",
+            ArticleNumber=sku,
+            Quantity=Decimal(quantity),
+            QuantityTakenOverByDocumentSuccessor=Decimal(taken),
+        )
+        for i, (sku, quantity, taken) in enumerate(lines)
+    ]
+    if shipping_taken is not None:
+        positions.append(
+            DocumentPositionReadModel(
+                Identifier="ship",
+                PositionKind="E",
+                ArticleNumber="VERSAND",
+                Quantity=Decimal(1),
+                QuantityTakenOverByDocumentSuccessor=Decimal(shipping_taken),
+            )
+        )
+    return positions
+
+
+order_lines = st.lists(
+    st.tuples(st.sampled_from(["A", "B", "C"]), st.integers(1, 5)).flatmap(
+        lambda line: st.tuples(st.just(line[0]), st.just(line[1]), st.integers(0, line[1]))
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@given(order_lines, st.data(), st.sampled_from([None, 0, 1]))
+def test_a_delivery_note_takes_exactly_the_fulfilments_units_from_what_is_open(
+    lines: list[tuple[str, int, int]], data: st.DataObject, shipping_taken: int | None
+) -> None:
+    positions = _sales_order(lines, shipping_taken=shipping_taken)
+    skus = [sku for sku, _, _ in lines]
+    open_units: dict[str, int] = {}
+    for sku, quantity, taken in lines:
+        open_units[sku] = open_units.get(sku, 0) + quantity - taken
+    asked = {
+        sku: data.draw(st.integers(0, units + 1), label=sku) for sku, units in open_units.items()
+    }
+    fulfilment = [(sku, units) for sku, units in asked.items() if units > 0]
+    shipping = shipping_taken is not None
+    if any(asked[sku] > open_units[sku] for sku in asked):
+        with pytest.raises(DeliveryNotPlaceable):
+            delivery_positions(positions, skus, fulfilment, shipping=shipping)
+        return
+    wanted = delivery_positions(positions, skus, fulfilment, shipping=shipping)
+    taken: dict[str, Decimal] = {}
+    for position, quantity in wanted:
+        assert quantity > 0
+        open_here = (position.Quantity or 0) - (position.QuantityTakenOverByDocumentSuccessor or 0)
+        assert quantity <= open_here
+        if position.PositionKind == "A":
+            sku = position.ArticleNumber or ""
+            taken[sku] = taken.get(sku, Decimal(0)) + quantity
+    assert taken == {sku: Decimal(units) for sku, units in fulfilment}
+    assert any(p.PositionKind == "E" for p, _ in wanted) == (shipping_taken == 0)
+    assert delivery_articles(positions, skus, fulfilment, shipping=shipping) == taken
+
+
+def test_an_incomplete_sales_order_makes_the_delivery_note_wait() -> None:
+    positions = _sales_order([("A", 2, 0)], shipping_taken=None)
+    with pytest.raises(SalesOrderIncomplete):
+        delivery_positions(positions, ["A", "B"], [("A", 1)], shipping=False)
+    with pytest.raises(SalesOrderIncomplete):
+        delivery_positions(positions, ["A"], [("A", 1)], shipping=True)
+    with pytest.raises(DeliveryNotPlaceable):
+        delivery_articles(positions, ["A"], [("Z", 1)], shipping=False)
+
+
+def test_the_tracking_number_is_the_last_journal_labelled_as_one() -> None:
+    journals = [
+        JournalModelRead(Label="Notiz", Text="Kunde rief an"),
+        JournalModelRead(Label="Sendungsnummer", Text=" 0034 ", CategoryLabel="DHL"),
+        JournalModelRead(Label="tracking", Text="0099"),
+        JournalModelRead(Label="Sendungsnummer", Text="  "),
+    ]
+    assert tracking_number(journals) == ("0099", None)
+    assert tracking_number(journals[:2]) == ("0034", "DHL")
+    assert tracking_number([]) == (None, None)
