@@ -36,7 +36,7 @@ from actors.integration import IntegrationActor
 from actors.order_desk import OrderDesk, ReceiveOrder
 from actors.outbox import OutboxDispatcher
 from adapters.edifact.eancom import EdifactError, build_interchange, read_orders
-from adapters.edifact.folder import ControlReferences, DropFolder
+from adapters.edifact.folder import ControlReferences, DropFolder, ReceivedReferences
 from adapters.edifact.messages import Partner, desadv, invoic, ordrsp, to_canonical
 from somsd.config import ChannelConfig
 from somsd.domain.errors import DomainError
@@ -226,9 +226,9 @@ class EdifactChannelActor(IntegrationActor):
             text = await trio.to_thread.run_sync(self.folder.read, path)
         except (OSError, ValueError) as exc:
             raise EdifactError(0, "?", f"unreadable file: {exc}") from exc
-        for orders in read_orders(text):
-            partner = self.partners.get(orders.sender)
-            if partner is None:
+        messages = read_orders(text)
+        for orders in messages:
+            if orders.sender not in self.partners:
                 raise EdifactError(
                     1, "UNB", f"sender GLN {orders.sender} is not a configured partner"
                 )
@@ -236,6 +236,19 @@ class EdifactChannelActor(IntegrationActor):
                 raise EdifactError(
                     1, "UNB", f"recipient GLN {orders.recipient} is not ours ({self.gln})"
                 )
+        if messages:
+            sender, reference = messages[0].sender, messages[0].control_reference
+            references = ReceivedReferences(self.folder.root / ".control" / f"received-{sender}")
+            earlier = await trio.to_thread.run_sync(references.file_of, reference)
+            if earlier is not None and earlier != path.name:
+                raise EdifactError(
+                    1,
+                    "UNB",
+                    f"control reference {reference} from {sender} was already received"
+                    f" in {earlier}",
+                )
+        for orders in messages:
+            partner = self.partners[orders.sender]
             order = to_canonical(orders, partner, received_at=datetime.now(UTC))
             try:
                 received = await self.desk.ask(partial(ReceiveOrder, self.channel.name, order))
@@ -257,6 +270,8 @@ class EdifactChannelActor(IntegrationActor):
                 "ORDRSP",
                 body,
             )
+        if messages and earlier is None:
+            await trio.to_thread.run_sync(references.record, reference, path.name)
 
     async def deliver(self, entry: OutboxEntry) -> None:
         job = msgspec.json.decode(entry.payload, type=EdifactJob)
