@@ -5,9 +5,11 @@ rename into processing/; a crash leaves the file there and the next run takes it
 reads every ORDERS message, maps it to the canonical order (`adapters.edifact.messages`) and
 hands it to the order desk like any other channel's order (external id: sender GLN + order
 number, so a file read twice is recognised as a duplicate). A new order is answered with an
-ORDRSP in `<folder>/out/`. A file that cannot be read, names an unknown partner or holds an
-order the desk refuses is moved to failed/ with `<name>.reason.txt` (segment and reason) and
-counted in `somsd_edifact_files_total{channel,outcome}`.
+ORDRSP in `<folder>/out/`. A file that cannot be read, names an unknown partner, reuses a
+UNB control reference that partner already sent in another file, or holds an order the desk
+refuses is moved to failed/ with `<name>.reason.txt` (segment and reason) and counted in
+`somsd_edifact_files_total{channel,outcome}`. The partner side of all this is
+`adapters/edifact/simulator.py` (`python -m adapters.edifact`).
 
 Outbound: `edifact_effects_for` (one line in the daemon's `all_order_effects`) plans an outbox
 item for every shipment (DESADV) and every issued invoice or credit note (INVOIC) of this
