@@ -259,3 +259,34 @@ def test_an_edifact_channel_needs_its_folder_and_gln() -> None:
         parse_config('[[channel]]\nname = "edi"\nkind = "edifact"\n')
     assert "channel[0].folder: required for kind edifact" in caught.value.problems
     assert "channel[0].gln: required for kind edifact" in caught.value.problems
+
+
+@pytest.mark.slow
+def test_the_simulator_runs_standalone(tmp_path: Path) -> None:
+    """`python -m adapters.edifact`: drops its orders and reports; with nobody answering
+    them it says so and exits 1."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "adapters.edifact",
+            *("--folder", str(tmp_path / "edi"), "--gln", BUYER, "--supplier", SUPPLIER),
+            *("--orders", "3", "--rate", "0", "--seconds", "0.2", "--report", str(report)),
+        ],
+        check=False,
+        timeout=60,
+    )
+    assert finished.returncode == 1
+    summary = json.loads(report.read_text())
+    assert summary["orders_sent"] == 3
+    assert summary["orders_answered"] == 0
+    dropped = sorted(path.name for path in (tmp_path / "edi" / "in").iterdir())
+    assert len(dropped) == 3
+    texts = [read_orders((tmp_path / "edi" / "in" / name).read_text("latin-1")) for name in dropped]
+    assert [orders[0].order_number for orders in texts] == ["PO-000001", "PO-000002", "PO-000003"]
+    assert len({orders[0].control_reference for orders in texts}) == 3
