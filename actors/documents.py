@@ -51,7 +51,7 @@ from actors.outbox import OutboxDispatcher
 from adapters.errors import TransientUpstreamError
 from somsd.api import ApiError, ApiRoute, json_response, query_int
 from somsd.config import Config, DocumentsConfig
-from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
+from somsd.documents.client import ValidatorPool, ValidatorUnavailable, default_validator_workers
 from somsd.documents.model import InvoiceRequest, Seller
 from somsd.documents.render import render_invoice
 from somsd.documents.validation import Finding
@@ -183,6 +183,11 @@ def document_effects(enabled: Callable[[], bool]) -> OrderEffects:
         return plan_documents(before, events) if enabled() else []
 
     return effects
+
+
+def validator_workers(config: DocumentsConfig) -> int:
+    """`validator_workers` from the config, or sized to the machine."""
+    return config.validator_workers or default_validator_workers()
 
 
 def seller_for(config: DocumentsConfig, channel: str, config_dir: Path) -> Seller:
@@ -475,16 +480,39 @@ class DocumentActor:
         self.files = FileStore(Path(config.daemon.data_dir) / "documents")
         self.reader = DocumentReader(store, self.files)
         self.metrics = DocumentMetrics(registry)
-        self.validator = ValidatorWorker(timeout=config.documents.validation_timeout.seconds)
+        self.validator = ValidatorPool(
+            validator_workers(config.documents),
+            timeout=config.documents.validation_timeout.seconds,
+        )
         self._config_dir = Path(config.source).parent
+        self._running = False
+
+    def _limit(self) -> int:
+        # One more delivery than workers: one renders while every worker checks another.
+        return self.validator.size + 1
+
+    def configure(self, config: Config) -> None:
+        """A reload: documents issued from now on use the new seller, templates, buyer
+        references and worker count; what is rendered already stays as it was (GoBD)."""
+        old_limit = self._limit()
+        self.config = config
+        self._config_dir = Path(config.source).parent
+        self.validator.resize(
+            validator_workers(config.documents),
+            timeout=config.documents.validation_timeout.seconds,
+        )
+        if self._running and self._limit() != old_limit:
+            self.dispatcher.register(DOCUMENTS_TARGET, self.deliver, limit=self._limit())
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await trio.to_thread.run_sync(self.validator.start)
-        self.dispatcher.register(DOCUMENTS_TARGET, self.deliver, limit=2)
+        self.dispatcher.register(DOCUMENTS_TARGET, self.deliver, limit=self._limit())
+        self._running = True
         task_status.started()
         try:
             await trio.sleep_forever()
         finally:
+            self._running = False
             self.dispatcher.unregister(DOCUMENTS_TARGET, self.deliver)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.validator.close)

@@ -5,9 +5,11 @@ rename into processing/; a crash leaves the file there and the next run takes it
 reads every ORDERS message, maps it to the canonical order (`adapters.edifact.messages`) and
 hands it to the order desk like any other channel's order (external id: sender GLN + order
 number, so a file read twice is recognised as a duplicate). A new order is answered with an
-ORDRSP in `<folder>/out/`. A file that cannot be read, names an unknown partner or holds an
-order the desk refuses is moved to failed/ with `<name>.reason.txt` (segment and reason) and
-counted in `somsd_edifact_files_total{channel,outcome}`.
+ORDRSP in `<folder>/out/`. A file that cannot be read, names an unknown partner, reuses a
+UNB control reference that partner already sent in another file, or holds an order the desk
+refuses is moved to failed/ with `<name>.reason.txt` (segment and reason) and counted in
+`somsd_edifact_files_total{channel,outcome}`. The partner side of all this is
+`adapters/edifact/simulator.py` (`python -m adapters.edifact`).
 
 Outbound: `edifact_effects_for` (one line in the daemon's `all_order_effects`) plans an outbox
 item for every shipment (DESADV) and every issued invoice or credit note (INVOIC) of this
@@ -36,7 +38,7 @@ from actors.integration import IntegrationActor
 from actors.order_desk import OrderDesk, ReceiveOrder
 from actors.outbox import OutboxDispatcher
 from adapters.edifact.eancom import EdifactError, build_interchange, read_orders
-from adapters.edifact.folder import ControlReferences, DropFolder
+from adapters.edifact.folder import ControlReferences, DropFolder, ReceivedReferences
 from adapters.edifact.messages import Partner, desadv, invoic, ordrsp, to_canonical
 from somsd.config import ChannelConfig
 from somsd.domain.errors import DomainError
@@ -226,9 +228,9 @@ class EdifactChannelActor(IntegrationActor):
             text = await trio.to_thread.run_sync(self.folder.read, path)
         except (OSError, ValueError) as exc:
             raise EdifactError(0, "?", f"unreadable file: {exc}") from exc
-        for orders in read_orders(text):
-            partner = self.partners.get(orders.sender)
-            if partner is None:
+        messages = read_orders(text)
+        for orders in messages:
+            if orders.sender not in self.partners:
                 raise EdifactError(
                     1, "UNB", f"sender GLN {orders.sender} is not a configured partner"
                 )
@@ -236,6 +238,19 @@ class EdifactChannelActor(IntegrationActor):
                 raise EdifactError(
                     1, "UNB", f"recipient GLN {orders.recipient} is not ours ({self.gln})"
                 )
+        if messages:
+            sender, reference = messages[0].sender, messages[0].control_reference
+            references = ReceivedReferences(self.folder.root / ".control" / f"received-{sender}")
+            earlier = await trio.to_thread.run_sync(references.file_of, reference)
+            if earlier is not None and earlier != path.name:
+                raise EdifactError(
+                    1,
+                    "UNB",
+                    f"control reference {reference} from {sender} was already received"
+                    f" in {earlier}",
+                )
+        for orders in messages:
+            partner = self.partners[orders.sender]
             order = to_canonical(orders, partner, received_at=datetime.now(UTC))
             try:
                 received = await self.desk.ask(partial(ReceiveOrder, self.channel.name, order))
@@ -257,6 +272,8 @@ class EdifactChannelActor(IntegrationActor):
                 "ORDRSP",
                 body,
             )
+        if messages and earlier is None:
+            await trio.to_thread.run_sync(references.record, reference, path.name)
 
     async def deliver(self, entry: OutboxEntry) -> None:
         job = msgspec.json.decode(entry.payload, type=EdifactJob)

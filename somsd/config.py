@@ -493,6 +493,8 @@ class DocumentsConfig(_Table, frozen=True):
     # customer id (the shop's) -> Leitweg-ID/buyer reference: those get XRechnung 3.0
     buyer_references: dict[str, str] = msgspec.field(default_factory=dict)
     validation_timeout: Duration = msgspec.field(default_factory=lambda: Duration("30s"))
+    # Validator worker processes (each ~150 MiB, one core when busy); unset: cores - 1, min 1.
+    validator_workers: Annotated[int, msgspec.Meta(ge=1, le=16)] | None = None
     # Where customers reach this daemon's public document route (a reverse proxy in front of
     # the API listener): set, a shop order from a polled channel gets an order note with a
     # signed, expiring link to its invoice PDF (Smartstore has no invoice upload).
@@ -809,9 +811,40 @@ def parse_config(
         path = problem.split(":", 1)[0]
         if not any(path == d or path.startswith((f"{d}.", f"{d}[")) for d in dropped):
             problems.append(problem)
+    problems.extend(_document_logo_problems(config.documents, config_dir) if config_dir else [])
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+_MAX_LOGO_BYTES = 2 * 1024 * 1024
+
+
+def _document_logo_problems(documents: DocumentsConfig, config_dir: Path) -> list[str]:
+    """Each logo of `[documents]` and its templates is a readable PNG, checked when the file
+    is loaded, so a reload naming a missing logo is refused rather than failing every
+    invoice issued after it."""
+    logos = [("documents.logo", documents.logo)] + [
+        (f"documents.template[{index}].logo", template.logo)
+        for index, template in enumerate(documents.template)
+    ]
+    problems: list[str] = []
+    for key, logo in logos:
+        if not logo:
+            continue
+        path = config_dir / logo
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(8)
+                size = os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            problems.append(f"{key}: cannot read {path}: {exc.strerror}")
+            continue
+        if head != b"\x89PNG\r\n\x1a\n":
+            problems.append(f"{key}: {path} is not a PNG")
+        elif size > _MAX_LOGO_BYTES:
+            problems.append(f"{key}: {path} is larger than 2 MiB")
+    return problems
 
 
 def raw_data_dir(path: Path) -> str:

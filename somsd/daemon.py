@@ -251,7 +251,7 @@ class Daemon:
         self.document_reader = DocumentReader(
             self.store, FileStore(Path(config.daemon.data_dir) / "documents")
         )
-        # The document actor exists only when [documents] was on at start (see below).
+        # The document actor exists once [documents] is on (at start or a reload).
         self.mailer.attachments = document_attachments(
             self.document_reader, lambda: self.documents is not None
         )
@@ -619,6 +619,18 @@ class Daemon:
             raise
         return bound
 
+    async def _reconfigure_documents(self, new: Config) -> None:
+        """`[documents]` on reload: the running actor takes the new settings for what is
+        issued from now on; switched on for the first time, the actor starts now. Switched
+        off, it stays to finish the jobs already queued (the planner stops adding any)."""
+        if self.documents is not None:
+            self.documents.configure(new)
+        elif new.documents.enabled:
+            self.documents = DocumentActor(
+                new, store=self.store, dispatcher=self.dispatcher, registry=self.metrics.registry
+            )
+            await self.core.add_child(ChildSpec(self.documents.name, self.documents.run))
+
     async def _reload(self) -> tuple[ReloadResult, dict[str, socket.socket]]:
         self.notifier.reloading()
         log.info("config_reload_started", path=str(self.config_path))
@@ -669,6 +681,9 @@ class Daemon:
                 changed.append(table)
         if old.notify != new.notify:  # the mailer reads it at every delivery: nothing restarts
             changed.append("notify")
+        if old.documents != new.documents:
+            await self._reconfigure_documents(new)
+            changed.append("documents")
         self.config_loaded_at = time.time()
         self.metrics.reload_succeeded()
         log.info("config_reloaded", changed=sorted(changed))

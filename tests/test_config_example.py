@@ -101,6 +101,8 @@ def test_the_example_parses_with_its_optional_keys_set(tmp_path: Path) -> None:
     for body in (text, switched_on):
         for name in set(re.findall(r'_file = "([^"/]+)"', body)):
             (tmp_path / name).write_text(f"value-of-{name}\n")
+        for name in set(re.findall(r'logo = "([^"/]+)"', body)):  # logos must be PNGs
+            (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n")
         config = parse_config(
             body, config_dir=tmp_path, environ={"CREDENTIALS_DIRECTORY": str(tmp_path)}
         )

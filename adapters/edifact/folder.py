@@ -6,7 +6,8 @@ written and ignored), `processing/` (claimed by us with one atomic rename, so a 
 read twice or half), `processed/`, `failed/` (with `<name>.reason.txt`: the segment and the
 reason), and `out/` for what we send (written as `.tmp` and renamed, so the partner never
 reads a half file). `ControlReferences` hands out UNB control references that never repeat,
-persisted before use (write, fsync, rename).
+persisted before use (write, fsync, rename). `ReceivedReferences` remembers the control
+references each partner has sent, so an interchange that reuses one is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-__all__ = ["ControlReferences", "DropFolder"]
+__all__ = ["ControlReferences", "DropFolder", "ReceivedReferences"]
 
 _INCOMPLETE: Final = (".tmp", ".part")
 MAX_FILE_BYTES: Final = 16 * 1024 * 1024
@@ -101,3 +102,30 @@ class ControlReferences:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(self.path, str(taken).encode())
         return taken
+
+
+class ReceivedReferences:
+    """The UNB control references one sender has used, with the file each came in.
+
+    A reference seen again in a file of another name is a duplicate interchange (a partner
+    resending under the same reference, or its counter reset); the same name is the same file
+    taken again after a crash (it stayed in processing/), which is not."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def file_of(self, reference: str) -> str | None:
+        if not self.path.exists():
+            return None
+        for line in self.path.read_text().splitlines():
+            seen, _, name = line.partition(" ")
+            if seen == reference:
+                return name
+        return None
+
+    def record(self, reference: str, name: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(f"{reference} {name}\n")
+            handle.flush()
+            os.fsync(handle.fileno())

@@ -208,3 +208,19 @@ def test_render_one_of_each_to_png() -> None:
             capture_output=True,
         )
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 1000
+
+
+def test_an_issued_invoice_renders_to_the_bytes_it_had_when_issued() -> None:
+    """GoBD: re-rendering an old invoice gives the same bytes. Pinned here so that a change
+    to the renderer or a library upgrade (reportlab, its rl-accel number formatting, pypdf,
+    drafthorse) that alters them fails a test instead of going unnoticed. Speed-ups must
+    keep these hashes."""
+    import hashlib
+
+    rendered = render_invoice(example_request(), SELLER)
+    assert hashlib.sha256(rendered.xml).hexdigest() == (
+        "c2ef342d42c5b50e938e5a4ca5265fe2dcd54ec8ec2bdbecd9fcbeae0387a91e"
+    )
+    assert hashlib.sha256(rendered.pdf).hexdigest() == (
+        "feeb6d079a27781eed671616c54b8e55654a21226862348ad7290a0d13905217"
+    )

@@ -1,17 +1,20 @@
-"""A `kind = "edifact"` channel in a real `somsd run`: ORDERS from the drop folder become an
-order answered by ORDRSP; its invoice and its shipment go out as INVOIC and DESADV; a bad file
-lands in failed/ with its reason; every interchange has its own control reference."""
+"""A `kind = "edifact"` channel in a real `somsd run`, driven by the partner simulator: its
+ORDERS become an order answered by ORDRSP; the invoice and the shipment go out as INVOIC and
+DESADV, which the partner reads back and checks (counts, control references never repeating,
+GLNs, order numbers, quantities, totals); every fault it injects is quarantined with the
+segment and reason, and a half-written upload is left alone until it is renamed."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import trio
 
-from adapters.edifact.eancom import check_structure, messages_of, parse_interchange
-from tests.adapters.edifact.test_edifact import BUYER, ORDERS, SUPPLIER
-from tests.harness import DaemonProcess, running_daemon, write_daemon_config
+from adapters.edifact.simulator import FAULTS, EdifactPartner
+from tests.adapters.edifact.test_edifact import BUYER, DELIVERY_PARTY, LINES, SUPPLIER
+from tests.harness import running_daemon, write_daemon_config
 
 pytestmark = pytest.mark.slow
 
@@ -37,44 +40,43 @@ city = "Bremen"
 """
 
 
-async def wait_file(daemon: DaemonProcess, folder: Path, pattern: str) -> Path:
-    with trio.fail_after(BUDGET):
-        while True:
-            found = await trio.to_thread.run_sync(lambda: sorted(folder.glob(pattern)))
-            if found:
-                return found[0]
-            assert daemon.process.returncode is None, daemon.tail()
-            # Another process writes the file: look again shortly.
-            await trio.sleep(0.1)
-
-
-def read_back(path: Path, kind: str) -> tuple[str, list[object]]:
-    segments = parse_interchange(path.read_text(encoding="latin-1"))
-    ((start, message),) = messages_of(segments)
-    check_structure(kind, start, message)
-    return str(segments[0].elements[4]), message
-
-
-async def test_orders_in_ordrsp_invoic_desadv_out(tmp_path: Path) -> None:
+async def test_orders_in_ordrsp_invoic_desadv_out_and_faults_quarantined(tmp_path: Path) -> None:
     folder = tmp_path / "edi"
+    partner = EdifactPartner(folder, gln=BUYER, supplier=SUPPLIER, delivery_party=DELIVERY_PARTY)
     async with running_daemon(write_daemon_config(tmp_path, channel(folder))) as daemon:
-        (folder / "in").mkdir(parents=True, exist_ok=True)
-        (folder / "in" / ".orders-1.edi.tmp").write_text(ORDERS)
-        (folder / "in" / ".orders-1.edi.tmp").rename(folder / "in" / "orders-1.edi")
-        (folder / "in" / "broken.edi").write_text(ORDERS.replace("UNT+21+1'", "UNT+9+1'"))
-        ordrsp = await wait_file(daemon, folder / "out", "ordrsp-*.edi")
-        failed_reason = await wait_file(daemon, folder / "failed", "broken.edi.reason.txt")
-        assert "(UNT)" in failed_reason.read_text()
-        assert (folder / "processed" / "orders-1.edi").exists()
-        references = {read_back(ordrsp, "ORDRSP")[0]}
+        sent = partner.drop_orders("PO-4711", LINES)
+        with trio.fail_after(BUDGET):
+            (ordrsp,) = await partner.wait_for("ORDRSP", order_number="PO-4711")
+            await partner.wait_processed(sent.file)
+        assert [(line.article, line.quantity) for line in ordrsp.lines] == [
+            ("4006381333931", 3),
+            ("4006381333948", 1),
+        ]
+
+        faults = {fault: partner.drop_fault(fault) for fault in FAULTS}
+        with trio.fail_after(BUDGET):
+            for fault, dropped in faults.items():
+                if fault != "partial":
+                    reason = await partner.wait_failed(dropped.file)
+                    assert dropped.reason in reason, (fault, reason)
+                    assert reason.startswith("segment "), reason
+        partial = faults["partial"]
+        assert partial.file not in partner.processed() | set(partner.failed())
+        assert (folder / "in" / f".{partial.file}.part").exists()
+        partner.complete(partial)  # the rename: now it is a whole file and is taken
+        with trio.fail_after(BUDGET):
+            await partner.wait_processed(partial.file)
+            await partner.wait_for("ORDRSP", order_number=partial.order_number)
 
         async with daemon.admin() as admin:
-            orders = (await admin.get("/v1/orders", params={"channel": "edi"})).json()["orders"]
-            (order,) = orders
-            order_id = order["order_id"]
+            listed = await admin.get("/v1/orders", params={"channel": "edi"})
+            orders = {order["number"]: order for order in listed.json()["orders"]}
+            assert sorted(orders) == sorted([partial.order_number, "PO-4711"]), orders
+            order_id = orders["PO-4711"]["order_id"]
             issued = await admin.post(f"/v1/orders/{order_id}/invoice")
             assert issued.status_code == 200, issued.text
-            invoic = await wait_file(daemon, folder / "out", "invoic-*.edi")
+            with trio.fail_after(BUDGET):
+                (invoic,) = await partner.wait_for("INVOIC", order_number="PO-4711")
             shipped = await admin.post(
                 f"/v1/orders/{order_id}/shipments",
                 json={
@@ -83,12 +85,14 @@ async def test_orders_in_ordrsp_invoic_desadv_out(tmp_path: Path) -> None:
                 },
             )
             assert shipped.status_code == 200, shipped.text
-            desadv = await wait_file(daemon, folder / "out", "desadv-*.edi")
-        for path, kind in ((invoic, "INVOIC"), (desadv, "DESADV")):
-            reference, _ = read_back(path, kind)
-            assert reference not in references
-            references.add(reference)
-        _, message = read_back(invoic, "INVOIC")
-        totals = {s.elements[0][0]: s.elements[0][1] for s in message if s.tag == "MOA"}  # type: ignore[attr-defined]
-        # 3 x 10.00 net at 19 % -> 11.90 gross each, 1 x 11.21 net at 7 % -> 11.99 gross.
-        assert totals["77"] == "47.69"
+            with trio.fail_after(BUDGET):
+                (desadv,) = await partner.wait_for("DESADV", order_number="PO-4711")
+        assert daemon.process.returncode is None, daemon.tail()
+
+    # 3 x 10.00 net at 19 % -> 11.90 gross each, 1 x 11.21 net at 7 % -> 11.99 gross.
+    assert invoic.totals["77"] == Decimal("47.69")
+    assert invoic.document_code == "380"
+    assert [(line.article, line.quantity) for line in desadv.lines] == [("MUG-1", 3), ("BOOK-1", 1)]
+    assert len({item.control_reference for item in partner.received}) == len(partner.received)
+    partner.assert_clean()
+    assert partner.summary()["orders_answered"] == 2
