@@ -462,8 +462,22 @@ class Daemon:
         async def head_seq() -> int:
             return await self.store.read(_head_seq)
 
+        def label_printers() -> dict[str, str]:
+            return {
+                location.name: location.label_printer
+                for location in self.config.location
+                if location.label_printer
+            }
+
         return ConsoleDeps(
-            api, self._admin_tokens, staff_tokens, outbox_counts, events_after, head_seq
+            api,
+            self._admin_tokens,
+            staff_tokens,
+            outbox_counts,
+            events_after,
+            head_seq,
+            label_printers=label_printers,
+            channels=lambda: [channel.name for channel in self.config.channel],
         )
 
     async def _refresh_backlog_gauges(self) -> None:
