@@ -30,12 +30,15 @@ from functools import partial
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.fulfilment import FulfilmentDesk
 from somsd.actor import ReplyError
 from somsd.api import ApiError, ApiRoute, body_decoder, decode_body, json_response, query_int
+from somsd.documents.model import PackingLine, PackingRequest, Seller
+from somsd.documents.render import render_packing
 from somsd.domain.atp import RejectionReason, StockLine
 from somsd.domain.errors import Conflict, DomainError
 from somsd.projections.fulfilments import (
@@ -49,6 +52,7 @@ from somsd.projections.fulfilments import (
     fetch_fulfilment,
     list_fulfilments,
 )
+from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import EventStore
 
 __all__ = [
@@ -191,9 +195,16 @@ def _api_error(exc: DomainError) -> ApiError:
 class FulfilmentRoutes:
     """Builds the fulfilment routes around the fulfilment desk and the store."""
 
-    def __init__(self, fulfilments: FulfilmentDesk, store: EventStore) -> None:
+    def __init__(
+        self,
+        fulfilments: FulfilmentDesk,
+        store: EventStore,
+        seller: Callable[[str], Seller | None] = lambda channel: None,
+    ) -> None:
         self.fulfilments = fulfilments
         self.store = store
+        # channel -> the seller on its documents; None while `[documents]` is off
+        self.seller = seller
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -244,6 +255,43 @@ class FulfilmentRoutes:
         location = request.path_params["location"]
         found = await self.store.read(partial(_inbound_transfers, location=location))
         return json_response(TransferList(location, tuple(FulfilmentView.of(f) for f in found)))
+
+    async def delivery_note(self, request: Request) -> Response:
+        """The parcel's delivery note, drawn from the fulfilment as it stands: not archived
+        (it is not a tax document), so the same state always gives the same note."""
+        fulfilment_id = request.path_params["fulfilment_id"]
+        state = await self.store.read(partial(fetch_fulfilment, fulfilment_id=fulfilment_id))
+        if state is None:
+            raise ApiError(404, "fulfillment_not_found", f"no fulfilment {fulfilment_id!r}")
+        blob = await self.store.read(partial(fetch_state, order_id=state.order_id))
+        if blob is None:
+            raise ApiError(404, "order_not_found", f"no order {state.order_id!r}")
+        order = decode_state(blob)
+        seller = await trio.to_thread.run_sync(self.seller, order.channel)  # may read a logo
+        if seller is None:
+            raise ApiError(404, "documents_off", "delivery notes need [documents] enabled")
+        names = {line.sku: line.name for line in order.order.lines}
+        note = PackingRequest(
+            kind="delivery_note",
+            number=state.fulfilment_id,
+            order_number=state.order_number,
+            issue_date=state.updated_at.date(),
+            address=(
+                order.order.billing_address
+                if state.kind == "pickup"
+                else order.order.shipping_address
+            ),
+            lines=tuple(
+                PackingLine(sku=line.sku, name=names.get(line.sku, ""), quantity=line.quantity)
+                for line in sorted(state.lines, key=lambda line: line.sku)
+            ),
+        )
+        pdf = await trio.to_thread.run_sync(render_packing, note, seller)
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="{state.fulfilment_id}.pdf"'},
+        )
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -393,6 +441,15 @@ class FulfilmentRoutes:
                 "One fulfilment with its lines, history and allowed steps",
                 admin=True,
                 responses={200: FulfilmentView, 404: None},
+                tags=("fulfillments",),
+            ),
+            ApiRoute(
+                f"{base}/delivery-note",
+                "GET",
+                self.delivery_note,
+                "The fulfilment's delivery note (PDF), drawn from its lines as they stand",
+                admin=True,
+                responses={200: None, 404: None},
                 tags=("fulfillments",),
             ),
             step("accept", self._plain_step("accept"), "The location takes the fulfilment on"),

@@ -61,6 +61,7 @@ from actors.documents import (
     DocumentRoutes,
     FileStore,
     document_effects,
+    seller_for,
 )
 from actors.edifact_channel import EdifactChannelActor, EdifactMetrics, edifact_effects_for
 from actors.effects import all_fulfilment_effects, all_order_effects
@@ -98,6 +99,7 @@ from somsd.config import (
 )
 from somsd.console import ConsoleDeps, build_console, with_console
 from somsd.console.session import SessionKeeper
+from somsd.documents.model import Seller
 from somsd.domain.holds import HoldRules
 from somsd.domain.policy import InvoicingPolicy, OrderPolicy
 from somsd.domain.status import build_status_machine
@@ -342,6 +344,12 @@ class Daemon:
             metrics=self.erp_metrics,
         )
 
+    def _delivery_note_seller(self, channel: str) -> Seller | None:
+        documents = self.config.documents
+        if not documents.enabled:
+            return None
+        return seller_for(documents, channel, Path(self.config.source).parent)
+
     def _document_link_key(self) -> bytes | None:
         key_file = self.config.documents.link_key_file
         return None if key_file is None else key_file.secret.reveal().strip().encode()
@@ -369,7 +377,9 @@ class Daemon:
                     channels=lambda: channel_stock_policies(self.config.channel),
                     on_oversold=self.fulfilments.reroute_oversold,
                 ).routes(),
-                *FulfilmentRoutes(self.fulfilments, self.store).routes(),
+                *FulfilmentRoutes(
+                    self.fulfilments, self.store, seller=self._delivery_note_seller
+                ).routes(),
                 *DeadLetterRoutes(self.store, self.dispatcher).routes(),
                 *LocationRoutes(self._location_actors).routes(),
                 *ChannelRoutes(self._channel_actors).routes(),

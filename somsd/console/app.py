@@ -656,6 +656,14 @@ class Console:
         suffix = "zpl" if "zpl" in media else "pdf"
         return _download(found, f"label-{_filename(view['id'])}.{suffix}", media)
 
+    async def delivery_note(self, request: Request, session: Session) -> Response:
+        view = await self._own_fulfilment(request, session)
+        fid = quote(view["id"], safe="")
+        found = await self.api_file(
+            f"/v1/fulfillments/{fid}/delivery-note", session, "application/pdf"
+        )
+        return _download(found, f"delivery-note-{_filename(view['id'])}.pdf", "application/pdf")
+
     async def transfers_in(self, request: Request, session: Session) -> Response:
         location = self._location(request, session)
         transfers: list[Any] = []
@@ -781,6 +789,11 @@ def build_console(deps: ConsoleDeps, keeper: SessionKeeper | None = None) -> Sta
         Route("/store/transfers-in", p(console.transfers_in, staff=True), methods=["GET"]),
         Route("/store/{fulfilment_id}", p(console.fulfilment, staff=True), methods=["GET"]),
         Route("/store/{fulfilment_id}/label", p(console.label, staff=True), methods=["GET"]),
+        Route(
+            "/store/{fulfilment_id}/delivery-note",
+            p(console.delivery_note, staff=True),
+            methods=["GET"],
+        ),
         Route("/store/{fulfilment_id}/{step}", p(console.step, staff=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]

@@ -6,15 +6,20 @@ scoped to its own location on every new page."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+from pypdf import PdfReader
 
 from adapters.labels.simulator import ZebraSimulator
+from adapters.smartstore import SmartstoreSimulator
 from somsd.domain.testing import sample_line
+from tests.adapters.conftest import Serve, serve
+from tests.channel.test_smartstore_daemon import shop_config
 from tests.console.helpers import (
     HOSTILE_SKU,
     INVALID_DOCUMENTS,
@@ -28,6 +33,8 @@ from tests.console.helpers import (
 )
 from tests.harness import ADMIN_TOKEN, running_daemon
 from tests.orders.shop import accept, order_body
+
+__all__ = ["serve"]  # the simulators' fixture, used by the reconciliation test
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +142,14 @@ async def test_queues_stock_documents_and_the_printed_label(
             assert label.content == zebra.jobs[0]
             assert label.headers["content-disposition"].startswith("attachment;")
             assert label.headers["x-content-type-options"] == "nosniff"
+            # and the parcel's delivery note, drawn from its lines
+            note = await browser.get(f"/console/store/{van['id']}/delivery-note")
+            assert note.status_code == 200, note.text
+            assert note.headers["content-type"] == "application/pdf"
+            text = PdfReader(io.BytesIO(note.content)).pages[0].extract_text()
+            assert "Lieferschein" in text
+            assert "VAN-1" in text
+            assert "C-400" in text
 
             # failed documents: the rules that failed, the order, the files, what to do
             async def invalid() -> list[Any]:
@@ -152,6 +167,9 @@ async def test_queues_stock_documents_and_the_printed_label(
             page = (await browser.get(f"/console/orders/{plain}")).text
             pages.append(page)
             assert f"/console/documents/{number}/pdf" in page
+            page = (await browser.get(f"/console/orders/{shipped}")).text
+            assert f"/console/store/{van['id']}/delivery-note" in page
+            assert f"/console/store/{van['id']}/label" in page
             pdf = await browser.get(f"/console/documents/{number}/pdf")
             assert pdf.status_code == 200
             assert pdf.headers["content-type"] == "application/pdf"
@@ -219,6 +237,11 @@ async def test_store_sees_its_transfers_stock_and_slip_only(tmp_path: Path) -> N
         assert (await admin.get("/v1/locations/store-bochum/transfers-in")).json()[
             "transfers"
         ] == []
+        # without [documents] there is no seller to print on a delivery note
+        note = await admin.get(f"/v1/fulfillments/{transfer['id']}/delivery-note")
+        assert note.status_code == 404
+        assert "documents" in note.text
+        assert (await admin.get("/v1/fulfillments/nope/delivery-note")).status_code == 404
 
         async with Browser(daemon, language="de") as worker:
             await worker.login(STAFF_TOKEN, user="Sabine")
@@ -256,3 +279,26 @@ async def test_store_sees_its_transfers_stock_and_slip_only(tmp_path: Path) -> N
             page = (await colleague.get("/console/store/transfers-in")).text
             assert "No transfer is on its way here." in page
             assert (await colleague.get(f"/console/store/{pickup['id']}/label")).status_code == 403
+
+
+async def test_stock_page_shows_each_channels_last_reconciliation(
+    tmp_path: Path, serve: Serve
+) -> None:
+    sim = SmartstoreSimulator()
+    seeded = sim.seed_catalogue(12, combination_share=0.0, stock_drift=2, seed=5)
+    config = await shop_config(tmp_path, serve, sim)
+    async with (
+        running_daemon(config) as daemon,
+        daemon.admin() as admin,
+        Browser(daemon) as browser,
+    ):
+        await browser.login()
+        assert "No reconciliation has run" in (await browser.get("/console/stock")).text
+        done = await admin.post("/v1/channels/shop/reconcile", params={"dry_run": "true"})
+        assert done.status_code == 200, done.text
+        page = (await browser.get("/console/stock")).text
+        assert "Channel shop" in page
+        assert "dry run (nothing changed)" in page
+        assert "Unknown in the shop" in page
+        assert f"<dd>{len(seeded.truth)}</dd>" in page
+        assert "No reconciliation has run" not in page
