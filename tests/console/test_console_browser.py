@@ -38,6 +38,8 @@ ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "artefacts" / "console
 WAIT_MS = 10_000
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+axe_api = pytest.importorskip("axe_playwright_python.sync_playwright")
+AXE = axe_api.Axe()
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (make system-deps)", allow_module_level=True)
 
@@ -93,7 +95,16 @@ def browser() -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
+    """A screenshot for a person, and axe-core's accessibility rules (WCAG 2.1 A and AA:
+    labels, contrast, landmarks, names of links and buttons) for the page: none may fail."""
     page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+    results = AXE.run(page, options={"runOnly": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]})
+    (ARTEFACTS / f"{name}.axe.txt").write_text(results.generate_report())
+    failed = [
+        f"{v['id']}: {v['help']} ({[n['target'] for n in v['nodes']]})"
+        for v in results.response["violations"]
+    ]
+    assert failed == [], f"{name}: {failed}"
 
 
 def test_operator_in_the_browser(daemon: DaemonProcess, browser: Any, tmp_path: Path) -> None:
