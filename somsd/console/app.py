@@ -509,7 +509,17 @@ class Console:
     async def invalid_documents(self, request: Request, session: Session) -> Response:
         documents = await self.api("GET", "/v1/documents/invalid", session)
         for document in documents:
-            document["errors"] = [f for f in document["findings"] if f["severity"] == "error"]
+            # one entry per failed rule and message, however many places break it
+            errors: dict[tuple[str, str], dict[str, Any]] = {}
+            for finding in document["findings"]:
+                if finding["severity"] == "error":
+                    key = (finding["rule"], finding["message"])
+                    entry = errors.setdefault(
+                        key, {"rule": key[0], "message": key[1], "locations": []}
+                    )
+                    if finding.get("location"):
+                        entry["locations"].append(finding["location"])
+            document["errors"] = list(errors.values())
         return self.render(request, "documents_invalid.html", session, documents=documents)
 
     async def document_file(self, request: Request, session: Session) -> Response:
