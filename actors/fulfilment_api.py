@@ -23,32 +23,46 @@ All routes need the admin token; `X-Somsd-User` names the person for the history
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from functools import partial
 from typing import Annotated, Any, Final, Literal, get_args
 
 import msgspec
+import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.fulfilment import FulfilmentDesk
 from somsd.actor import ReplyError
 from somsd.api import ApiError, ApiRoute, body_decoder, decode_body, json_response, query_int
+from somsd.documents.model import PackingLine, PackingRequest, Seller
+from somsd.documents.render import render_packing
 from somsd.domain.atp import RejectionReason, StockLine
 from somsd.domain.errors import Conflict, DomainError
 from somsd.projections.fulfilments import (
     OPEN_STATES,
     FulfilmentNotFound,
     FulfilmentPage,
+    FulfilmentState,
     FulfilmentStatus,
     FulfilmentView,
     Step,
     fetch_fulfilment,
     list_fulfilments,
 )
+from somsd.projections.orders import decode_state, fetch_state
 from somsd.store import EventStore
 
-__all__ = ["FulfilmentRoutes", "PickupBody", "RejectBody", "ShipBody"]
+__all__ = [
+    "BackorderList",
+    "FulfilmentRoutes",
+    "PickupBody",
+    "RejectBody",
+    "ShipBody",
+    "TransferList",
+]
 
 _STATES: Final = frozenset(get_args(FulfilmentStatus))
 # Page size: a store's open work fits in one page; 500 bounds one answer's size.
@@ -89,6 +103,83 @@ class EmptyBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pass
 
 
+class Backorder(msgspec.Struct, frozen=True, kw_only=True):
+    """One order's units waiting for stock, since the routing that left them unplaced."""
+
+    order_id: str
+    order_number: str
+    channel: str
+    since: datetime
+    lines: tuple[StockLine, ...]
+
+
+class BackorderList(msgspec.Struct, frozen=True):
+    """`GET /v1/backorders`: the queue oldest first (the order stock is given out in)."""
+
+    backorders: tuple[Backorder, ...]
+    next_cursor: int | None  # the queue position to pass as `cursor`; null: no more
+
+
+class TransferList(msgspec.Struct, frozen=True):
+    """`GET /v1/locations/{location}/transfers-in`: transfers on their way to a location."""
+
+    location: str
+    transfers: tuple[FulfilmentView, ...]
+
+
+# A transfer is "coming in" from its request until it has arrived (delivered) or was refused.
+INBOUND_TRANSFER_STATES: Final = ("requested", "accepted", "picked", "packed", "shipped")
+# Transfers are found by scanning these states' fulfilments (the destination is inside the
+# state document, not a column): bounded, and a store's inbound transfers are few.
+TRANSFER_SCAN_PAGE: Final = 500
+TRANSFER_SCAN_PAGES: Final = 20
+_backorder_lines: Final = msgspec.json.Decoder(tuple[StockLine, ...])
+
+
+def _backorders(
+    conn: sqlite3.Connection, *, sku: str | None, after: int, limit: int
+) -> list[tuple[int, Backorder]]:
+    """(queue position, backorder) of orders waiting for stock (with `sku`), oldest first."""
+    rows = conn.execute(
+        "SELECT r.backorder_seq, r.order_id, o.number, o.channel, r.backorder_since, r.backorder "
+        "FROM routing_orders r JOIN orders o ON o.order_id = r.order_id "
+        "WHERE r.backorder_seq IS NOT NULL AND r.backorder_seq > ? AND r.closed = 0 "
+        "AND (? IS NULL OR EXISTS (SELECT 1 FROM backorder_skus b "
+        "WHERE b.order_id = r.order_id AND b.sku = ?)) "
+        "ORDER BY r.backorder_seq LIMIT ?",
+        (after, sku, sku, limit),
+    ).fetchall()
+    return [
+        (
+            seq,
+            Backorder(
+                order_id=order_id,
+                order_number=number,
+                channel=channel,
+                since=datetime.fromisoformat(since),
+                lines=_backorder_lines.decode(lines),
+            ),
+        )
+        for seq, order_id, number, channel, since, lines in rows
+    ]
+
+
+def _inbound_transfers(conn: sqlite3.Connection, location: str) -> list[FulfilmentState]:
+    found: list[FulfilmentState] = []
+    for page in range(TRANSFER_SCAN_PAGES):
+        batch = list_fulfilments(
+            conn,
+            location=None,
+            states=INBOUND_TRANSFER_STATES,
+            offset=page * TRANSFER_SCAN_PAGE,
+            limit=TRANSFER_SCAN_PAGE,
+        )
+        found.extend(f for f in batch if f.kind == "transfer" and f.deliver_to == location)
+        if len(batch) < TRANSFER_SCAN_PAGE:
+            break
+    return sorted(found, key=lambda f: f.created_at)
+
+
 def _decode(raw: bytes, type_: type[Any]) -> Any:
     return decode_body(raw or b"{}", body_decoder(type_))
 
@@ -104,9 +195,16 @@ def _api_error(exc: DomainError) -> ApiError:
 class FulfilmentRoutes:
     """Builds the fulfilment routes around the fulfilment desk and the store."""
 
-    def __init__(self, fulfilments: FulfilmentDesk, store: EventStore) -> None:
+    def __init__(
+        self,
+        fulfilments: FulfilmentDesk,
+        store: EventStore,
+        seller: Callable[[str], Seller | None] = lambda channel: None,
+    ) -> None:
         self.fulfilments = fulfilments
         self.store = store
+        # channel -> the seller on its documents; None while `[documents]` is off
+        self.seller = seller
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -143,6 +241,57 @@ class FulfilmentRoutes:
         if state is None:
             raise ApiError(404, "fulfillment_not_found", f"no fulfilment {fulfilment_id!r}")
         return json_response(FulfilmentView.of(state))
+
+    async def backorders(self, request: Request) -> Response:
+        params = request.query_params
+        limit = min(query_int(params, "limit", DEFAULT_LIMIT, 1, MAX_ASKED_LIMIT), MAX_LIMIT)
+        after = query_int(params, "cursor", 0, 0, MAX_CURSOR)
+        sku = params.get("sku") or None
+        found = await self.store.read(partial(_backorders, sku=sku, after=after, limit=limit))
+        next_cursor = found[-1][0] if len(found) == limit else None
+        return json_response(BackorderList(tuple(b for _, b in found), next_cursor))
+
+    async def transfers_in(self, request: Request) -> Response:
+        location = request.path_params["location"]
+        found = await self.store.read(partial(_inbound_transfers, location=location))
+        return json_response(TransferList(location, tuple(FulfilmentView.of(f) for f in found)))
+
+    async def delivery_note(self, request: Request) -> Response:
+        """The parcel's delivery note, drawn from the fulfilment as it stands: not archived
+        (it is not a tax document), so the same state always gives the same note."""
+        fulfilment_id = request.path_params["fulfilment_id"]
+        state = await self.store.read(partial(fetch_fulfilment, fulfilment_id=fulfilment_id))
+        if state is None:
+            raise ApiError(404, "fulfillment_not_found", f"no fulfilment {fulfilment_id!r}")
+        blob = await self.store.read(partial(fetch_state, order_id=state.order_id))
+        if blob is None:
+            raise ApiError(404, "order_not_found", f"no order {state.order_id!r}")
+        order = decode_state(blob)
+        seller = await trio.to_thread.run_sync(self.seller, order.channel)  # may read a logo
+        if seller is None:
+            raise ApiError(404, "documents_off", "delivery notes need [documents] enabled")
+        names = {line.sku: line.name for line in order.order.lines}
+        note = PackingRequest(
+            kind="delivery_note",
+            number=state.fulfilment_id,
+            order_number=state.order_number,
+            issue_date=state.updated_at.date(),
+            address=(
+                order.order.billing_address
+                if state.kind == "pickup"
+                else order.order.shipping_address
+            ),
+            lines=tuple(
+                PackingLine(sku=line.sku, name=names.get(line.sku, ""), quantity=line.quantity)
+                for line in sorted(state.lines, key=lambda line: line.sku)
+            ),
+        )
+        pdf = await trio.to_thread.run_sync(render_packing, note, seller)
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="{state.fulfilment_id}.pdf"'},
+        )
 
     # -- steps -----------------------------------------------------------------------------
 
@@ -255,12 +404,52 @@ class FulfilmentRoutes:
                 ),
             ),
             ApiRoute(
+                "/v1/backorders",
+                "GET",
+                self.backorders,
+                "Orders waiting for stock, oldest first: which units, since when",
+                admin=True,
+                responses={200: BackorderList, 422: None},
+                tags=("fulfillments",),
+                query=(
+                    ("sku", "string", "only backorders waiting for this SKU"),
+                    (
+                        "cursor",
+                        {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
+                        "next_cursor of the previous page",
+                    ),
+                    (
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_ASKED_LIMIT},
+                        f"page size (default {DEFAULT_LIMIT}, at most {MAX_LIMIT} served)",
+                    ),
+                ),
+            ),
+            ApiRoute(
+                "/v1/locations/{location}/transfers-in",
+                "GET",
+                self.transfers_in,
+                "Transfers on their way to a location (requested to shipped), oldest first",
+                admin=True,
+                responses={200: TransferList},
+                tags=("fulfillments",),
+            ),
+            ApiRoute(
                 base,
                 "GET",
                 self.show,
                 "One fulfilment with its lines, history and allowed steps",
                 admin=True,
                 responses={200: FulfilmentView, 404: None},
+                tags=("fulfillments",),
+            ),
+            ApiRoute(
+                f"{base}/delivery-note",
+                "GET",
+                self.delivery_note,
+                "The fulfilment's delivery note (PDF), drawn from its lines as they stand",
+                admin=True,
+                responses={200: None, 404: None},
                 tags=("fulfillments",),
             ),
             step("accept", self._plain_step("accept"), "The location takes the fulfilment on"),

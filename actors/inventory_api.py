@@ -8,14 +8,18 @@ a SKU listed twice, a time without a timezone or in the future). Only then does 
 actor see it, and the answer - rows counted, stale rows ignored, reservations the counts no
 longer cover - is sent once the counts are committed.
 
-Both routes need the admin token: a stock report changes what every shop sells.
+`GET /v1/stock` pages through every SKU the stock table knows, each shown as
+`GET /v1/inventory/{sku}` shows it (the console's stock page). All routes need the admin
+token: a stock report changes what every shop sells.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from functools import partial
+from typing import Annotated, Any, Final
 
 import msgspec
 from starlette.requests import Request
@@ -23,7 +27,7 @@ from starlette.responses import Response
 
 from actors.inventory import GetPositions, Inventory, ReportStock
 from somsd.actor import ReplyError
-from somsd.api import ApiError, ApiRoute, decode_body, json_response
+from somsd.api import ApiError, ApiRoute, decode_body, json_response, query_int
 from somsd.domain.atp import (
     MAX_ON_HAND,
     ChannelStockPolicy,
@@ -88,7 +92,30 @@ class InventoryView(msgspec.Struct, frozen=True):
     channels: dict[str, ChannelStock]
 
 
+class StockPage(msgspec.Struct, frozen=True):
+    """`GET /v1/stock`: SKUs in order, each as `GET /v1/inventory/{sku}` shows it."""
+
+    items: tuple[InventoryView, ...]
+    channels: tuple[str, ...]  # every channel selling from stock (the views' channel keys)
+    next_cursor: str | None  # the last SKU of this page, to pass as `cursor`; null: no more
+
+
+STOCK_PAGE: Final = 50
+MAX_STOCK_PAGE: Final = 200
+
 _body_decoder = msgspec.json.Decoder(StockReportBody)
+
+
+def _stock_skus(
+    conn: sqlite3.Connection, *, location: str | None, prefix: str, after: str, limit: int
+) -> list[str]:
+    """SKUs the stock table knows (at `location`), starting with `prefix`, after `after`."""
+    rows = conn.execute(
+        "SELECT DISTINCT sku FROM stock_levels WHERE sku > ? AND substr(sku, 1, ?) = ? "
+        "AND (? IS NULL OR location = ?) ORDER BY sku LIMIT ?",
+        (after, len(prefix), prefix, location, location, limit),
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def _decode_report(raw: bytes) -> tuple[datetime | None, tuple[CountBody, ...], bool, str]:
@@ -169,11 +196,37 @@ class InventoryRoutes:
 
     async def show_sku(self, request: Request) -> Response:
         sku = request.path_params["sku"]
+        view = await self._view(sku)
+        if view is None:
+            raise ApiError(404, "unknown_sku", f"no stock report or reservation names {sku!r}")
+        return json_response(view)
+
+    async def list_stock(self, request: Request) -> Response:
+        params = request.query_params
+        limit = min(query_int(params, "limit", STOCK_PAGE, 1, 1_000_000), MAX_STOCK_PAGE)
+        location = params.get("location") or None
+        if location is not None and location not in self._locations():
+            raise ApiError(404, "unknown_location", f"no location {location!r} in the config")
+        skus = await self.inventory.store.read(
+            partial(
+                _stock_skus,
+                location=location,
+                prefix=params.get("sku", "")[:MAX_SKU_LENGTH],
+                after=params.get("cursor", "")[:MAX_SKU_LENGTH],
+                limit=limit,
+            )
+        )
+        views = [view for sku in skus if (view := await self._view(sku)) is not None]
+        channels = tuple(channel.name for channel in self._channels())
+        next_cursor = skus[-1] if len(skus) == limit else None
+        return json_response(StockPage(tuple(views), channels, next_cursor))
+
+    async def _view(self, sku: str) -> InventoryView | None:
         positions: tuple[StockPosition, ...] = await self._ask(
             lambda reply: GetPositions(sku, reply)
         )
         if not positions:
-            raise ApiError(404, "unknown_sku", f"no stock report or reservation names {sku!r}")
+            return None
         by_location = {p.location: p for p in positions}
         safety = self.inventory.safety
         # Configured locations that never counted the SKU are shown too: "0 here" is an answer
@@ -187,15 +240,13 @@ class InventoryRoutes:
             )
             for channel in self._channels()
         }
-        return json_response(
-            InventoryView(
-                sku,
-                {
-                    name: LocationStock(p.on_hand, p.reserved, p.safety, p.atp, p.as_of)
-                    for name, p in sorted(by_location.items())
-                },
-                channels,
-            )
+        return InventoryView(
+            sku,
+            {
+                name: LocationStock(p.on_hand, p.reserved, p.safety, p.atp, p.as_of)
+                for name, p in sorted(by_location.items())
+            },
+            channels,
         )
 
     def routes(self) -> list[ApiRoute]:
@@ -209,6 +260,25 @@ class InventoryRoutes:
                 request=StockReportBody,
                 responses={200: StockReportAnswer, 400: None, 404: None, 422: None, 503: None},
                 tags=("inventory",),
+            ),
+            ApiRoute(
+                "/v1/stock",
+                "GET",
+                self.list_stock,
+                "Every SKU's stock, a page at a time: per location and per channel",
+                admin=True,
+                responses={200: StockPage, 404: None, 422: None, 503: None},
+                tags=("inventory",),
+                query=(
+                    ("location", "string", "only SKUs this location counted or reserved"),
+                    ("sku", "string", "only SKUs starting with this"),
+                    ("cursor", "string", "next_cursor of the previous page"),
+                    (
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+                        f"page size (default {STOCK_PAGE}, at most {MAX_STOCK_PAGE} served)",
+                    ),
+                ),
             ),
             ApiRoute(
                 "/v1/inventory/{sku}",

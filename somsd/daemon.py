@@ -61,6 +61,7 @@ from actors.documents import (
     DocumentRoutes,
     FileStore,
     document_effects,
+    seller_for,
 )
 from actors.edifact_channel import EdifactChannelActor, EdifactMetrics, edifact_effects_for
 from actors.effects import all_fulfilment_effects, all_order_effects
@@ -99,6 +100,7 @@ from somsd.config import (
 )
 from somsd.console import ConsoleDeps, build_console, with_console
 from somsd.console.session import SessionKeeper
+from somsd.documents.model import Seller
 from somsd.domain.holds import HoldRules
 from somsd.domain.policy import InvoicingPolicy, OrderPolicy
 from somsd.domain.status import build_status_machine
@@ -365,6 +367,12 @@ class Daemon:
         actor = None if section is None else self.integration_actors.get(f"erp/{section.name}")
         return actor if isinstance(actor, SelectLineErp) else None
 
+    def _delivery_note_seller(self, channel: str) -> Seller | None:
+        documents = self.config.documents
+        if not documents.enabled:
+            return None
+        return seller_for(documents, channel, Path(self.config.source).parent)
+
     def _document_link_key(self) -> bytes | None:
         key_file = self.config.documents.link_key_file
         return None if key_file is None else key_file.secret.reveal().strip().encode()
@@ -392,7 +400,9 @@ class Daemon:
                     channels=lambda: channel_stock_policies(self.config.channel),
                     on_oversold=self.fulfilments.reroute_oversold,
                 ).routes(),
-                *FulfilmentRoutes(self.fulfilments, self.store).routes(),
+                *FulfilmentRoutes(
+                    self.fulfilments, self.store, seller=self._delivery_note_seller
+                ).routes(),
                 *DeadLetterRoutes(self.store, self.dispatcher).routes(),
                 *LocationRoutes(self._location_actors).routes(),
                 *ChannelRoutes(self._channel_actors).routes(),
@@ -485,8 +495,22 @@ class Daemon:
         async def head_seq() -> int:
             return await self.store.read(_head_seq)
 
+        def label_printers() -> dict[str, str]:
+            return {
+                location.name: location.label_printer
+                for location in self.config.location
+                if location.label_printer
+            }
+
         return ConsoleDeps(
-            api, self._admin_tokens, staff_tokens, outbox_counts, events_after, head_seq
+            api,
+            self._admin_tokens,
+            staff_tokens,
+            outbox_counts,
+            events_after,
+            head_seq,
+            label_printers=label_printers,
+            channels=lambda: [channel.name for channel in self.config.channel],
         )
 
     async def _refresh_backlog_gauges(self) -> None:

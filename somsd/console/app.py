@@ -80,6 +80,10 @@ class ConsoleDeps:
     # (after seq, limit) -> new event-log rows as (seq, stream, type, recorded_at)
     events_after: Callable[[int, int], Awaitable[Sequence[tuple[int, str, str, str]]]]
     head_seq: Callable[[], Awaitable[int]]
+    # location -> its `label_printer` (only locations that have one); for the pack step
+    label_printers: Callable[[], Mapping[str, str]] = lambda: {}
+    # every configured channel's name: the stock page asks each for its last reconciliation
+    channels: Callable[[], Sequence[str]] = lambda: ()
 
 
 class Forbidden(Exception):
@@ -185,6 +189,28 @@ class Console:
                 message = response.text[:500]
             raise ApiFailure(response.status_code, str(message))
         return response.json()
+
+    async def api_file(self, path: str, session: Session, accept: str) -> httpx.Response:
+        """A file the API serves (a PDF, a label), fetched with the admin token in-process so
+        the browser only ever holds its session cookie."""
+        tokens = self.deps.admin_tokens()
+        if not tokens:
+            raise ApiFailure(403, "admin API is disabled; set api.token_file")
+        response = await self.client.get(
+            path,
+            headers={
+                "Authorization": f"Bearer {tokens[0].reveal()}",
+                "X-Somsd-User": session.user,
+                "Accept": accept,
+            },
+        )
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500]
+            raise ApiFailure(response.status_code, str(message))
+        return response
 
     async def _form(self, request: Request) -> dict[str, str]:
         """An url-encoded form (the only kind the console's pages send), size-limited.
@@ -353,6 +379,12 @@ class Console:
         path = f"/v1/orders/{quote(order_id, safe='')}"
         detail = await self.api("GET", path, session, params={"as_of": as_of})
         events = await self.api("GET", path + "/events", session)
+        try:
+            documents = (await self.api("GET", path + "/documents", session))["documents"]
+        except ApiFailure as failure:
+            if failure.status != 404:  # no documents module or no order: nothing to link
+                raise
+            documents = []
         if as_of:
             # the timeline up to that moment, as the state shown
             # (the API has checked as_of already: it is a valid time here)
@@ -363,6 +395,7 @@ class Console:
             "order.html",
             session,
             o=detail,
+            documents=documents,
             events=[_timeline_entry(e) for e in events],
             as_of=as_of,
             now=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -439,6 +472,112 @@ class Console:
             result = {"applied": False, "error": failure.message}
         return await self.system(request, session, result=result)
 
+    # -- work queues ------------------------------------------------------------------
+
+    async def backorders(self, request: Request, session: Session) -> Response:
+        """Orders waiting for stock, grouped by SKU, with that SKU's stock at every location
+        (where it could come from) and since when each order waits."""
+        sku = request.query_params.get("sku", "")[:200]
+        page = await self.api(
+            "GET", "/v1/backorders", session, params={"sku": sku, "limit": str(PAGE_SIZE * 10)}
+        )
+        by_sku: dict[str, list[dict[str, Any]]] = {}
+        for backorder in page["backorders"]:
+            for line in backorder["lines"]:
+                if not sku or line["sku"] == sku:
+                    by_sku.setdefault(line["sku"], []).append({**backorder, "waiting": line})
+        groups = []
+        for name in sorted(by_sku)[:PAGE_SIZE]:
+            # by prefix, not /v1/inventory/{sku}: a SKU may hold a "/" that no path keeps
+            found = await self.api(
+                "GET", "/v1/stock", session, params={"sku": name, "limit": str(PAGE_SIZE)}
+            )
+            stock: dict[str, Any] = next(
+                (i for i in found["items"] if i["sku"] == name), {"locations": {}}
+            )
+            orders = by_sku[name]
+            groups.append(
+                {
+                    "sku": name,
+                    "units": sum(o["waiting"]["quantity"] for o in orders),
+                    "orders": orders,
+                    "locations": stock["locations"],
+                }
+            )
+        return self.render(request, "backorders.html", session, groups=groups, sku=sku)
+
+    async def invalid_documents(self, request: Request, session: Session) -> Response:
+        documents = await self.api("GET", "/v1/documents/invalid", session)
+        for document in documents:
+            # one entry per failed rule and message, however many places break it
+            errors: dict[tuple[str, str], dict[str, Any]] = {}
+            for finding in document["findings"]:
+                if finding["severity"] == "error":
+                    key = (finding["rule"], finding["message"])
+                    entry = errors.setdefault(
+                        key, {"rule": key[0], "message": key[1], "locations": []}
+                    )
+                    if finding.get("location"):
+                        entry["locations"].append(finding["location"])
+            document["errors"] = list(errors.values())
+        return self.render(request, "documents_invalid.html", session, documents=documents)
+
+    async def document_file(self, request: Request, session: Session) -> Response:
+        """An invoice's or credit note's PDF (or e-invoice XML) through the session."""
+        number, kind = request.path_params["number"], request.path_params["kind"]
+        media = _DOCUMENT_MEDIA.get(kind)
+        if media is None:
+            raise ApiFailure(404, f"no {kind[:20]!r} file of a document; use pdf or xml")
+        found = await self.api_file(f"/v1/documents/{quote(number, safe='')}", session, media)
+        return _download(found, f"{_filename(number)}.{kind}", media)
+
+    # -- stock ------------------------------------------------------------------------
+
+    async def stock(self, request: Request, session: Session) -> Response:
+        location = self._location(request, session)
+        q = request.query_params
+        filters = {"sku": q.get("sku", "")[:200], "cursor": q.get("cursor", "")[:200]}
+        page = await self.api(
+            "GET",
+            "/v1/stock",
+            session,
+            params={**filters, "location": location, "limit": str(PAGE_SIZE)},
+        )
+        items = page["items"]
+        if session.role == "staff":
+            # a store sees its own shelf: other locations' numbers and the channels' totals
+            # (which add up other stores) are not its business
+            items = [
+                {"sku": i["sku"], "locations": _only(i["locations"], location), "channels": {}}
+                for i in items
+            ]
+        reports = []
+        if session.role == "admin":
+            for channel in self.deps.channels():
+                path = f"/v1/channels/{quote(channel, safe='')}/reconciliation"
+                try:
+                    reports.append((channel, await self.api("GET", path, session)))
+                except ApiFailure as failure:
+                    if failure.status != 404:
+                        raise
+                    reports.append((channel, None))
+        next_query = (
+            urlencode({"sku": filters["sku"], "location": location, "cursor": page["next_cursor"]})
+            if page["next_cursor"] is not None
+            else None
+        )
+        return self.render(
+            request,
+            "stock.html",
+            session,
+            items=items,
+            channels=page["channels"] if session.role == "admin" else [],
+            reports=reports,
+            location=location,
+            filters=filters,
+            next_query=next_query,
+        )
+
     # -- live updates -----------------------------------------------------------------
 
     async def live(self, request: Request, session: Session) -> Response:
@@ -475,9 +614,15 @@ class Console:
     # -- store work -------------------------------------------------------------------
 
     def _location(self, request: Request, session: Session) -> str:
+        """The location a page is about: a store worker's own (asking for another is a 403),
+        or the operator's choice (empty: all)."""
+        asked = request.query_params.get("location", "")[:100]
         if session.role == "staff":
-            return session.location or ""
-        return request.query_params.get("location", "")[:100]
+            own = session.location or ""
+            if asked and asked != own:
+                raise Forbidden
+            return own
+        return asked
 
     async def store(self, request: Request, session: Session) -> Response:
         location = self._location(request, session)
@@ -500,7 +645,47 @@ class Console:
 
     async def fulfilment(self, request: Request, session: Session) -> Response:
         view = await self._own_fulfilment(request, session)
-        return self.render(request, "fulfilment.html", session, f=view)
+        printer = (
+            self.deps.label_printers().get(view["location"]) if view["kind"] != "pickup" else None
+        )
+        return self.render(
+            request,
+            "fulfilment.html",
+            session,
+            f=view,
+            printer=printer,
+            label_ready=view["kind"] == "pickup" or view["state"] not in _BEFORE_LABEL,
+        )
+
+    async def label(self, request: Request, session: Session) -> Response:
+        """The carrier label (or a pickup's slip) to download and print at the packing desk."""
+        view = await self._own_fulfilment(request, session)
+        fid = quote(view["id"], safe="")
+        found = await self.api_file(f"/v1/fulfillments/{fid}/label", session, "*/*")
+        media = found.headers.get("content-type", "application/octet-stream").split(";")[0]
+        suffix = "zpl" if "zpl" in media else "pdf"
+        return _download(found, f"label-{_filename(view['id'])}.{suffix}", media)
+
+    async def delivery_note(self, request: Request, session: Session) -> Response:
+        view = await self._own_fulfilment(request, session)
+        fid = quote(view["id"], safe="")
+        found = await self.api_file(
+            f"/v1/fulfillments/{fid}/delivery-note", session, "application/pdf"
+        )
+        return _download(found, f"delivery-note-{_filename(view['id'])}.pdf", "application/pdf")
+
+    async def transfers_in(self, request: Request, session: Session) -> Response:
+        location = self._location(request, session)
+        transfers: list[Any] = []
+        if location:
+            path = f"/v1/locations/{quote(location, safe='')}/transfers-in"
+            found = await self.api("GET", path, session)
+            transfers = [
+                {k: v for k, v in f.items() if k != "pickup_code"} for f in found["transfers"]
+            ]
+        return self.render(
+            request, "transfers_in.html", session, transfers=transfers, location=location
+        )
 
     async def step(self, request: Request, session: Session) -> Response:
         view = await self._own_fulfilment(request, session)
@@ -525,6 +710,28 @@ class Console:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+_DOCUMENT_MEDIA: Final = {"pdf": "application/pdf", "xml": "application/xml"}
+# A carrier label is bought when the parcel is packed: before that there is none to fetch.
+_BEFORE_LABEL: Final = frozenset({"requested", "accepted", "picked"})
+
+
+def _only(locations: Mapping[str, Any], location: str) -> dict[str, Any]:
+    return {name: stock for name, stock in locations.items() if name == location}
+
+
+def _filename(text: str) -> str:
+    """A download's name from a number or id: letters, digits, dash and dot only."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-.") else "_" for c in text)[:100]
+
+
+def _download(found: httpx.Response, filename: str, media: str) -> Response:
+    response = Response(found.content, media_type=media)
+    response.headers.update(SECURITY_HEADERS)
+    # attachment: a PDF or label opens in the viewer or printer tool, never as a console page
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 def _here(request: Request) -> str:
@@ -581,11 +788,22 @@ def build_console(deps: ConsoleDeps, keeper: SessionKeeper | None = None) -> Sta
         Route("/dead-letters", p(console.dead_letters), methods=["GET"]),
         Route("/dead-letters/retry-all", p(console.retry_all), methods=["POST"]),
         Route("/dead-letters/{entry}/retry", p(console.retry), methods=["POST"]),
+        Route("/backorders", p(console.backorders), methods=["GET"]),
+        Route("/documents/invalid", p(console.invalid_documents), methods=["GET"]),
+        Route("/documents/{number}/{kind}", p(console.document_file), methods=["GET"]),
+        Route("/stock", p(console.stock, staff=True), methods=["GET"]),
         Route("/system", p(console.system), methods=["GET"]),
         Route("/system/reload", p(console.reload), methods=["POST"]),
         Route("/live", p(console.live, staff=True), methods=["GET"]),
         Route("/store", p(console.store, staff=True), methods=["GET"]),
+        Route("/store/transfers-in", p(console.transfers_in, staff=True), methods=["GET"]),
         Route("/store/{fulfilment_id}", p(console.fulfilment, staff=True), methods=["GET"]),
+        Route("/store/{fulfilment_id}/label", p(console.label, staff=True), methods=["GET"]),
+        Route(
+            "/store/{fulfilment_id}/delivery-note",
+            p(console.delivery_note, staff=True),
+            methods=["GET"],
+        ),
         Route("/store/{fulfilment_id}/{step}", p(console.step, staff=True), methods=["POST"]),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]

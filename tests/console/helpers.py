@@ -38,7 +38,56 @@ staff_token_file = "{name}.staff"
 """
 
 
-def console_config(directory: Path) -> Path:
+VAN_STAFF_TOKEN = "van-staff-token-5e02"
+HOSTILE_SKU = "<svg/onload=alert(3)>"
+# The seller of test_document_actor's config, without a VAT ID: EN 16931 BR-S-02 fails, so
+# every invoice is recorded as failing validation (and still has its PDF to look at).
+INVALID_DOCUMENTS = """
+[documents]
+enabled = true
+seller_name = "Muster Handel GmbH"
+street = "Industriestr. 5"
+zip = "20095"
+city = "Hamburg"
+vat_id = ""
+email = "rechnung@muster.example"
+contact_name = "Max Muster"
+phone = "+49 40 1234567"
+iban = "DE02120300000000202051"
+"""
+
+
+def van_location(printer: str | None) -> str:
+    """A warehouse shipping with an own-fleet carrier: packing draws a ZPL label (printed on
+    `printer` when given)."""
+    printed = f'label_printer = "{printer}"' if printer else ""
+    return f"""
+[[location]]
+name = "wh-van"
+kind = "warehouse"
+adapter = "manual"
+country = "DE"
+lat = 51.51
+lon = 7.47
+ships_to = ["DE"]
+carriers = ["city-van"]
+sender = {{ name = "Versand", street = "Hafenstr. 1", zip = "44147", city = "Dortmund" }}
+label_format = "zpl"
+{printed}
+staff_token_file = "wh-van.staff"
+
+[[carrier]]
+name = "city-van"
+kind = "own-fleet"
+"""
+
+
+def console_config(
+    directory: Path, *, van: bool = False, printer: str | None = None, documents: str = ""
+) -> Path:
+    """The console's daemon; with `van` also the own-fleet warehouse `wh-van` (its labels
+    printed on `printer` when given), with `documents` a `[documents]` section."""
+    (directory / "wh-van.staff").write_text(VAN_STAFF_TOKEN + "\n")
     (directory / "store-essen.staff").write_text(STAFF_TOKEN + "\n")
     (directory / "store-bochum.staff").write_text(OTHER_STAFF_TOKEN + "\n")
     (directory / "blocker").write_text("a file where the warehouse expects a folder\n")
@@ -60,6 +109,8 @@ poll_interval = "200ms"
 [holds]
 blocked_emails = ["blocked@example.com"]
 """
+        + (van_location(printer) if van else "")
+        + documents
     )
     return webhook_config(directory, extra)
 

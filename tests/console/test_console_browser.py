@@ -20,7 +20,13 @@ import pytest
 
 from somsd.domain.order import Customer
 from somsd.domain.testing import sample_line, sample_order
-from tests.console.helpers import HOSTILE_NAME, STAFF_TOKEN, console_config
+from tests.console.helpers import (
+    HOSTILE_NAME,
+    HOSTILE_SKU,
+    INVALID_DOCUMENTS,
+    STAFF_TOKEN,
+    console_config,
+)
 from tests.harness import ADMIN_TOKEN, DaemonProcess
 from tests.orders.shop import daemon_in_thread, intake_path, order_body, signed
 
@@ -32,6 +38,8 @@ ARTEFACTS = Path(__file__).resolve().parents[2] / "var" / "artefacts" / "console
 WAIT_MS = 10_000
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+axe_api = pytest.importorskip("axe_playwright_python.sync_playwright")
+AXE = axe_api.Axe()
 if not Path(CHROMIUM).exists():
     pytest.skip("Debian's chromium is not installed (make system-deps)", allow_module_level=True)
 
@@ -87,7 +95,16 @@ def browser() -> Iterator[Any]:
 
 
 def shot(page: Any, name: str) -> None:
+    """A screenshot for a person, and axe-core's accessibility rules (WCAG 2.1 A and AA:
+    labels, contrast, landmarks, names of links and buttons) for the page: none may fail."""
     page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+    results = AXE.run(page, options={"runOnly": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]})
+    (ARTEFACTS / f"{name}.axe.txt").write_text(results.generate_report())
+    failed = [
+        f"{v['id']}: {v['help']} ({[n['target'] for n in v['nodes']]})"
+        for v in results.response["violations"]
+    ]
+    assert failed == [], f"{name}: {failed}"
 
 
 def test_operator_in_the_browser(daemon: DaemonProcess, browser: Any, tmp_path: Path) -> None:
@@ -210,14 +227,15 @@ def test_store_worker_in_the_browser(daemon: DaemonProcess, browser: Any) -> Non
         shot(page, "10-store-list")
 
         page.get_by_role("link", name="S-1").click()
-        for step in ("accept", "pick", "pack", "ready"):
+        # the step buttons speak German, like the rest of the page
+        for step in ("Annehmen", "Kommissioniert", "Verpackt", "Abholbereit"):
             page.get_by_role("button", name=step, exact=True).click()
             page.wait_for_load_state()
         shot(page, "11-store-ready")
         code = fulfilment_of(essen)["pickup_code"]  # type: ignore[index]
         assert code not in page.content()
         page.get_by_label("Abholcode des Kunden").fill(code)
-        page.get_by_role("button", name="picked-up", exact=True).click()
+        page.get_by_role("button", name="Übergeben", exact=True).click()
         page.get_by_text("Erledigt").wait_for()
         shot(page, "12-store-handed-over")
         assert admin.get(f"/v1/fulfillments/{mine['id']}").json()["state"] == "picked_up"
@@ -226,3 +244,117 @@ def test_store_worker_in_the_browser(daemon: DaemonProcess, browser: Any) -> Non
         assert response is not None
         assert response.status == 403
         shot(page, "13-store-other-forbidden")
+
+
+@pytest.fixture
+def busy_daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """The console's daemon with the own-fleet warehouse and invoices that fail validation."""
+    config = console_config(tmp_path, van=True, documents=INVALID_DOCUMENTS)
+    with daemon_in_thread(config) as running:
+        yield running
+
+
+def test_queues_stock_and_store_pages_in_the_browser(
+    busy_daemon: DaemonProcess, browser: Any
+) -> None:
+    daemon = busy_daemon
+    with admin_client(daemon) as admin:
+        put_stock(admin, "store-essen", "MUG-1", 50)
+        put_stock(admin, "store-essen", HOSTILE_SKU, 1)
+        put_stock(admin, "store-bochum", "PICK-1", 5)
+        put_stock(admin, "wh-van", "VAN-1", 10)
+        plain = take_in(admin, order_body("Q-100"))
+        take_in(admin, order_body("Q-300", lines=[sample_line(sku=HOSTILE_SKU, quantity=3)]))
+        van_order = take_in(admin, order_body("Q-400", lines=[sample_line(sku="VAN-1")]))
+        pickup = {"shipping_method": "pickup", "shipping_price": "0.00"}
+        take_in(
+            admin,
+            order_body(
+                "Q-500",
+                lines=[sample_line(sku="PICK-1", quantity=1)],
+                pickup_location="store-essen",
+                **pickup,
+            ),
+        )
+        until("the backorder", lambda: admin.get("/v1/backorders").json()["backorders"])
+        until("a failed invoice", lambda: admin.get("/v1/documents/invalid").json(), budget=60)
+        until(
+            "the van's fulfilment",
+            lambda: admin.get(f"/v1/orders/{van_order}").json()["fulfilment"]["fulfilments"],
+        )
+        until(
+            "the transfer",
+            lambda: admin.get("/v1/locations/store-essen/transfers-in").json()["transfers"],
+        )
+
+        page = browser.new_page(locale="en-GB")
+        page.set_default_timeout(WAIT_MS)
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.goto(daemon.api + "/console/login")
+        page.get_by_label("Token").fill(ADMIN_TOKEN)
+        page.get_by_label("Your name").fill("Erika")
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url("**/console/orders")
+
+        page.get_by_role("link", name="Backorders").click()
+        page.get_by_role("heading", name=f"SKU {HOSTILE_SKU}: 2 units waiting").or_(
+            page.get_by_role("heading", name=f"SKU {HOSTILE_SKU}: 3 units waiting")
+        ).wait_for()
+        assert HOSTILE_SKU in page.inner_text("main")  # the text it is, not markup
+        shot(page, "20-backorders")
+        page.get_by_role("link", name="Q-300").click()
+        page.get_by_role("heading", name="Backorders").wait_for()
+
+        page.get_by_role("link", name="Failed documents").click()
+        page.get_by_text("BR-S-02").first.wait_for()
+        shot(page, "21-failed-documents")
+
+        page.get_by_role("link", name="Stock").click()
+        page.get_by_role("heading", name="Last reconciliation per channel").wait_for()
+        assert page.get_by_role("rowheader", name="MUG-1").is_visible()
+        shot(page, "22-stock")
+
+        page.goto(daemon.api + f"/console/orders/{plain}")
+        page.get_by_role("heading", name="Documents").wait_for()
+        link = page.get_by_role("link", name="PDF", exact=False).first
+        with page.expect_download() as download:
+            link.click()
+        assert download.value.suggested_filename.endswith(".pdf")
+        shot(page, "23-order-documents")
+
+        # pack at the van's warehouse: the label is bought, then downloaded from its page
+        [van] = admin.get(f"/v1/orders/{van_order}").json()["fulfilment"]["fulfilments"]
+        page.goto(daemon.api + f"/console/store/{van['id']}")
+        page.get_by_role("button", name="Packed", exact=True).click()
+        page.get_by_role("heading", name="Label").wait_for()
+        until("the label", lambda: admin.get(f"/v1/fulfillments/{van['id']}/label").is_success)
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Download the label").click()
+        assert download.value.suggested_filename.endswith(".zpl")
+        shot(page, "24-packed-label")
+
+        page.get_by_role("link", name="Transfers in").click()
+        page.get_by_label("Location").fill("store-essen")
+        page.get_by_role("button", name="Filter").click()
+        page.get_by_role("cell", name="store-bochum").wait_for()
+        shot(page, "25-transfers-in")
+        assert dialogs == []
+
+        # the store's worker: her transfers in, her shelf, in German on a tablet
+        tablet = browser.new_page(locale="de-DE", viewport={"width": 1024, "height": 768})
+        tablet.set_default_timeout(WAIT_MS)
+        tablet.goto(daemon.api + "/console/login")
+        tablet.get_by_label("Token").fill(STAFF_TOKEN)
+        tablet.get_by_role("button", name="Anmelden").click()
+        tablet.wait_for_url("**/console/store")
+        tablet.get_by_role("link", name="Eingehende Umlagerungen").click()
+        tablet.get_by_role("cell", name="Q-500").wait_for()
+        shot(tablet, "26-store-transfers-in")
+        tablet.get_by_role("link", name="Bestand").click()
+        tablet.get_by_role("rowheader", name="MUG-1").wait_for()
+        assert "store-bochum" not in tablet.inner_text("main")
+        shot(tablet, "27-store-stock")
+        response = tablet.goto(daemon.api + "/console/stock?location=store-bochum")
+        assert response is not None
+        assert response.status == 403
