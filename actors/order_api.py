@@ -36,7 +36,6 @@ from actors.order_desk import (
     OrderDesk,
     OrderNotFound,
     Received,
-    ReceiveOrder,
     ReceiveReturn,
     RecordPayment,
     RecordShipment,
@@ -304,10 +303,10 @@ class OrderRoutes:
         except InvalidOrder as exc:
             status = 400 if exc.code == "malformed_json" else 422
             raise ApiError(status, exc.code, exc.message, exc.path, problems=exc.problems) from None
-        received: Received = await self._ask(
-            lambda reply: ReceiveOrder(name, order, reply, validated=True)
-        )
-        return received
+        try:
+            return await self.desk.receive(name, order, validated=True)
+        except DomainError as exc:
+            raise _domain_error(exc) from None
 
     async def _ask(self, make: Callable[[Any], Any]) -> Any:
         try:
