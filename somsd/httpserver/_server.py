@@ -249,9 +249,7 @@ class Connection:
                         self._idle_scope = None
                 if scope.cancelled_caught:
                     if header_deadline is not None:
-                        await self._fail(
-                            ProtocolError(408, "request headers not complete in time")
-                        )
+                        await self._fail(ProtocolError(408, "request headers not complete in time"))
                     return None
                 data = self.read_ready()
                 if data is None:
