@@ -413,38 +413,56 @@ class OrderDesk(Actor[DeskMessage]):
     # -- intake ------------------------------------------------------------------------
 
     async def _receive(self, message: ReceiveOrder) -> None:
+        message.reply.set(
+            await self.receive(
+                message.channel, message.order, validated=message.validated, holds=message.holds
+            )
+        )
+
+    async def receive(
+        self,
+        channel: str,
+        order: Order,
+        *,
+        validated: bool = False,
+        holds: tuple[HoldReason, ...] = (),
+    ) -> Received:
+        """Take a new order in, in the caller's task; returns once its events are committed.
+
+        What a `ReceiveOrder` message does, without the mailbox and the task the desk starts
+        per message (a tenth of the trio thread per order on the webhook intake, measured): a
+        new order touches no other order's state and needs no per-order lock, its stream is
+        new (`expected_version=0`) and the idempotency key makes a redelivery a `Duplicate`
+        however many callers race. Raises what the message's reply would carry.
+        """
         order_id = new_id("o")
         events = receive_order(
-            message.order,
+            order,
             order_id=order_id,
-            channel=message.channel,
+            channel=channel,
             policy=self.policy,
             now=self._now(),
             actor=ACTOR,
-            validated=message.validated,
-            extra_holds=message.holds,
+            validated=validated,
+            extra_holds=holds,
         )
         new_events = to_new_events(events)
         result = await self.store.append(
             order_stream(order_id),
             new_events,
             expected_version=0,
-            idempotency=IdempotencyKey(f"channel/{message.channel}", message.order.external_id),
-            outbox=self._effects_of(message.channel, None, events),
+            idempotency=IdempotencyKey(f"channel/{channel}", order.external_id),
+            outbox=self._effects_of(channel, None, events),
         )
         if isinstance(result, Duplicate):
-            self.metrics.duplicates_in(message.channel).inc()
-            message.reply.set(Received(order_id_of_stream(result.stream), duplicate=True))
-            return
+            self.metrics.duplicates_in(channel).inc()
+            return Received(order_id_of_stream(result.stream), duplicate=True)
         self._remember(None, self._committed_events(events, new_events, result))
-        self.metrics.received_in(message.channel).inc()
+        self.metrics.received_in(channel).inc()
         log.info(
-            "order_received",
-            order_id=order_id,
-            channel=message.channel,
-            external_id=message.order.external_id,
+            "order_received", order_id=order_id, channel=channel, external_id=order.external_id
         )
-        message.reply.set(Received(order_id, duplicate=False))
+        return Received(order_id, duplicate=False)
 
     # -- commands on existing orders ---------------------------------------------------
 

@@ -423,10 +423,12 @@ FRAME = re.compile(r"^(?P<name>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 INCLUSIVE = [
     ("ASGI app (Starlette and all below)", ";Starlette.__call__ (starlette/applications.py"),
     ("OrderRoutes.intake (route, all below)", ";OrderRoutes.intake (actors/order_api.py"),
+    ("OrderRoutes.intake_fast (route, no Starlette)", ";OrderRoutes.intake_fast (actors/order_api"),
     ("verify_signature", ";verify_signature (somsd/signing.py"),
     ("decode_order (msgspec decode + validate)", ";decode_order (somsd/domain/order.py"),
     ("validate_order (every call)", ";validate_order (somsd/domain/order.py"),
     ("OrderDesk._receive (all below)", ";OrderDesk._receive (actors/order_desk.py"),
+    ("OrderDesk.receive (intake's own task)", ";OrderDesk.receive (actors/order_desk.py"),
     ("receive_order (decision, validates again)", ";receive_order (somsd/domain/lifecycle.py"),
     ("to_new_events (encode events)", ";to_new_events (actors/order_desk.py"),
     ("_committed_events (decode stamped events)", ";OrderDesk._committed_events ("),

@@ -24,6 +24,8 @@ folded into state from then on, is the numbered event.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from contextlib import suppress
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Final, Literal
@@ -293,11 +295,31 @@ _decoder: msgspec.json.Decoder[OrderEvent] = msgspec.json.Decoder(OrderEvent)
 _list_decoder = msgspec.json.Decoder(list[OrderEvent])
 
 
+# The events most recently encoded, by their payload: the store's writer folds the very
+# events the desk just encoded into the orders projection, and decoding them again there was
+# a tenth of the writer thread (bench/intake.py, issue 11). An entry holds its payload, so an
+# id is never reused while it is here, and the identity check makes a hit exactly the event
+# that payload was encoded from (events are frozen: sharing one is safe). Encoding happens on
+# the trio thread, lookups also in the writer's; OrderedDict's get, set and popitem are each
+# one C call, atomic under the GIL. 4,096 covers a full desk pipeline (512 orders in flight,
+# a handful of events each); a miss only costs the decode.
+_RECENT_LIMIT: Final = 4096
+_recent: OrderedDict[int, tuple[bytes, OrderEvent]] = OrderedDict()
+
+
 def encode_event(event: OrderEvent) -> bytes:
-    return _encoder.encode(event)
+    payload = _encoder.encode(event)
+    _recent[id(payload)] = (payload, event)
+    if len(_recent) > _RECENT_LIMIT:
+        with suppress(KeyError):  # emptied meanwhile by another thread
+            _recent.popitem(last=False)
+    return payload
 
 
 def decode_event(payload: bytes) -> OrderEvent:
+    found = _recent.get(id(payload))
+    if found is not None and found[0] is payload:
+        return found[1]
     return _decoder.decode(payload)
 
 

@@ -78,9 +78,19 @@ def minor_unit_exponent(currency: str) -> int:
         ) from None
 
 
+# Built once: an order's documents round ~20 amounts, each asking for its minor unit.
+_MINOR_UNITS: dict[str, Decimal] = {
+    currency: Decimal(1).scaleb(-exponent) for currency, exponent in CURRENCY_EXPONENTS.items()
+}
+
+
 def minor_unit(currency: str) -> Decimal:
     """The smallest amount of the currency: Decimal("0.01") for EUR, Decimal("1") for JPY."""
-    return Decimal(1).scaleb(-minor_unit_exponent(currency))
+    unit = _MINOR_UNITS.get(currency)
+    if unit is None:
+        minor_unit_exponent(currency)  # raises ValueError naming the currency
+        raise AssertionError(currency)  # pragma: no cover  # every known code has a unit
+    return unit
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
@@ -124,6 +134,10 @@ def allocate(total: Decimal, weights: Sequence[Decimal], currency: str) -> list[
         raise ValueError("allocation weights must not all be zero")
     sign = -1 if total < 0 else 1
     units = int(abs(total) / unit)
+    if len(weights) == 1:
+        # One part takes every unit (an order's lines mostly share one tax rate): the result
+        # below, in the same representation, without its divisions and sort.
+        return [sign * units * unit]
     shares = [_CONTEXT.divide(_CONTEXT.multiply(weight, units), weight_sum) for weight in weights]
     whole = [int(share.to_integral_value(rounding=ROUND_DOWN)) for share in shares]
     leftover = units - sum(whole)

@@ -25,6 +25,7 @@ from somsd.domain.events import (
     InvoiceIssued,
     OrderReceived,
     decode_event,
+    encode_event,
 )
 from somsd.domain.numbering import NumberSeries, number_documents, parse_number
 from somsd.domain.state import OrderState, apply
@@ -135,7 +136,7 @@ class OrderBook:
         for index, before, after in zip(documents, decoded, numbered, strict=True):
             if after is not before:
                 stamped[index] = NewEvent(
-                    events[index].type, msgspec.json.encode(after), events[index].metadata
+                    events[index].type, encode_event(after), events[index].metadata
                 )
         return stamped
 
