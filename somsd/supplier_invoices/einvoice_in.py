@@ -132,9 +132,11 @@ def parse_cii(xml: bytes) -> SupplierInvoice:
                     _text(item, "ram:SpecifiedLineTradeDelivery/ram:BilledQuantity", ns),
                     f"{where} BT-129",
                 ),
-                unit=item.xpath(
-                    "string(ram:SpecifiedLineTradeDelivery/ram:BilledQuantity/@unitCode)",
-                    namespaces=ns,
+                unit=str(
+                    item.xpath(
+                        "string(ram:SpecifiedLineTradeDelivery/ram:BilledQuantity/@unitCode)",
+                        namespaces=ns,
+                    )
                 )
                 or "H87",
                 net_price=_decimal(
@@ -271,7 +273,7 @@ def parse_ubl(xml: bytes) -> SupplierInvoice:
                 article=_text(item, "cac:Item/cac:SellersItemIdentification/cbc:ID", ns),
                 name=_text(item, "cac:Item/cbc:Name", ns),
                 quantity=_decimal(_text(item, quantity_tag, ns), f"{where} BT-129"),
-                unit=item.xpath(f"string({quantity_tag}/@unitCode)", namespaces=ns) or "H87",
+                unit=str(item.xpath(f"string({quantity_tag}/@unitCode)", namespaces=ns)) or "H87",
                 net_price=_decimal(_text(item, "cac:Price/cbc:PriceAmount", ns), f"{where} BT-146"),
                 base_quantity=_decimal(basis, f"{where} BT-149") if basis else Decimal(1),
                 net_amount=_decimal(_text(item, "cbc:LineExtensionAmount", ns), f"{where} BT-131"),

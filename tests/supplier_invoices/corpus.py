@@ -1,3 +1,4 @@
+# ruff: noqa: E501  # the UBL sample is XML text, one element per line
 """The test corpus, made here: fictional suppliers, their invoices as the truth, rendered as
 text PDFs in each supplier's own layout (reportlab), as ZUGFeRD PDFs and as XRechnung XML.
 
@@ -313,7 +314,8 @@ def _layout_c(invoice: SupplierInvoice) -> bytes:
         "Items:",
     ]
     rows += [
-        f"{line.article}  {line.name}  {line.quantity} x {de_amount(line.net_price, True)} = {de_amount(line.net_amount, True)}"
+        f"{line.article}  {line.name}  {line.quantity} x "
+        f"{de_amount(line.net_price, True)} = {de_amount(line.net_amount, True)}"
         for line in invoice.lines
     ]
     assert invoice.tax_basis_total is not None

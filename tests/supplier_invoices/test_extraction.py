@@ -4,13 +4,13 @@ precision), e-invoices are read field by field, an unknown supplier waits for a 
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
 
+import msgspec
 import pytest
 
 from somsd.documents.client import ValidatorWorker
 from somsd.supplier_invoices.einvoice_out import build_supplier_cii
-from somsd.supplier_invoices.extract import extract
+from somsd.supplier_invoices.extract import Extraction, extract
 from somsd.supplier_invoices.model import SupplierInvoice
 from somsd.supplier_invoices.templates import Template, TemplateError, load_template
 from tests.supplier_invoices.corpus import (
@@ -29,8 +29,20 @@ from tests.supplier_invoices.corpus import (
 )
 
 TEMPLATES: list[Template] = load_templates()  # type: ignore[assignment]
-HEADER = ("number", "issue_date", "currency", "purchase_order", "seller_name", "seller_vat_id", "iban",
-          "line_total", "tax_basis_total", "tax_total", "grand_total", "taxes")  # fmt: skip
+HEADER = (
+    "number",
+    "issue_date",
+    "currency",
+    "purchase_order",
+    "seller_name",
+    "seller_vat_id",
+    "iban",
+    "line_total",
+    "tax_basis_total",
+    "tax_total",
+    "grand_total",
+    "taxes",
+)
 
 
 def variants(supplier: Supplier) -> list[SupplierInvoice]:
@@ -64,6 +76,7 @@ def test_every_declared_field_is_extracted_exactly(supplier: Supplier) -> None:
         result = extract(render(truth, supplier), TEMPLATES)
         assert result.status == "extracted", result.problem
         assert result.invoice is not None
+        assert msgspec.json.decode(msgspec.json.encode(result), type=Extraction) == result
         fields = [f for f in result.declared_fields if f != "lines"] or list(HEADER)
         if result.template:
             assert result.template_version >= 1
@@ -141,5 +154,5 @@ def test_generated_einvoices_pass_the_validators(validator: ValidatorWorker) -> 
         report = validator.validate(build_supplier_cii(truth, supplier.record, BUYER))
         assert report.valid, (supplier.record.name, report.errors)
         xrechnung = validator.validate(xrechnung_xml(truth, supplier))
-        assert xrechnung.valid and xrechnung.profile == "XRECHNUNG", xrechnung.errors
-    assert Decimal(0) == 0
+        assert xrechnung.valid, xrechnung.errors
+        assert xrechnung.profile == "XRECHNUNG"
