@@ -159,11 +159,10 @@ def make_invoice(
             )
         )
     taxes = []
-    for rate in sorted({line.tax_rate for line in lines}):
-        basis = sum((line.net_amount for line in lines if line.tax_rate == rate), Decimal(0))
-        taxes.append(
-            TaxBreakdown(rate=rate, basis=basis, tax=round_money(basis * rate / 100, "EUR"))
-        )
+    for percent in sorted({line.tax_rate for line in lines}):
+        basis = sum((line.net_amount for line in lines if line.tax_rate == percent), Decimal(0))
+        tax = round_money(basis * percent / 100, "EUR")
+        taxes.append(TaxBreakdown(rate=percent, basis=basis, tax=tax))
     net = sum((line.net_amount for line in lines), Decimal(0))
     tax = sum((t.tax for t in taxes), Decimal(0))
     gross = net + tax + grand_total_delta

@@ -56,8 +56,8 @@ async def test_a_killed_daemon_processes_every_invoice_exactly_once(tmp_path: Pa
                 "SELECT stream, type FROM events WHERE stream LIKE 'supplier-invoice-%'"
             )
         )
-    for invoice in summaries:
-        stream = f"supplier-invoice-{invoice}"
+    for invoice_id in summaries:
+        stream = f"supplier-invoice-{invoice_id}"
         assert steps[(stream, "SupplierInvoiceReceived")] == 1
         assert steps[(stream, "SupplierInvoiceDecided")] == 1
         assert steps[(stream, "SupplierInvoicePosted")] == 1

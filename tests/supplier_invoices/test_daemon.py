@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from somsd.supplier_invoices.datev import parse_amount, rows
+from tests.console.helpers import Browser
 from tests.harness import running_daemon
 from tests.orders.shop import sample_value, scrape
 from tests.supplier_invoices.corpus import (
@@ -82,7 +83,7 @@ def corpus() -> tuple[dict[str, bytes], list[object], list[object]]:
             }
         )
         for line in po
-    ]  # type: ignore[attr-defined]
+    ]
     receipts += gr
     files["price-off"] = render(pricey, NORDLICHT)
     files["no-template"] = unknown_supplier_pdf()
@@ -170,6 +171,24 @@ async def test_each_check_is_caught_and_each_approved_invoice_posted_once(tmp_pa
         assert posted_one.status_code == 409
         async with httpx.AsyncClient(base_url=daemon.api) as anonymous:
             assert (await anonymous.get("/v1/supplier-invoices")).status_code == 401
+
+        # The console lists what waits; rejecting the template-less one there records the user.
+        async with Browser(daemon) as browser:
+            await browser.login()
+            page = await browser.get("/console/supplier-invoices")
+            assert page.status_code == 200
+            for name in ("changed-iban", "over-receipt", "price-off", "no-template"):
+                assert ids[name] in page.text, name
+            assert ids["good-a"] not in page.text
+            assert "IBAN-KNOWN" in page.text
+            done = await browser.post(
+                f"/console/supplier-invoices/{ids['no-template']}/reject",
+                {"reason": "please send it as XRechnung"},
+                page="/console/supplier-invoices",
+            )
+            assert done.status_code == 303
+        trail = (await admin.get(f"/v1/supplier-invoices/{ids['no-template']}/audit")).json()
+        assert '"by":"Erika"' in trail["entries"][-1]["data"]
 
         # The operator approves the changed IBAN after calling the supplier; it is posted.
         approved = await admin.post(
