@@ -174,6 +174,12 @@ class OverrideError(Exception):
         self.message = message
 
 
+def is_decided(entries: Sequence[AuditEntry]) -> bool:
+    """Decided, and not sent back for another try since (`retry`, after a template came)."""
+    steps = [e.step for e in entries if e.step in ("decided", "retry")]
+    return bool(steps) and steps[-1] == "decided"
+
+
 def entries_of(stored: Sequence[StoredEvent]) -> list[AuditEntry]:
     return [event.decode(AuditEntry) for event in stored]
 
@@ -202,6 +208,8 @@ def summarise(invoice: str, entries: Sequence[AuditEntry]) -> InvoiceSummary:
                 values["hints"] = tuple(data["hints"])
             if data.get("grand_total") is not None:
                 values["grand_total"] = Decimal(data["grand_total"])
+        elif entry.step == "retry":
+            values["status"] = "received"
         elif entry.step == "einvoice":
             values["files"]["einvoice"] = data["sha256"]
         elif entry.step == "posted":
@@ -633,7 +641,7 @@ class SupplierInvoiceActor:
     async def process(self, entry: OutboxEntry) -> None:
         job = msgspec.json.decode(entry.payload, type=Job)
         entries = entries_of(await self.store.read_stream(stream_of(job.invoice)))
-        if not entries or any(e.step == "decided" for e in entries):
+        if not entries or is_decided(entries):
             return  # decided by an earlier delivery
         received = msgspec.json.decode(entries[0].data, type=Received)
         section = self.inbox(received.inbox)
@@ -662,7 +670,7 @@ class SupplierInvoiceActor:
             job.invoice,
             [*steps, ("decided", _json(decided))],
             outbox=outbox,
-            unless=lambda trail: any(e.step == "decided" for e in trail),
+            unless=is_decided,
         )
         if done is None:
             return
@@ -795,6 +803,34 @@ class SupplierInvoiceActor:
             raise OverrideError(409, "not_overridable", f"{invoice} changed meanwhile; look again")
         self._index_entries(invoice, done[-1:])
         log.info("supplier_invoice_overridden", invoice=invoice, outcome=outcome, by=by)
+        return summarise(invoice, done)
+
+    async def retry(self, invoice: str, by: str, reason: str) -> InvoiceSummary:
+        """Read an invoice again that waited for a template (or could not be read), e.g. after
+        the template was added and the config reloaded."""
+        entries = entries_of(await self.store.read_stream(stream_of(invoice)))
+        if not entries:
+            raise OverrideError(404, "supplier_invoice_not_found", f"no supplier invoice {invoice}")
+        status = summarise(invoice, entries).status
+        if status not in ("needs_template", "unreadable"):
+            raise OverrideError(
+                409, "not_retryable", f"{invoice} is {status}; only needs_template or unreadable"
+            )
+        attempt = sum(e.step == "retry" for e in entries) + 1
+        done = await self._append_steps(
+            invoice,
+            [("retry", _json({"by": by, "why": reason, "attempt": attempt}))],
+            outbox=[
+                OutboxItem(
+                    PROCESS_TARGET,
+                    msgspec.json.encode(Job(invoice)),
+                    f"supplier-invoice:{invoice}:process:{attempt}",
+                )
+            ],
+            unless=lambda trail: summarise(invoice, trail).status != status,
+        )
+        if done is None:
+            raise OverrideError(409, "not_retryable", f"{invoice} changed meanwhile; look again")
         return summarise(invoice, done)
 
     # -- output -------------------------------------------------------------------------

@@ -106,7 +106,7 @@ class SupplierInvoiceRoutes:
         return json_response(trail)
 
     async def _override(
-        self, request: Request, outcome: Literal["approved", "rejected"]
+        self, request: Request, outcome: Literal["approved", "rejected", "retry"]
     ) -> Response:
         actor = self._actor()
         invoice = request.path_params["id"]
@@ -124,7 +124,12 @@ class SupplierInvoiceRoutes:
                 404, "supplier_invoice_not_found", f"no supplier invoice {invoice[:60]!r}"
             )
         try:
-            summary = await actor.override(invoice, outcome, body.by.strip(), body.reason.strip())
+            if outcome == "retry":
+                summary = await actor.retry(invoice, body.by.strip(), body.reason.strip())
+            else:
+                summary = await actor.override(
+                    invoice, outcome, body.by.strip(), body.reason.strip()
+                )
         except OverrideError as exc:
             raise ApiError(exc.status, exc.code, exc.message) from None
         return json_response(summary)
@@ -134,6 +139,9 @@ class SupplierInvoiceRoutes:
 
     async def reject(self, request: Request) -> Response:
         return await self._override(request, "rejected")
+
+    async def retry(self, request: Request) -> Response:
+        return await self._override(request, "retry")
 
     def routes(self) -> list[ApiRoute]:
         tags = ("supplier-invoices",)
@@ -199,6 +207,17 @@ class SupplierInvoiceRoutes:
                 self.reject,
                 "Reject a held invoice (or one waiting for a template); the reason is for the "
                 "supplier",
+                admin=True,
+                request=Override,
+                responses={200: InvoiceSummary, 400: None, 404: None, 409: None, 422: None},
+                tags=tags,
+            ),
+            ApiRoute(
+                "/v1/supplier-invoices/{id}/retry",
+                "POST",
+                self.retry,
+                "Read an invoice again that waited for a template or could not be read (after "
+                "the template was added and the config reloaded)",
                 admin=True,
                 request=Override,
                 responses={200: InvoiceSummary, 400: None, 404: None, 409: None, 422: None},

@@ -279,3 +279,43 @@ async def test_each_check_is_caught_and_each_approved_invoice_posted_once(tmp_pa
     result = audit_verify(config)
     assert f"{ids['good-c']}: received file" in result.stderr
     assert "was changed" in result.stderr
+
+
+NEW_TEMPLATE = r"""
+issuer: Neuer Lieferant UG
+version: 1
+backend: pypdf-layout
+keywords: ['USt-IdNr\. DE999999999']
+static: {currency: EUR, seller_name: Neuer Lieferant UG}
+fields:
+  number: 'Rechnung (\d+)'
+  grand_total: 'über ([\d,]+) EUR'
+options: {decimal_separator: ','}
+"""
+
+
+async def test_a_template_added_later_reads_the_waiting_invoice(tmp_path: Path) -> None:
+    write_master_data(tmp_path, [], [])
+    config = inbox_config(tmp_path)
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        response = await admin.post("/v1/supplier-invoices", content=unknown_supplier_pdf())
+        invoice = response.json()["id"]
+        await wait_status(admin, [invoice], {"needs_template"})
+        body = {"by": "m.muster", "reason": "template written"}
+        early = await admin.post(f"/v1/supplier-invoices/{invoice}/approve", json=body)
+        assert early.status_code == 409
+        (tmp_path / "templates" / "neuer-lieferant.yml").write_text(NEW_TEMPLATE)
+        assert (await admin.post("/v1/admin/reload")).status_code == 200
+        retried = await admin.post(f"/v1/supplier-invoices/{invoice}/retry", json=body)
+        assert retried.status_code == 200, retried.text
+        summary = (await wait_status(admin, [invoice], FINAL - {"needs_template"}))[invoice]
+        # Read now, and rejected: no lines, no VAT ID the supplier master data knows.
+        assert summary["status"] == "rejected"
+        assert summary["number"] == "4711"
+        trail = (await admin.get(f"/v1/supplier-invoices/{invoice}/audit")).json()
+        steps = [entry["step"] for entry in trail["entries"]]
+        assert steps.count("decided") == 2
+        assert "retry" in steps
+        assert trail["intact"] is True
+        again = await admin.post(f"/v1/supplier-invoices/{invoice}/retry", json=body)
+        assert again.status_code == 409
