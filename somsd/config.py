@@ -1047,8 +1047,33 @@ def _check_references(
         + _erp_problems(indexed("erp"))
     )
     problems.extend(_setting_problems(config))
+    problems.extend(_supplier_inbox_problems(config.supplier_inbox))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
+    return problems
+
+
+def _supplier_inbox_problems(inboxes: Sequence[SupplierInboxConfig]) -> list[str]:
+    """Inbox names as in the other list sections; supplier numbers unique per inbox."""
+    problems: list[str] = []
+    names: set[str] = set()
+    for index, inbox in enumerate(inboxes):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", inbox.name):
+            problems.append(
+                f'supplier_inbox[{index}].name: "{inbox.name[:80]}" must be lower-case letters, '
+                "digits, - or _"
+            )
+        if inbox.name in names:
+            problems.append(f'supplier_inbox[{index}].name: "{inbox.name}" is used twice')
+        names.add(inbox.name)
+        numbers: set[str] = set()
+        for position, supplier in enumerate(inbox.supplier):
+            if supplier.number in numbers:
+                problems.append(
+                    f"supplier_inbox[{index}].supplier[{position}].number: "
+                    f'"{supplier.number}" is used twice'
+                )
+            numbers.add(supplier.number)
     return problems
 
 
