@@ -253,6 +253,23 @@ def cmd_db_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Supplier invoices: every audit trail's hash chain and every file it names."""
+    from actors.supplier_invoices import verify_audit
+
+    path = _database(args)
+    report = verify_audit(path, path.parent)
+    for problem in report.problems:
+        print(f"somsd: audit verify: {problem}", file=sys.stderr)
+    if report.problems:
+        return EXIT_FAILURE
+    print(
+        f"audit ok: {report.invoices} supplier invoices, {report.entries} entries, "
+        f"{report.files} files"
+    )
+    return EXIT_OK
+
+
 def cmd_db_rebuild(args: argparse.Namespace) -> int:
     from somsd.projections import all_projections
     from somsd.store import rebuild_projections
@@ -662,6 +679,17 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the SQLite file (default: somsd.db in daemon.data_dir; stop the daemon)",
             )
         sub.set_defaults(handler=handler)
+    audit = commands.add_parser(
+        "audit", help="audit trails", description="audit trails of supplier invoices"
+    )
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    audit_verify = audit_commands.add_parser(
+        "verify",
+        help="check every hash chain and stored file hash; exit 1 when anything was changed",
+        description="check every hash chain and stored file hash; exit 1 when anything changed",
+    )
+    audit_verify.add_argument("-c", "--config", metavar="FILE", help="config file")
+    audit_verify.set_defaults(handler=cmd_audit_verify)
     orders = commands.add_parser(
         "orders", help="read orders", description="read orders from the data dir"
     )

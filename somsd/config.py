@@ -504,6 +504,74 @@ class DocumentsConfig(_Table, frozen=True):
     template: tuple[DocumentTemplateConfig, ...] = ()
 
 
+class SupplierConfig(_Table, frozen=True):
+    """One supplier's master data: who it is, where we pay it, where its invoices are booked."""
+
+    number: str  # our supplier (creditor) number, also the DATEV creditor account
+    name: str = ""
+    vat_id: str = ""  # identifies the supplier of an e-invoice or a template's invoice
+    ibans: tuple[str, ...] = ()  # the accounts we pay to; an invoice naming another is held
+    gl_account: str = ""  # default expense account of its invoices
+    cost_centre: str = ""
+    email: str = ""  # for the XRechnung written of its invoices
+    phone: str = ""
+    contact_name: str = ""
+    street: str = ""
+    zip: str = ""
+    city: str = ""
+    country: str = "DE"
+
+
+class SupplierAccountingRuleConfig(_Table, frozen=True, kw_only=True):
+    """G/L account and cost centre for a supplier's articles (first matching rule wins)."""
+
+    supplier: str = ""  # supplier number; empty: any supplier
+    article_prefix: str = ""  # the invoice line's article (BT-155) starts with it; empty: any
+    gl_account: str
+    cost_centre: str = ""
+
+
+class SupplierInboxConfig(_Table, frozen=True):
+    """Supplier invoices in (a watched folder and POST /v1/supplier-invoices), checked and out
+    as XRechnung/CII plus a DATEV CSV batch. Paths are relative to the config file's folder."""
+
+    name: str
+    folder: str  # watched: every PDF or XML put here is taken in
+    processed_folder: str = ""  # where taken-in files go; default <folder>/processed
+    failed_folder: str = ""  # files that are neither PDF nor XML; default <folder>/failed
+    template_dir: str = "supplier-templates"  # per-supplier YAML extraction templates
+    poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_BODY_BYTES)] = 20 * 1024 * 1024
+    # Purchase orders and goods receipts, CSV with a header row (`;`-separated, decimal comma
+    # allowed): order;article;quantity;net_price[;supplier] and order;article;quantity
+    purchase_orders_csv: str = ""
+    goods_receipts_csv: str = ""
+    quantity_tolerance: Decimal = Decimal(0)  # units over received/ordered still accepted
+    price_tolerance_percent: Decimal = Decimal(0)  # per-unit price off the PO by at most ...
+    price_tolerance_cents: Decimal = Decimal(0)  # ... or by at most this many cents
+    # The buyer on the e-invoice written (us); buyer_reference (Leitweg-ID) -> XRechnung 3.0
+    buyer_name: str = ""
+    buyer_company: str = ""
+    buyer_street: str = ""
+    buyer_zip: str = ""
+    buyer_city: str = ""
+    buyer_country: str = "DE"
+    buyer_email: str = ""
+    buyer_reference: str = ""
+    # Accounting: company code, DATEV batch header, tax codes per VAT rate, G/L defaults
+    company_code: str = ""
+    datev_consultant: str = "1001"  # Beraternummer
+    datev_client: str = "1"  # Mandantennummer
+    fiscal_year_start_month: Annotated[int, msgspec.Meta(ge=1, le=12)] = 1
+    default_gl_account: str = "3400"
+    tax_codes: dict[str, str] = msgspec.field(
+        default_factory=lambda: {"19": "9", "7": "8", "0": ""}
+    )
+    datev_dir: str = ""  # where the DATEV CSV batches are written; default <data_dir>/...
+    supplier: tuple[SupplierConfig, ...] = ()
+    rule: tuple[SupplierAccountingRuleConfig, ...] = ()
+
+
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
     name: str
     from_: tuple[str, ...] = ()
@@ -535,6 +603,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     notify: NotifyConfig | None = None
     documents: DocumentsConfig = msgspec.field(default_factory=DocumentsConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
+    supplier_inbox: tuple[SupplierInboxConfig, ...] = ()
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -576,8 +645,9 @@ _SECTION_TYPES: dict[str, Any] = {
     "notify": NotifyConfig,
     "documents": DocumentsConfig,
     "store": StoreConfig,
+    "supplier_inbox": SupplierInboxConfig,
 }
-_LISTS = {"channel", "location", "carrier", "erp", "status"}
+_LISTS = {"channel", "location", "carrier", "erp", "status", "supplier_inbox"}
 
 
 @dataclass(frozen=True)
@@ -1029,10 +1099,35 @@ def _check_references(
         + _attachment_problems(indexed("erp"), documents=config.documents.enabled)
     )
     problems.extend(_setting_problems(config))
+    problems.extend(_supplier_inbox_problems(config.supplier_inbox))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
     if config.store.backend == "postgres" and config.store.dsn_file is None:
         problems.append('store.dsn_file: required for backend "postgres"')
+    return problems
+
+
+def _supplier_inbox_problems(inboxes: Sequence[SupplierInboxConfig]) -> list[str]:
+    """Inbox names as in the other list sections; supplier numbers unique per inbox."""
+    problems: list[str] = []
+    names: set[str] = set()
+    for index, inbox in enumerate(inboxes):
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", inbox.name):
+            problems.append(
+                f'supplier_inbox[{index}].name: "{inbox.name[:80]}" must be lower-case letters, '
+                "digits, - or _"
+            )
+        if inbox.name in names:
+            problems.append(f'supplier_inbox[{index}].name: "{inbox.name}" is used twice')
+        names.add(inbox.name)
+        numbers: set[str] = set()
+        for position, supplier in enumerate(inbox.supplier):
+            if supplier.number in numbers:
+                problems.append(
+                    f"supplier_inbox[{index}].supplier[{position}].number: "
+                    f'"{supplier.number}" is used twice'
+                )
+            numbers.add(supplier.number)
     return problems
 
 

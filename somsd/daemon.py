@@ -83,6 +83,8 @@ from actors.order_desk import OrderDesk
 from actors.outbox import OutboxDispatcher
 from actors.outbox_api import DeadLetterRoutes
 from actors.router import Router
+from actors.supplier_invoices import SupplierInvoiceActor
+from actors.supplier_invoices_api import SupplierInvoiceRoutes
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
@@ -262,13 +264,30 @@ class Daemon:
             if config.documents.enabled
             else None
         )
+        # Supplier invoices: their own actor when any [[supplier_inbox]] was configured at start.
+        self.supplier_invoices = (
+            SupplierInvoiceActor(
+                lambda: self.config,
+                store=self.store,
+                dispatcher=self.dispatcher,
+                registry=registry,
+                data_dir=Path(config.daemon.data_dir),
+            )
+            if config.supplier_inbox
+            else None
+        )
         self.core = Supervisor(
             "core",
             [
                 ChildSpec(actor.name, actor.run)
                 for actor in (*self.core_actors, self.dispatcher, self.mailer)
             ]
-            + ([ChildSpec(self.documents.name, self.documents.run)] if self.documents else []),
+            + ([ChildSpec(self.documents.name, self.documents.run)] if self.documents else [])
+            + (
+                [ChildSpec(self.supplier_invoices.name, self.supplier_invoices.run)]
+                if self.supplier_invoices
+                else []
+            ),
             metrics=self.metrics,
         )
         self.integrations = Supervisor(
@@ -408,6 +427,7 @@ class Daemon:
                 *ChannelRoutes(self._channel_actors).routes(),
                 *CarrierRoutes(self.store, Path(self.config.daemon.data_dir)).routes(),
                 *DocumentRoutes(self.document_reader, self._document_link_key).routes(),
+                *SupplierInvoiceRoutes(lambda: self.supplier_invoices).routes(),
                 *self._admin_routes(),
             ]
             app = build_api_app(routes, self.api_state, version=__version__)

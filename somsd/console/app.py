@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from somsd.api import ApiError, read_limited_body
 from somsd.console.i18n import LANGUAGES, choose_language, translations
 from somsd.console.session import SESSION_SECONDS, Role, Session, SessionKeeper
+from somsd.console.supplier_invoices import supplier_invoice_routes
 from somsd.projections.fulfilments import FULFILMENT_STREAM_PREFIX
 from somsd.secrets import Secret
 
@@ -805,6 +806,7 @@ def build_console(deps: ConsoleDeps, keeper: SessionKeeper | None = None) -> Sta
             methods=["GET"],
         ),
         Route("/store/{fulfilment_id}/{step}", p(console.step, staff=True), methods=["POST"]),
+        *supplier_invoice_routes(console),
         Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
     ]
 
