@@ -8,8 +8,9 @@ reports ready at once (a standby duty is healthy), tells the keeper it wants the
 runs the duty only while the keeper holds it:
 
 - **Acquire.** The keeper asks for every wanted lease it does not hold. A lease held by another
-  member is asked for again at the moment it expires (the table says when), so a member that
-  died is replaced within the TTL of its last renewal plus one round trip.
+  member is asked for again every `renew_every` (a clean stop releases it early) and at the
+  moment it expires (the table says when), so a member that died is replaced within the TTL of
+  its last renewal plus one round trip.
 - **Renew.** Every `renew_every` one statement renews all held leases and writes the member's
   heartbeat (`somsd.cluster.postgres`).
 - **Lose.** The duty runs in a cancel scope whose *deadline* is the end of the keeper's belief in
@@ -347,8 +348,10 @@ class LeaseKeeper:
             if asking is None:
                 continue
             if outcome is AcquireOutcome.REFUSED or record is None:
+                # Again when it expires (its holder may be dead), and at the latest after
+                # `renew_every` (its holder may give it up before: a clean stop releases).
                 wait = 0.0 if record is None else max(0.0, record.expires_at - table_now)
-                asking.retry_at = sent_at + wait + RETRY_AFTER_EXPIRY
+                asking.retry_at = sent_at + min(wait + RETRY_AFTER_EXPIRY, self.rules.renew_every)
                 continue
             if not asking.users:  # unwanted while the request ran: give it back next cycle
                 self._releases.append((duty, record.token))

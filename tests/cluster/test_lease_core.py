@@ -146,7 +146,8 @@ def test_tokens_only_grow_and_a_stale_token_is_always_refused(plan: list[Step]) 
                     assert not table.fence_accepts(step.duty, token, now)
             if key in tokens and table.fence_accepts(step.duty, tokens[key], now):
                 record = table.records[step.duty]
-                assert record.holder == step.member and record.token == newest[step.duty]
+                assert record.holder == step.member
+                assert record.token == newest[step.duty]
 
 
 @given(st.floats(0, 100, allow_nan=False), st.integers(1, 10**6))
