@@ -37,7 +37,7 @@ import contextvars
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, ParamSpec, Protocol, TypeVar
@@ -46,19 +46,32 @@ import msgspec
 import structlog
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.requests import Request
+from starlette.responses import Response
 
+from somsd.api import ApiError, ApiRoute, json_response
 from somsd.cluster import postgres
 from somsd.cluster.client import ClusterUnavailable, LeaseClient
 from somsd.cluster.lease import AcquireOutcome, HeldLease, LeaseRecord, LeaseRules
 from somsd.cluster.postgres import Connection, StaleLeaseError
+from somsd.config import ClusterConfig
+from somsd.supervisor import ChildSpec
 
 __all__ = [
+    "BACKORDERS_DUTY",
     "ClusterReport",
     "LeaseGrant",
     "LeaseKeeper",
     "LeaseReport",
     "MemberReport",
+    "cluster_routes",
     "current_lease",
+    "gate",
+    "lease_keeper_for",
+    "lease_keeper_specs",
+    "leased",
+    "leased_children",
+    "runs_here",
 ]
 
 log = structlog.get_logger("actors.lease_keeper")
@@ -448,3 +461,91 @@ class LeaseKeeper:
 
     def _publish(self) -> None:
         self.metrics.held.labels(self.member).set(sum(1 for s in self._duties.values() if s.held))
+
+
+# -- how the daemon wires it (each a no-op without [cluster]) -------------------------------------
+
+BACKORDERS_DUTY = "router/backorders"
+"""The router's backorder queue: every daemon routes the orders it takes in, but only the
+holder of this lease retries backorders when stock arrives (`gate` on `on_stock_added`)."""
+
+
+def lease_keeper_for(
+    cluster: ClusterConfig | None, registry: CollectorRegistry | None
+) -> LeaseKeeper | None:
+    """The keeper for `[cluster]`, or None for a daemon that runs everything itself."""
+    if cluster is None:
+        return None
+    rules = LeaseRules(ttl=cluster.lease_ttl.seconds, renew_every=cluster.renew_every.seconds)
+    client = LeaseClient(cluster.dsn_file.secret.reveal())
+    return LeaseKeeper(cluster.member, client, rules, registry=registry)
+
+
+def leased(keeper: LeaseKeeper | None, duty: str, start: _StartFunction) -> _StartFunction:
+    """`start` run only while this daemon holds `duty`'s lease; `start` itself without a keeper."""
+    return start if keeper is None else keeper.run_while_leased(duty, start)
+
+
+def gate(keeper: LeaseKeeper | None, duty: str, hook: Callable[P, None]) -> Callable[P, None]:
+    """`hook` called only while this daemon holds `duty`; `hook` itself without a keeper."""
+    return hook if keeper is None else keeper.when_leased(duty, hook)
+
+
+def runs_here(keeper: LeaseKeeper | None, duty: str) -> bool:
+    """Whether this daemon runs `duty` now (always, without a keeper)."""
+    return keeper is None or keeper.holds(duty)
+
+
+async def _standing_duty(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """A duty that is only its lease: what it gates happens elsewhere, while the lease is held."""
+    task_status.started()
+    await trio.sleep_forever()
+
+
+def lease_keeper_specs(keeper: LeaseKeeper | None) -> list[ChildSpec]:
+    """The keeper and the leases that gate work inside other actors; first in `core`, so the
+    keeper stops last and releases what is left."""
+    if keeper is None:
+        return []
+    return [
+        ChildSpec(keeper.name, keeper.run, stop=keeper.stop),
+        ChildSpec(BACKORDERS_DUTY, keeper.run_while_leased(BACKORDERS_DUTY, _standing_duty)),
+    ]
+
+
+SINGLETON_CORE_DUTIES = frozenset({"mailer", "documents"})
+"""Core actors that run on one member only: each delivers its own outbox target."""
+
+
+def leased_children(keeper: LeaseKeeper | None, children: list[ChildSpec]) -> list[ChildSpec]:
+    """The core supervisor's children: the keeper's first, singleton core duties leased."""
+    return lease_keeper_specs(keeper) + [
+        replace(spec, start=leased(keeper, spec.name, spec.start))
+        if spec.name in SINGLETON_CORE_DUTIES
+        else spec
+        for spec in children
+    ]
+
+
+def cluster_routes(keeper: LeaseKeeper | None) -> list[ApiRoute]:
+    """`GET /v1/admin/cluster`: the members, their last heartbeat and who owns what."""
+
+    async def cluster(request: Request) -> Response:
+        if keeper is None:
+            raise ApiError(404, "no_cluster", "this daemon runs alone: [cluster] is not configured")
+        try:
+            return json_response(await keeper.report())
+        except ClusterUnavailable as exc:
+            raise ApiError(503, "cluster_unavailable", str(exc)) from None
+
+    return [
+        ApiRoute(
+            "/v1/admin/cluster",
+            "GET",
+            cluster,
+            "The cluster's members with their last heartbeat, and which member owns each duty",
+            admin=True,
+            responses={200: ClusterReport, 404: None, 503: None},
+            tags=("admin",),
+        )
+    ]

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from somsd.cluster.lease import DEFAULT_DRIFT
 from somsd.domain.countries import is_country_code
 from somsd.domain.status import STANDARD_TRANSITIONS, CustomStatus, status_config_problems
 from somsd.secrets import Secret
@@ -35,6 +36,7 @@ __all__ = [
     "ApiConfig",
     "CarrierConfig",
     "ChannelConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DaemonConfig",
@@ -496,6 +498,16 @@ class DocumentsConfig(_Table, frozen=True):
     template: tuple[DocumentTemplateConfig, ...] = ()
 
 
+class ClusterConfig(_Table, frozen=True):
+    """`[cluster]`: several daemons on one PostgreSQL database share the singleton duties through
+    leases (somsd/cluster, actors/lease_keeper.py); absent: one daemon runs everything."""
+
+    member: str  # this daemon's name among the members, unique
+    dsn_file: SecretFile  # the libpq URI of the lease database (it holds a password)
+    lease_ttl: Duration = msgspec.field(default_factory=lambda: Duration("15s"))
+    renew_every: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+
+
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
     name: str
     from_: tuple[str, ...] = ()
@@ -517,6 +529,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     status: tuple[StatusConfig, ...] = ()
     notify: NotifyConfig | None = None
     documents: DocumentsConfig = msgspec.field(default_factory=DocumentsConfig)
+    cluster: ClusterConfig | None = None
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -534,7 +547,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         """Every secret value loaded, so the logger can scrub them from any line."""
         found: list[Secret] = []
         notify = () if self.notify is None else (self.notify,)
-        for section in (self.api, *self.integrations().values(), *notify):
+        cluster = () if self.cluster is None else (self.cluster,)
+        for section in (self.api, *self.integrations().values(), *notify, *cluster):
             for name in section.__struct_fields__:
                 value = getattr(section, name)
                 if isinstance(value, SecretFile):
@@ -557,6 +571,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "status": StatusConfig,
     "notify": NotifyConfig,
     "documents": DocumentsConfig,
+    "cluster": ClusterConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status"}
 
@@ -979,6 +994,23 @@ def _check_references(
     problems.extend(_setting_problems(config))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
+    problems.extend(_cluster_problems(config.cluster) if config.cluster else [])
+    return problems
+
+
+def _cluster_problems(cluster: ClusterConfig) -> list[str]:
+    problems: list[str] = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", cluster.member):
+        problems.append(
+            f'cluster.member: "{cluster.member[:80]}" is not a member name; use letters, '
+            "digits, '.', '_' and '-', at most 64"
+        )
+    ttl, renew = cluster.lease_ttl.seconds, cluster.renew_every.seconds
+    if not 1 <= ttl <= 600:
+        problems.append("cluster.lease_ttl: between 1s and 10m")
+    if not 0 < renew < ttl * (1 - DEFAULT_DRIFT):
+        # A lease renewed no sooner than it lapses is lost at every renewal; a third is usual.
+        problems.append("cluster.renew_every: must be above 0s and below cluster.lease_ttl")
     return problems
 
 
