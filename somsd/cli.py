@@ -186,7 +186,26 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{actor['name']:<32} {actor['supervisor']:<13} {state:<19} "
             f"{actor['restarts']:>8} {depth!s:>8}"
         )
+    if config.cluster is not None:
+        try:
+            print_cluster(_admin_request(config, "GET", "/v1/admin/cluster"))
+        except ConnectionError as exc:
+            raise CliError(str(exc)) from None
     return EXIT_OK if report["ready"] else EXIT_FAILURE
+
+
+def print_cluster(report: dict[str, Any]) -> None:
+    """`somsd status` with `[cluster]`: the members, their last heartbeat, who owns what."""
+    print(f"\ncluster: {len(report['members'])} members (answered by {report['member']})")
+    print(f"{'member':<24} {'alive':<6} {'last heartbeat':<33} owns")
+    for member in report["members"]:
+        alive = "yes" if member["alive"] else "NO"
+        owns = ", ".join(member["owns"]) or "-"
+        print(f"{member['name']:<24} {alive:<6} {member['last_heartbeat']:<33} {owns}")
+    print(f"{'duty':<32} {'owner':<24} {'token':>8}")
+    for lease in report["leases"]:
+        owner = lease["owner"] or "(nobody)"
+        print(f"{lease['duty']:<32} {owner:<24} {lease['token']:>8}")
 
 
 def _database(args: argparse.Namespace) -> Path:

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from somsd.cluster.lease import DEFAULT_DRIFT
 from somsd.domain.countries import is_country_code
 from somsd.domain.status import STANDARD_TRANSITIONS, CustomStatus, status_config_problems
 from somsd.secrets import Secret
@@ -35,6 +36,7 @@ __all__ = [
     "ApiConfig",
     "CarrierConfig",
     "ChannelConfig",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "DaemonConfig",
@@ -572,6 +574,16 @@ class SupplierInboxConfig(_Table, frozen=True):
     rule: tuple[SupplierAccountingRuleConfig, ...] = ()
 
 
+class ClusterConfig(_Table, frozen=True):
+    """`[cluster]`: several daemons on one PostgreSQL database share the singleton duties through
+    leases (somsd/cluster, actors/lease_keeper.py); absent: one daemon runs everything."""
+
+    member: str  # this daemon's name among the members, unique
+    dsn_file: SecretFile  # the libpq URI of the lease database (it holds a password)
+    lease_ttl: Duration = msgspec.field(default_factory=lambda: Duration("15s"))
+    renew_every: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+
+
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
     name: str
     from_: tuple[str, ...] = ()
@@ -604,6 +616,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
     documents: DocumentsConfig = msgspec.field(default_factory=DocumentsConfig)
     store: StoreConfig = msgspec.field(default_factory=StoreConfig)
     supplier_inbox: tuple[SupplierInboxConfig, ...] = ()
+    cluster: ClusterConfig | None = None
     source: str = "<memory>"
 
     def integrations(self) -> dict[str, msgspec.Struct]:
@@ -621,7 +634,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True):
         """Every secret value loaded, so the logger can scrub them from any line."""
         found: list[Secret] = []
         notify = () if self.notify is None else (self.notify,)
-        for section in (self.api, *self.integrations().values(), *notify, self.store):
+        cluster = () if self.cluster is None else (self.cluster,)
+        for section in (self.api, *self.integrations().values(), *notify, self.store, *cluster):
             for name in section.__struct_fields__:
                 value = getattr(section, name)
                 if isinstance(value, SecretFile):
@@ -646,6 +660,7 @@ _SECTION_TYPES: dict[str, Any] = {
     "documents": DocumentsConfig,
     "store": StoreConfig,
     "supplier_inbox": SupplierInboxConfig,
+    "cluster": ClusterConfig,
 }
 _LISTS = {"channel", "location", "carrier", "erp", "status", "supplier_inbox"}
 
@@ -1104,6 +1119,23 @@ def _check_references(
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
     if config.store.backend == "postgres" and config.store.dsn_file is None:
         problems.append('store.dsn_file: required for backend "postgres"')
+    problems.extend(_cluster_problems(config.cluster) if config.cluster else [])
+    return problems
+
+
+def _cluster_problems(cluster: ClusterConfig) -> list[str]:
+    problems: list[str] = []
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", cluster.member):
+        problems.append(
+            f'cluster.member: "{cluster.member[:80]}" is not a member name; use letters, '
+            "digits, '.', '_' and '-', at most 64"
+        )
+    ttl, renew = cluster.lease_ttl.seconds, cluster.renew_every.seconds
+    if not 1 <= ttl <= 600:
+        problems.append("cluster.lease_ttl: between 1s and 10m")
+    if not 0 < renew < ttl * (1 - DEFAULT_DRIFT):
+        # A lease renewed no sooner than it lapses is lost at every renewal; a third is usual.
+        problems.append("cluster.renew_every: must be above 0s and below cluster.lease_ttl")
     return problems
 
 

@@ -71,6 +71,15 @@ from actors.fulfilment_api import FulfilmentRoutes
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.inventory import Inventory, channel_stock_policies, debounce_policy, safety_stock
 from actors.inventory_api import InventoryRoutes
+from actors.lease_keeper import (
+    BACKORDERS_DUTY,
+    cluster_routes,
+    gate,
+    lease_keeper_for,
+    leased,
+    leased_children,
+    runs_here,
+)
 from actors.location import LocationActor, LocationRoutes
 from actors.mailer import (
     Mailer,
@@ -209,6 +218,8 @@ class Daemon:
             self.store, self.inventory, self.fulfilments, config=config, registry=registry
         )
         self.dispatcher = OutboxDispatcher(self.store, registry=registry)
+        # [cluster]: singleton duties run only while this daemon holds their lease (else None).
+        self.lease_keeper = lease_keeper_for(config.cluster, registry)
         # The hooks only queue work for the actor they belong to; see each actor's docstring.
         self.desk.on_committed = self.router.order_committed
         # Each system that reacts to a change plans its own outbox items; one line per system.
@@ -232,7 +243,9 @@ class Daemon:
         self.erp_metrics = ErpMetrics(registry)
         self.carrier_metrics = CarrierMetrics(registry)
         self.edifact_metrics = EdifactMetrics(registry)
-        self.inventory.on_stock_added = self.router.stock_added
+        self.inventory.on_stock_added = gate(
+            self.lease_keeper, BACKORDERS_DUTY, self.router.stock_added
+        )
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
             self.metrics.track_mailbox(actor.name, actor.mailbox)
@@ -278,15 +291,18 @@ class Daemon:
         )
         self.core = Supervisor(
             "core",
-            [
-                ChildSpec(actor.name, actor.run)
-                for actor in (*self.core_actors, self.dispatcher, self.mailer)
-            ]
-            + ([ChildSpec(self.documents.name, self.documents.run)] if self.documents else [])
-            + (
-                [ChildSpec(self.supplier_invoices.name, self.supplier_invoices.run)]
-                if self.supplier_invoices
-                else []
+            leased_children(
+                self.lease_keeper,
+                [
+                    ChildSpec(actor.name, actor.run)
+                    for actor in (*self.core_actors, self.dispatcher, self.mailer)
+                ]
+                + ([ChildSpec(self.documents.name, self.documents.run)] if self.documents else [])
+                + (
+                    [ChildSpec(self.supplier_invoices.name, self.supplier_invoices.run)]
+                    if self.supplier_invoices
+                    else []
+                ),
             ),
             metrics=self.metrics,
         )
@@ -365,7 +381,9 @@ class Daemon:
             actor = IntegrationActor(name, section, driver="webhook intake" if webhook else None)
         self.integration_actors[name] = actor
         self.metrics.track_mailbox(name, actor.mailbox)
-        return ChildSpec(name, actor.run)
+        # Webhook shops' placeholders run everywhere (any daemon takes intake); the rest, once.
+        lone = type(actor) is IntegrationActor
+        return ChildSpec(name, actor.run if lone else leased(self.lease_keeper, name, actor.run))
 
     def _selectline_erp(self, name: str, section: ErpConfig) -> SelectLineErp:
         return SelectLineErp(
@@ -470,6 +488,7 @@ class Daemon:
             return json_response(await self.actors_report())
 
         return [
+            *cluster_routes(self.lease_keeper),
             ApiRoute(
                 "/v1/admin/reload",
                 "POST",
@@ -562,7 +581,8 @@ class Daemon:
                 )
                 actor = self.integration_actors.get(child.name)
                 if actor is not None:
-                    status = await self._describe(actor) if child.state == "running" else None
+                    running = child.state == "running" and runs_here(self.lease_keeper, child.name)
+                    status = await self._describe(actor) if running else None
                     report = msgspec.structs.replace(
                         report,
                         mailbox_depth=actor.mailbox.depth,
@@ -646,6 +666,11 @@ class Daemon:
             raise ConfigError(
                 str(self.config_path),
                 ["store: the event store cannot change while running; restart the service"],
+            )
+        if new.cluster != self.config.cluster:
+            raise ConfigError(
+                str(self.config_path),
+                ["cluster: cannot change while running; restart the service"],
             )
         return new
 
