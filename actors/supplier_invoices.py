@@ -32,7 +32,6 @@ import hashlib
 import io
 import os
 import re
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
@@ -51,6 +50,7 @@ from adapters.errors import TransientUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
 from somsd.store import (
+    Connection,
     Duplicate,
     EventStore,
     IdempotencyKey,
@@ -335,7 +335,7 @@ class _Index:
                 self.invoiced[key] = self.invoiced.get(key, Decimal(0)) + change
 
 
-def _supplier_streams(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+def _supplier_streams(conn: Connection) -> list[tuple[str, bytes]]:
     rows = conn.execute(
         "SELECT stream, payload FROM events WHERE stream >= ? AND stream < ? ORDER BY seq LIMIT ?",
         (STREAM_PREFIX, STREAM_PREFIX[:-1] + ".", _SCAN_LIMIT),
@@ -1020,15 +1020,12 @@ class AuditReport(msgspec.Struct, frozen=True, kw_only=True):
     problems: tuple[str, ...]
 
 
-def verify_audit(database: Path, data_dir: Path) -> AuditReport:
+def verify_audit(conn: Connection, data_dir: Path) -> AuditReport:
     """Check every supplier invoice's hash chain and every file its trail names: the file is
-    there and its SHA-256 is the one recorded. Reads the database read-only."""
+    there and its SHA-256 is the one recorded. `conn` is a read-only store connection of
+    either backend (the CLI opens it)."""
     files = FileStore(data_dir / "supplier-invoices" / "files")
-    conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
-    try:
-        rows = _supplier_streams(conn)
-    finally:
-        conn.close()
+    rows = _supplier_streams(conn)
     problems: list[str] = []
     checked_files = 0
     entry_count = 0

@@ -277,7 +277,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     from actors.supplier_invoices import verify_audit
 
     path = _database(args)
-    report = verify_audit(path, path.parent)
+    if (dsn := _postgres_dsn(args)) is not None:
+        from somsd.store.postgres import connect
+
+        with closing(connect(dsn, read_only=True)) as postgres:
+            report = verify_audit(postgres, path.parent)
+    else:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as sqlite:
+            report = verify_audit(sqlite, path.parent)
     for problem in report.problems:
         print(f"somsd: audit verify: {problem}", file=sys.stderr)
     if report.problems:
@@ -627,6 +634,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------
 
 
+def _add_audit_commands(commands: Any) -> None:
+    audit = commands.add_parser(
+        "audit", help="audit trails", description="audit trails of supplier invoices"
+    )
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    audit_verify = audit_commands.add_parser(
+        "verify",
+        help="check every hash chain and stored file hash; exit 1 when anything was changed",
+        description="check every hash chain and stored file hash; exit 1 when anything changed",
+    )
+    audit_verify.add_argument("-c", "--config", metavar="FILE", help="config file")
+    audit_verify.set_defaults(handler=cmd_audit_verify)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="somsd", description="On-premises order-management middleware."
@@ -698,17 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the SQLite file (default: somsd.db in daemon.data_dir; stop the daemon)",
             )
         sub.set_defaults(handler=handler)
-    audit = commands.add_parser(
-        "audit", help="audit trails", description="audit trails of supplier invoices"
-    )
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    audit_verify = audit_commands.add_parser(
-        "verify",
-        help="check every hash chain and stored file hash; exit 1 when anything was changed",
-        description="check every hash chain and stored file hash; exit 1 when anything changed",
-    )
-    audit_verify.add_argument("-c", "--config", metavar="FILE", help="config file")
-    audit_verify.set_defaults(handler=cmd_audit_verify)
+    _add_audit_commands(commands)
     orders = commands.add_parser(
         "orders", help="read orders", description="read orders from the data dir"
     )
