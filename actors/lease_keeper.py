@@ -33,10 +33,11 @@ Metrics: `somsd_cluster_leases_held{member}`, `somsd_cluster_lease_takeovers_tot
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -210,6 +211,7 @@ class LeaseKeeper:
         self._releases: list[tuple[str, int]] = []
         self._wake = trio.Event()
         self._unavailable = False
+        self._acquired_hooks: list[Callable[[str], None]] = []
         self.metrics.held.labels(member).set(0)
 
     # -- what the daemon wires ------------------------------------------------------------------
@@ -246,6 +248,36 @@ class LeaseKeeper:
 
     def owned(self) -> tuple[str, ...]:
         return tuple(sorted(d for d in self._duties if self.holds(d)))
+
+    def grant(self, duty: str) -> tuple[LeaseGrant, float] | None:
+        """`duty`'s lease and the seconds this member may still act under it, while held."""
+        slot = self._duties.get(duty)
+        if slot is None or slot.held is None:
+            return None
+        left = slot.held.valid_until - self._clock()
+        return (LeaseGrant(duty, slot.held.token), left) if left > 0 else None
+
+    @contextlib.contextmanager
+    def bound(self, duty: str, scope: trio.CancelScope) -> Iterator[None]:
+        """Tie `scope` to `duty`'s lease while inside: its deadline is the end of this member's
+        belief in the lease (moved on by every renewal), and losing the lease cancels it. A
+        scope bound while the lease is not held is cancelled at once."""
+        slot = self._duties.get(duty)
+        if slot is None or slot.held is None or not slot.held.may_act(self._clock()):
+            scope.cancel()
+            yield
+            return
+        scope.deadline = min(scope.deadline, slot.held.valid_until)
+        slot.scopes.add(scope)
+        try:
+            yield
+        finally:
+            slot.scopes.discard(scope)
+
+    def on_acquired(self, hook: Callable[[str], None]) -> None:
+        """Call `hook(duty)` each time this member is granted a lease (a wake-up: work owned
+        by that duty may be waiting)."""
+        self._acquired_hooks.append(hook)
 
     async def write_fenced(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn` in a transaction that commits only under the calling duty's lease token."""
@@ -374,6 +406,8 @@ class LeaseKeeper:
                 self.metrics.takeovers.labels(duty).inc()
             log.info("lease_acquired", duty=duty, token=record.token, outcome=outcome.value)
             self._hold(asking, HeldLease.granted(duty, record.token, sent_at, self.rules))
+            for hook in self._acquired_hooks:
+                hook(duty)
         self._publish()
 
     def _cycle_sync(
@@ -513,8 +547,8 @@ def lease_keeper_specs(keeper: LeaseKeeper | None) -> list[ChildSpec]:
     ]
 
 
-SINGLETON_CORE_DUTIES = frozenset({"mailer", "documents"})
-"""Core actors that run on one member only: each delivers its own outbox target."""
+SINGLETON_CORE_DUTIES = frozenset({"mailer", "documents", "supplier_invoices"})
+"""Core actors that run on one member only: each delivers its own outbox target(s)."""
 
 
 def leased_children(keeper: LeaseKeeper | None, children: list[ChildSpec]) -> list[ChildSpec]:

@@ -29,6 +29,15 @@ log"). This actor turns those rows into requests:
   that scan read, and only a target whose share ran out asks for a new scan. So a catalogue's
   3,000 stock pushes cost ~50 scans, not 3,000, and never hide another target's entries.
 
+- **Several daemons.** With `[cluster]` on PostgreSQL the daemon gives the dispatcher
+  `claims` (`OutboxClaims`, actors/outbox_claims.py): each target is then delivered only by the
+  member holding the lease of the duty that owns it, its due rows are claimed `FOR UPDATE SKIP
+  LOCKED` under the lease's fencing token rather than read, every outcome is written under that
+  token (a member that lost the lease records nothing; the new owner sends the entry again, with
+  the same idempotency key), each request runs inside the lease (losing it cancels the request
+  before anyone else can be granted it), and other members' new entries wake it through
+  PostgreSQL's LISTEN/NOTIFY. Without, nothing of this runs and nothing changes.
+
 Metrics: `somsd_upstream_requests_total{system,outcome}` (outcome delivered|retry|dead for
 deliveries; the location actors add ok|retry|failed for their reads),
 `somsd_upstream_request_seconds{system}`, `somsd_upstream_up{system}` and
@@ -41,10 +50,11 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Final
+from datetime import datetime, timedelta
+from typing import Final, Protocol
 
 import msgspec
 import structlog
@@ -65,7 +75,9 @@ __all__ = [
     "UNAVAILABLE_AFTER",
     "Deliver",
     "DispatcherStatus",
+    "OutboxClaims",
     "OutboxDispatcher",
+    "OutcomeNotRecorded",
     "UpstreamMonitor",
 ]
 
@@ -191,6 +203,50 @@ class UpstreamMonitor:
             )
 
 
+class OutcomeNotRecorded(Exception):
+    """An outcome could not be written (store or cluster unreachable, lease lost): the entry
+    stays pending and is sent again, with the same idempotency key."""
+
+
+class OutboxClaims(Protocol):
+    """How a member of a cluster takes its share of the outbox (`actors/outbox_claims.py`).
+
+    With claims, the dispatcher delivers only the targets whose lease this member holds,
+    claims their due rows under the lease's fencing token instead of reading them, writes
+    every outcome under that token, and runs each delivery inside the lease (losing it cancels
+    the request). Without (one daemon, SQLite), it reads and marks through the store."""
+
+    def owns(self, target: str) -> bool:
+        """Whether this member delivers `target` now (holds the lease of its duty)."""
+        ...
+
+    async def claim(
+        self, wanted: Mapping[str, int], *, now: datetime
+    ) -> dict[str, list[OutboxEntry]]:
+        """Claim up to `wanted[target]` due entries of each target; entries per target."""
+        ...
+
+    def bound(self, target: str, scope: trio.CancelScope) -> AbstractContextManager[None]:
+        """Tie a delivery's cancel scope to the lease of `target`'s duty."""
+        ...
+
+    async def delivered(self, entry: OutboxEntry) -> None: ...
+
+    async def retry(self, entry: OutboxEntry, *, error: str, next_attempt_at: datetime) -> None: ...
+
+    async def dead(self, entry: OutboxEntry, *, error: str) -> None: ...
+
+    async def run(
+        self,
+        wake: Callable[[Collection[str] | None], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Its own tasks, as a child of the dispatcher's run; calls `wake(targets)` when other
+        members add entries (None: any target may have some)."""
+        ...
+
+
 class DispatcherStatus(msgspec.Struct, frozen=True):
     """What the dispatcher is doing right now (for `somsd status` and tests)."""
 
@@ -267,6 +323,9 @@ class OutboxDispatcher:
         self._active: dict[str, int] = {}
         self._waiting: set[str] = set()  # targets logged as lacking a deliverer
         self._woken = trio.Event()
+        # Set by the daemon with [cluster] on PostgreSQL (see `OutboxClaims`); None: this
+        # daemon delivers every target it has a deliverer for, reading through the store.
+        self.claims: OutboxClaims | None = None
 
     # -- what other actors call ---------------------------------------------------------
 
@@ -301,6 +360,11 @@ class OutboxDispatcher:
         """Scan for due entries now; call after committing outbox items. Never blocks."""
         self._woken.set()
 
+    def wake_for(self, targets: Collection[str] | None) -> None:
+        """Another member added entries of `targets` (None: unknown): scan if one is ours."""
+        if targets is None or any(t in self._registrations for t in targets):
+            self.wake()
+
     def status(self) -> DispatcherStatus:
         return DispatcherStatus(
             targets=tuple(sorted(self._registrations)),
@@ -320,6 +384,8 @@ class OutboxDispatcher:
         self._backlog.clear()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.claims is not None:
+                await nursery.start(self.claims.run, self.wake_for)
             task_status.started()
             while True:
                 # A fresh event before reading: a wake() while the read runs is not lost.
@@ -328,16 +394,42 @@ class OutboxDispatcher:
                 scan = self._scans
                 # Outcomes written before this scan began are in its snapshot: forget them.
                 self._settled = {i: s for i, s in self._settled.items() if s >= scan}
-                due = await self.store.due_outbox_per_target(
-                    per_target=self.page_size, now=self._now()
-                )
-                self._backlog = {target: deque(entries) for target, entries in due.items()}
-                self._backlog_full = {t for t, e in due.items() if len(e) >= self.page_size}
+                if self.claims is None:
+                    due = await self.store.due_outbox_per_target(
+                        per_target=self.page_size, now=self._now()
+                    )
+                    self._backlog = {target: deque(entries) for target, entries in due.items()}
+                    self._backlog_full = {t for t, e in due.items() if len(e) >= self.page_size}
+                else:
+                    await self._claim(self.claims)
                 self._backlog_scan = scan
                 for target in list(self._backlog):
                     self._start_deliveries(target)
                 with trio.move_on_after(self.poll_interval):
                     await self._woken.wait()
+
+    async def _claim(self, claims: OutboxClaims) -> None:
+        """A cluster member's scan: claim due entries of the targets it owns, up to a page of
+        each with what it claimed before and has not started yet.
+
+        Claimed entries are this member's until its lease ends, so the backlog is kept across
+        scans (the next claim does not return them again); a target whose lease is gone drops
+        its backlog, whose claims lapse with the lease for the next owner."""
+        wanted: dict[str, int] = {}
+        for target in list(self._backlog):
+            if not claims.owns(target):
+                del self._backlog[target]
+        for target in self._registrations:
+            if claims.owns(target):
+                room = self.page_size - len(self._backlog.get(target, ()))
+                if room > 0:
+                    wanted[target] = room
+        due = await claims.claim(wanted, now=self._now()) if wanted else {}
+        for target, entries in due.items():
+            backlog = self._backlog.setdefault(target, deque())
+            known = {e.id for e in backlog} | self._in_flight
+            backlog.extend(e for e in entries if e.id not in known)
+        self._backlog_full = {t for t, e in due.items() if len(e) >= wanted.get(t, 0)}
 
     def _start_deliveries(self, target: str) -> None:
         """Start what the last scan read of `target`, as far as its limit allows; decided
@@ -359,6 +451,9 @@ class OutboxDispatcher:
                     target=target,
                     entry_id=backlog[0].id,
                 )
+            return
+        if self.claims is not None and not self.claims.owns(target):
+            del self._backlog[target]  # the lease is gone; its claims lapse with it
             return
         assert self._nursery is not None
         limit = registration.limit or self.per_target
@@ -383,8 +478,14 @@ class OutboxDispatcher:
             error: BaseException | None = None
             with trio.CancelScope() as scope:
                 registration.scopes.add(scope)
+                # In a cluster the request runs inside the lease: losing it cancels the request
+                # before any other member can be granted the lease and claim the entry.
+                lease = (
+                    nullcontext() if self.claims is None else self.claims.bound(entry.target, scope)
+                )
                 try:
-                    await registration.deliver(entry)
+                    with lease:
+                        await registration.deliver(entry)
                 except Exception as exc:
                     error = exc
                 finally:
@@ -408,13 +509,13 @@ class OutboxDispatcher:
         attempt = entry.attempts + 1
         try:
             if error is None:
-                await self.store.mark_delivered(entry.id)
+                await self._mark_delivered(entry)
                 self._count(target, "delivered", "delivered", elapsed)
                 self.upstream.available(target)
                 return
             text = _error_text(error)
             if isinstance(error, PermanentUpstreamError):
-                await self.store.mark_dead(entry.id, error=text)
+                await self._mark_dead(entry, error=text)
                 self._count(target, "dead", "permanent", elapsed)
                 # It answered, if only to refuse: the upstream is reachable.
                 self.upstream.available(target)
@@ -438,8 +539,8 @@ class OutboxDispatcher:
                     exc_info=error,
                 )
             if attempt >= self.max_attempts:
-                await self.store.mark_dead(
-                    entry.id, error=f"gave up after {attempt} attempts; last error: {text}"
+                await self._mark_dead(
+                    entry, error=f"gave up after {attempt} attempts; last error: {text}"
                 )
                 self._count(target, "dead", "exhausted", elapsed)
                 log.error(
@@ -451,8 +552,8 @@ class OutboxDispatcher:
                 )
                 return
             delay = self.retry_delay(entry.attempts, error)
-            await self.store.schedule_retry(
-                entry.id, error=text, next_attempt_at=self._now() + timedelta(seconds=delay)
+            await self._schedule_retry(
+                entry, error=text, next_attempt_at=self._now() + timedelta(seconds=delay)
             )
             self._count(target, "retry", kind, elapsed)
             log.info(
@@ -463,12 +564,32 @@ class OutboxDispatcher:
                 retry_in=round(delay, 3),
                 error=text,
             )
-        except StoreError as exc:
+        except (StoreError, OutcomeNotRecorded) as exc:
             # The outcome is not recorded, so the entry stays pending and is sent again: the
             # idempotency key makes the repeat harmless.
             log.warning(
                 "outbox_outcome_not_recorded", target=target, entry_id=entry.id, error=str(exc)
             )
+
+    async def _mark_delivered(self, entry: OutboxEntry) -> None:
+        if self.claims is None:
+            await self.store.mark_delivered(entry.id)
+        else:
+            await self.claims.delivered(entry)
+
+    async def _mark_dead(self, entry: OutboxEntry, *, error: str) -> None:
+        if self.claims is None:
+            await self.store.mark_dead(entry.id, error=error)
+        else:
+            await self.claims.dead(entry, error=error)
+
+    async def _schedule_retry(
+        self, entry: OutboxEntry, *, error: str, next_attempt_at: datetime
+    ) -> None:
+        if self.claims is None:
+            await self.store.schedule_retry(entry.id, error=error, next_attempt_at=next_attempt_at)
+        else:
+            await self.claims.retry(entry, error=error, next_attempt_at=next_attempt_at)
 
     def retry_delay(self, failed_before: int, error: BaseException) -> float:
         """Seconds until the next attempt of an entry that had failed `failed_before` times."""

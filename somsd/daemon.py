@@ -91,6 +91,7 @@ from actors.order_api import OrderRoutes
 from actors.order_desk import OrderDesk
 from actors.outbox import OutboxDispatcher
 from actors.outbox_api import DeadLetterRoutes
+from actors.outbox_claims import leased_outbox_for
 from actors.router import Router
 from actors.supplier_invoices import SupplierInvoiceActor
 from actors.supplier_invoices_api import SupplierInvoiceRoutes
@@ -220,6 +221,8 @@ class Daemon:
         self.dispatcher = OutboxDispatcher(self.store, registry=registry)
         # [cluster]: singleton duties run only while this daemon holds their lease (else None).
         self.lease_keeper = lease_keeper_for(config.cluster, registry)
+        # ... and on PostgreSQL each outbox target is claimed and settled under its duty's lease.
+        self.dispatcher.claims = leased_outbox_for(self.lease_keeper, config)
         # The hooks only queue work for the actor they belong to; see each actor's docstring.
         self.desk.on_committed = self.router.order_committed
         # Each system that reacts to a change plans its own outbox items; one line per system.

@@ -1,4 +1,4 @@
-"""The lease table in PostgreSQL: acquire, renew, release, take over; fenced writes; outbox claims.
+"""The lease table in PostgreSQL: acquire, renew, release, take over; fenced writes.
 
 **Why a lease table and not advisory locks.** `pg_advisory_lock` is held by a session: it ends
 when the server notices the connection is gone, which after a network partition is whenever TCP
@@ -22,15 +22,7 @@ write under a stale token can commit after a newer token exists. (The same effec
 `UPDATE ... WHERE token = current` with a row count check, but it also covers writes to other
 tables in the same transaction.)
 
-**Outbox claims** are written against the outbox table's columns in `somsd/store/_schema.py`
-(`id, target, payload, idempotency_key, state, attempts, next_attempt_at, last_error,
-created_at, updated_at`; timestamps as `timestamptz` in PostgreSQL). A claim is one fenced
-transaction: the due rows of one target are locked `FOR UPDATE SKIP LOCKED` (a concurrent
-claimer skips them instead of waiting) and their `next_attempt_at` is pushed `claim_for` seconds
-ahead, so no claimer sees them as due again while the claim lasts, and no column is added to the
-store's table. The outcome is written fenced too: a claimer that lost its lease meanwhile cannot
-mark anything, and the row becomes due again for the new owner after the claim lapses, sent with
-the same idempotency key.
+**Outbox claims** and their fenced outcomes are `somsd.cluster.outbox`, built on `check_fence`.
 """
 
 from __future__ import annotations
@@ -54,21 +46,18 @@ from somsd.cluster.lease import (
 
 __all__ = [
     "SCHEMA",
-    "ClaimedEntry",
     "ClusterSnapshot",
     "LeaseRow",
     "MemberRow",
     "StaleLeaseError",
     "acquire",
     "check_fence",
-    "claim_outbox",
     "connect",
     "ensure_schema",
     "fenced",
     "heartbeat",
     "release",
     "renew_all",
-    "settle_outbox",
     "snapshot",
 ]
 
@@ -260,68 +249,6 @@ def fenced(
                 on_refused(exc)
             raise
         yield conn
-
-
-@dataclass(frozen=True)
-class ClaimedEntry:
-    """An outbox row claimed for delivery (the store's `OutboxEntry` fields a deliverer uses)."""
-
-    id: int
-    target: str
-    payload: bytes
-    idempotency_key: str
-    attempts: int
-    claimed_until: datetime
-
-
-def claim_outbox(
-    conn: Connection,
-    duty: str,
-    token: int,
-    target: str,
-    *,
-    limit: int,
-    claim_for: float,
-    on_refused: Callable[[StaleLeaseError], None] | None = None,
-) -> list[ClaimedEntry]:
-    """Claim up to `limit` due entries of `target` under `duty`'s lease `token`, oldest first."""
-    with fenced(conn, duty, token, on_refused=on_refused):
-        rows = conn.execute(
-            "WITH due AS (SELECT id FROM outbox WHERE target = %s AND state = 'pending' "
-            "AND next_attempt_at <= clock_timestamp() ORDER BY next_attempt_at, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) "
-            "UPDATE outbox AS o "
-            "SET next_attempt_at = clock_timestamp() + make_interval(secs => %s), "
-            "updated_at = clock_timestamp() FROM due WHERE o.id = due.id "
-            "RETURNING o.id, o.target, o.payload, o.idempotency_key, o.attempts, o.next_attempt_at",
-            (target, limit, claim_for),
-        ).fetchall()
-    entries = [ClaimedEntry(int(r[0]), r[1], bytes(r[2]), r[3], int(r[4]), r[5]) for r in rows]
-    entries.sort(key=lambda e: e.id)
-    return entries
-
-
-def settle_outbox(
-    conn: Connection,
-    duty: str,
-    token: int,
-    entry_id: int,
-    *,
-    state: str = "delivered",
-    error: str | None = None,
-    on_refused: Callable[[StaleLeaseError], None] | None = None,
-) -> bool:
-    """Record a claimed entry's outcome (`delivered` or `dead`) under the lease; False when the
-    entry was not pending any more (someone settled it already)."""
-    if state not in ("delivered", "dead"):
-        raise ValueError(f"outcome state {state!r}; expected delivered or dead")
-    with fenced(conn, duty, token, on_refused=on_refused):
-        done = conn.execute(
-            "UPDATE outbox SET state = %s, attempts = attempts + 1, last_error = %s, "
-            "updated_at = clock_timestamp() WHERE id = %s AND state = 'pending'",
-            (state, error, entry_id),
-        )
-        return done.rowcount == 1
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from somsd.cluster import postgres
+from somsd.cluster import outbox, postgres
 from somsd.cluster.lease import AcquireOutcome, LeaseRules
 from somsd.cluster.postgres import StaleLeaseError
-from tests.cluster.outbox_table import create_outbox
+from tests.cluster.outbox_table import create_outbox, make_due
 
 RULES = LeaseRules(ttl=30.0, renew_every=10.0)
 DUTY = "location/wh-1"
@@ -130,12 +130,12 @@ def test_outbox_rows_claimed_by_two_claimers_are_delivered_once(pg_dsn: str) -> 
         with connect(pg_dsn) as conn:
             barrier.wait(timeout=10)
             for _ in range(rows):  # bounded: each round claims at least one row or stops
-                claimed = postgres.claim_outbox(conn, DUTY, token, DUTY, limit=7, claim_for=60)
+                claimed = outbox.claim_outbox(conn, DUTY, token, DUTY, limit=7, claim_for=60)
                 if not claimed:
                     return
                 for entry in claimed:
                     delivered[name].append(entry.id)
-                    settled.append(postgres.settle_outbox(conn, DUTY, token, entry.id))
+                    settled.append(outbox.settle_outbox(conn, DUTY, token, entry.id))
 
     threads = [threading.Thread(target=claimer, args=(n,)) for n in delivered]
     for thread in threads:
@@ -156,25 +156,25 @@ def test_across_a_takeover_the_stale_claimer_claims_and_settles_nothing(pg_dsn: 
     with connect(pg_dsn) as conn:
         create_outbox(conn, DUTY, 5)
         _, old = acquire(conn, "a/1")
-        claimed = postgres.claim_outbox(conn, DUTY, old, DUTY, limit=2, claim_for=60)
+        claimed = outbox.claim_outbox(conn, DUTY, old, DUTY, limit=2, claim_for=60)
         assert [e.id for e in claimed] == [1, 2]
         expire(conn, DUTY)
         _, new = acquire(conn, "b/1")
         # a was paused mid-delivery: its outcome and any further claim are refused.
         with pytest.raises(StaleLeaseError):
-            postgres.settle_outbox(conn, DUTY, old, claimed[0].id)
+            outbox.settle_outbox(conn, DUTY, old, claimed[0].id)
         with pytest.raises(StaleLeaseError):
-            postgres.claim_outbox(conn, DUTY, old, DUTY, limit=10, claim_for=60)
+            outbox.claim_outbox(conn, DUTY, old, DUTY, limit=10, claim_for=60)
         # b takes what nobody holds a claim on; a's claimed rows wait out their claim window
         # and are then sent again with the same idempotency key.
-        taken = postgres.claim_outbox(conn, DUTY, new, DUTY, limit=10, claim_for=60)
+        taken = outbox.claim_outbox(conn, DUTY, new, DUTY, limit=10, claim_for=60)
         assert [e.id for e in taken] == [3, 4, 5]
-        conn.execute("UPDATE outbox SET next_attempt_at = clock_timestamp() WHERE id <= 2")
-        again = postgres.claim_outbox(conn, DUTY, new, DUTY, limit=10, claim_for=60)
+        make_due(conn, [1, 2])
+        again = outbox.claim_outbox(conn, DUTY, new, DUTY, limit=10, claim_for=60)
         assert [(e.id, e.idempotency_key) for e in again] == [
             (1, f"{DUTY}:1"),
             (2, f"{DUTY}:2"),
         ]
         for entry in (*taken, *again):
-            assert postgres.settle_outbox(conn, DUTY, new, entry.id)
-        assert not postgres.settle_outbox(conn, DUTY, new, 1)  # settled already
+            assert outbox.settle_outbox(conn, DUTY, new, entry.id)
+        assert not outbox.settle_outbox(conn, DUTY, new, 1)  # settled already
