@@ -168,7 +168,9 @@ def _save(conn: Connection, sku: str, location: str, row: _Row) -> None:
             row.on_hand,
             row.reserved,
             None if row.as_of is None else _utc_text(row.as_of),
-            _encoder.encode([(_utc_text(at), quantity) for at, quantity in row.moves]),
+            # Text, as the column is declared: PostgreSQL would keep bytes as their `\x..` hex
+            # spelling in a TEXT column (SQLite keeps either).
+            _encoder.encode([(_utc_text(at), quantity) for at, quantity in row.moves]).decode(),
         ),
     )
 
