@@ -605,8 +605,17 @@ class CarrierActor(Actor[Describe]):
         label: Label | None = None
         reconciled = False
         if attempts and not isinstance(history[-1], LabelRefused):
-            # An attempt without an outcome: the label may exist. Ask before buying again.
-            label = await self.adapter.find_by_reference(data.reference, data.label_format)
+            # An attempt without an outcome: the label may exist. Ask before buying again,
+            # on every day an attempt was made (a lost answer before midnight is found on
+            # that day's manifest, not today's).
+            known = {f.tracking_number for f in await self._shipped() if f.tracking_number}
+            tried = {a.at.date() for a in attempts[-3:] if a.at.date() <= data.ship_date}
+            days = sorted({data.ship_date, *tried}, reverse=True)
+            for day in days:
+                looked_up = msgspec.structs.replace(data, ship_date=day)
+                label = await self.adapter.find_by_reference(looked_up, known=known)
+                if label is not None:
+                    break
             reconciled = label is not None
             if reconciled:
                 log.info("label_reconciled", fulfilment_id=fulfilment_id, reference=data.reference)
@@ -810,9 +819,8 @@ class CarrierActor(Actor[Describe]):
                 log.exception("tracking_round_failed", carrier=self.section.name, error=str(exc))
             await trio.sleep(tick)
 
-    async def track_round(self) -> int:
-        """Ask the carrier about every due shipped parcel; returns how many were asked."""
-        interval = self.section.tracking_interval.seconds
+    async def _shipped(self) -> list[FulfilmentState]:
+        """This carrier's shipped fulfilments (bounded pages)."""
         shipped: list[FulfilmentState] = []
         for page in range(MAX_TRACKING_PAGES):
             found = await self.store.read(
@@ -827,7 +835,12 @@ class CarrierActor(Actor[Describe]):
             shipped.extend(found)
             if len(found) < TRACKING_BATCH:
                 break
-        mine = [f for f in shipped if f.carrier == self.section.name and f.tracking_number]
+        return [f for f in shipped if f.carrier == self.section.name]
+
+    async def track_round(self) -> int:
+        """Ask the carrier about every due shipped parcel; returns how many were asked."""
+        interval = self.section.tracking_interval.seconds
+        mine = [f for f in await self._shipped() if f.tracking_number]
         now = self._clock()
         open_ids = {f.fulfilment_id for f in mine}
         for gone in self._due.keys() - open_ids:

@@ -8,9 +8,13 @@ Four operations, each one request and no retries (retrying is the outbox dispatc
   shipment it would refuse (empty: it would be accepted). Nothing is bought.
 - `create_label(shipment)`: buy the label; raises `ShipmentRefused` with the carrier's messages
   when the shipment data is wrong (an address it cannot deliver to).
-- `find_by_reference(reference)`: the label bought earlier under `reference`, or None. Carriers
-  without an idempotency key (DHL) can lose the answer to a purchase that happened; the actor
-  asks this before buying again, so a lost answer never buys a second label.
+- `find_by_reference(shipment, known=...)`: the label bought earlier under
+  `shipment.reference` (for its billing number and ship date), or None; `known` are shipment
+  numbers somsd already holds labels for, which a carrier that can only list shipments (DHL:
+  the daily manifest) need not read again. Carriers without an idempotency key (DHL) can lose
+  the answer to a purchase that happened; the actor asks this before buying again, so a lost
+  answer never buys a second label. None means "proven not bought"; an answer that proves
+  nothing is an error, never None.
 - `cancel(shipment_number)` and `track(shipment_number)`.
 
 Failures other than a refusal are `adapters.errors` (transient: retry; permanent: park), like
@@ -19,7 +23,7 @@ every adapter. The pure helper `parcel_weight_grams` is the one weight rule for 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import date, datetime
 from typing import Final, Literal, Protocol
 
@@ -111,7 +115,7 @@ class CarrierAdapter(Protocol):
     async def create_label(self, shipment: ShipmentData) -> Label: ...
 
     async def find_by_reference(
-        self, reference: str, label_format: LabelFormat
+        self, shipment: ShipmentData, *, known: Collection[str] = ()
     ) -> Label | None: ...
 
     async def cancel(self, shipment_number: str) -> None: ...

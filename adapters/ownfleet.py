@@ -11,10 +11,11 @@ what the drivers report.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 
 import trio
 
-from adapters.carrier import Label, LabelFormat, Party, ShipmentData, TrackingStatus
+from adapters.carrier import Label, Party, ShipmentData, TrackingStatus
 from adapters.labels import parcel_label_pdf, parcel_label_zpl
 
 __all__ = ["OwnFleetCarrier", "own_fleet_number"]
@@ -74,7 +75,9 @@ class OwnFleetCarrier:
             content=content,
         )
 
-    async def find_by_reference(self, reference: str, label_format: LabelFormat) -> Label | None:
+    async def find_by_reference(
+        self, shipment: ShipmentData, *, known: Collection[str] = ()
+    ) -> Label | None:
         return None  # drawn locally: drawing again gives the same number
 
     async def cancel(self, shipment_number: str) -> None:

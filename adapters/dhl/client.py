@@ -11,18 +11,17 @@ with per-item `validationMessages` (-> `ShipmentRefused` with DHL's words), 401/
 429 and 5xx transient with `Retry-After`. A timeout on `POST /orders` is transient too, but
 the label may exist: the carrier actor asks `find_by_reference` before it buys again.
 
-`find_by_reference` is `GET /orders?refNo=...`. The published v2 API can reprint only by
-shipment number (`GET /orders?shipment=`); DHL's own lookup by customer reference is the
-Parcel DE tracking XML service (`piece-customer-reference`), which this client does not speak
-yet. The simulator serves the lookup under this path, so everything above the client is
-already built for the real one; swapping in the XML call changes this method only.
+`find_by_reference` reads the daily manifest of the billing number and ship date and reprints
+the shipments somsd does not know, matching `shipmentRefNo` (SPEC operations `getManifests`
+and `getOrder`; the protocol, its spec lines and its limits are in `PROTOCOL.md`).
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from datetime import date
 from typing import Final
 
 import httpx
@@ -30,9 +29,13 @@ import msgspec
 
 from adapters.carrier import Label, LabelFormat, ShipmentData, ShipmentRefused, TrackingStatus
 from adapters.dhl.mapping import (
+    ReprintVerdict,
     UnknownCountry,
+    batches,
     item_label,
     item_messages,
+    manifest_candidates,
+    match_reprint,
     order_request,
     query,
     tracking_status,
@@ -40,12 +43,17 @@ from adapters.dhl.mapping import (
 from adapters.dhl.wire import (
     API_KEY_HEADER,
     DEFAULT_PROFILE,
+    MAX_SHIPMENTS_PER_CALL,
     LabelDataResponse,
+    ManifestItem,
+    RequestStatus,
     ResponseItem,
+    SingleManifestResponse,
     TrackingResponse,
 )
 from adapters.errors import (
     PermanentUpstreamError,
+    TransientUpstreamError,
     UpstreamError,
     status_error,
     translate_http_error,
@@ -58,8 +66,15 @@ OAUTH_TOKEN_PATH: Final = "/parcel/de/account/auth/ropc/v1/token"  # noqa: S105 
 # Renew an OAuth token this long before DHL says it expires: a request signed with a token
 # that expires in flight is refused.
 TOKEN_MARGIN: Final = 60.0
+# One lookup reprints at most this many shipments it does not know (10 calls of 30): a
+# manifest with more unknown shipments is a case for the operator, not for a loop.
+MAX_LOOKUP_REPRINTS: Final = 300
+# A daily manifest answer (without the PDF: includeDocs=URL) above this is not read.
+MAX_MANIFEST_BYTES: Final = 8 * 1024 * 1024
 
 _labels = msgspec.json.Decoder(LabelDataResponse)
+_manifest = msgspec.json.Decoder(SingleManifestResponse)
+_problem = msgspec.json.Decoder(RequestStatus)
 _tracking = msgspec.json.Decoder(TrackingResponse)
 _encoder = msgspec.json.Encoder()
 
@@ -138,25 +153,106 @@ class DhlClient:
             )
         raise self._refusal(response, operation, answer)
 
-    async def find_by_reference(self, reference: str, label_format: LabelFormat) -> Label | None:
+    async def find_by_reference(
+        self, shipment: ShipmentData, *, known: Collection[str] = ()
+    ) -> Label | None:
+        """The label DHL holds under `shipment.reference`, found with the SPEC's own calls.
+
+        The API has no lookup by reference (see PROTOCOL.md): the daily manifest
+        (`GET /manifests?billingNumber=&date=`) lists the shipment numbers of the billing
+        number and ship date, the ones somsd holds labels for (`known`) are dropped, the rest
+        are reprinted (`GET /orders?shipment=...`, at most 30 a call) and matched on
+        `shipmentRefNo`. None only when every listed shipment was read and none carries the
+        reference; an answer that proves nothing (malformed, cut short) is transient, a
+        listing too long to read or a shipment DHL will not reprint any more is permanent
+        (the operator looks in DHL's portal), never "not found".
+        """
         operation = "find label by reference"
-        params = {
-            "refNo": reference,
-            "docFormat": "ZPL2" if label_format == "zpl" else "PDF",
-            "includeDocs": "include",
-        }
-        response = await self._request("GET", f"{self._shipping}/orders", operation, params=params)
+        listed = await self._manifest(shipment.billing_number, shipment.ship_date, operation)
+        try:
+            candidates = manifest_candidates(listed, known)
+        except ValueError as exc:
+            raise self._unreadable(operation, f"manifest: {exc}") from exc
+        if len(candidates) > MAX_LOOKUP_REPRINTS:
+            raise PermanentUpstreamError(
+                self.system,
+                f"{self.system}: {operation}: {len(candidates)} shipments on the "
+                f"{shipment.ship_date} manifest of {shipment.billing_number} are unknown to "
+                f"somsd, more than the {MAX_LOOKUP_REPRINTS} one lookup reprints; check DHL's "
+                f"portal for reference {shipment.reference}",
+                operation=operation,
+            )
+        unreadable: list[str] = []
+        for chunk in batches(candidates, MAX_SHIPMENTS_PER_CALL):
+            verdict = await self._reprint(chunk, shipment.reference, shipment.label_format)
+            if verdict.found is not None:
+                return self._label(
+                    verdict.found, shipment.reference, shipment.label_format, operation
+                )
+            unreadable.extend(verdict.unreadable)
+        if unreadable:
+            raise PermanentUpstreamError(
+                self.system,
+                f"{self.system}: {operation}: DHL no longer reprints {len(unreadable)} "
+                f"shipment(s) of the {shipment.ship_date} manifest ({', '.join(unreadable[:5])}"
+                f"{'...' if len(unreadable) > 5 else ''}), so reference {shipment.reference} "
+                "cannot be ruled out; check DHL's portal",
+                operation=operation,
+            )
+        return None
+
+    async def _manifest(self, billing_number: str, day: date, operation: str) -> list[ManifestItem]:
+        params = {"billingNumber": billing_number, "date": day.isoformat(), "includeDocs": "URL"}
+        response = await self._request(
+            "GET", f"{self._shipping}/manifests", operation, params=params
+        )
         if response.status_code == 404:
-            return None
-        answer = self._decode_labels(response, operation)
-        if response.status_code in (200, 207):
-            for item in answer.items:
-                if item.shipmentNo and item.sstatus.status in (None, 200):
-                    return self._label(item, reference, label_format, operation)
-            return None
-        if response.status_code == 400:
-            return None  # DHL's answer to a reference it does not know
-        raise self._refusal(response, operation, answer)
+            return []  # no manifest for that day: nothing listed under the billing number
+        if response.status_code != 200:
+            detail = ""
+            if response.status_code == 400:
+                detail = _problem_detail(response.content)
+            raise status_error(response, system=self.system, operation=operation, detail=detail)
+        if len(response.content) > MAX_MANIFEST_BYTES:
+            raise self._unreadable(operation, f"manifest of {len(response.content)} bytes")
+        try:
+            answer = _manifest.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise self._unreadable(operation, f"manifest: {exc}") from exc
+        if answer.manifestDate and answer.manifestDate[:10] != day.isoformat():
+            raise self._unreadable(
+                operation, f"manifest of {answer.manifestDate}, asked for {day.isoformat()}"
+            )
+        return list(answer.items)
+
+    async def _reprint(
+        self, numbers: Sequence[str], reference: str, label_format: LabelFormat
+    ) -> ReprintVerdict:
+        operation = "reprint labels"
+        params = httpx.QueryParams(
+            [
+                *(("shipment", number) for number in numbers),
+                ("docFormat", "ZPL2" if label_format == "zpl" else "PDF"),
+                ("includeDocs", "include"),
+            ]
+        )
+        response = await self._request("GET", f"{self._shipping}/orders", operation, params=params)
+        if response.status_code not in (200, 207, 400):
+            answer = self._decode_labels(response, operation)
+            raise self._refusal(response, operation, answer)
+        try:
+            answer = _labels.decode(response.content)
+            return match_reprint(numbers, answer.items, reference)
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise self._unreadable(operation, str(exc)) from exc
+
+    def _unreadable(self, operation: str, what: str) -> TransientUpstreamError:
+        # An answer that proves nothing is no "not found": retry, do not buy.
+        return TransientUpstreamError(
+            self.system,
+            f"{self.system}: {operation}: unreadable answer ({what})",
+            operation=operation,
+        )
 
     async def cancel(self, shipment_number: str) -> None:
         operation = "cancel shipment"
@@ -231,7 +327,7 @@ class DhlClient:
         url: str,
         operation: str,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | httpx.QueryParams | None = None,
         content: bytes | None = None,
         tracking: bool = False,
         auth: bool = True,
@@ -326,6 +422,14 @@ def _errors_of(item: ResponseItem) -> tuple[str, ...]:
     if item.sstatus.status in (None, 200):
         return ()
     return item_messages(item)
+
+
+def _problem_detail(content: bytes) -> str:
+    try:
+        status = _problem.decode(content)
+    except msgspec.DecodeError:
+        return ""
+    return status.detail or status.title
 
 
 def _host_of(url: str) -> str:

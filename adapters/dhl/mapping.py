@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import Final
+
+import msgspec
 
 from adapters.carrier import Label, LabelFormat, Party, ShipmentData, TrackingState, TrackingStatus
 from adapters.dhl.wire import (
     DEFAULT_PROFILE,
     ContactAddress,
     Details,
+    ManifestItem,
     ResponseItem,
     Shipment,
     ShipmentOrderRequest,
@@ -28,10 +32,14 @@ from adapters.dhl.wire import (
 
 __all__ = [
     "ALPHA3",
+    "ReprintVerdict",
     "UnknownCountry",
     "alpha3",
+    "batches",
     "item_label",
     "item_messages",
+    "manifest_candidates",
+    "match_reprint",
     "order_request",
     "query",
     "shipment",
@@ -194,3 +202,67 @@ def tracking_status(found: TrackingShipment) -> TrackingStatus:
         at=at if at is None or at.utcoffset() is not None else None,
         location=place,
     )
+
+
+# -- the lookup after a lost answer (see adapters/dhl/PROTOCOL.md) -------------------------
+
+
+class ReprintVerdict(msgspec.Struct, frozen=True, kw_only=True):
+    """What one `GET /orders?shipment=...` answer says about a reference.
+
+    `found`: the item whose `shipmentRefNo` is the reference (the label bought under it).
+    `unreadable`: shipment numbers DHL would not reprint (closed or deleted); their reference
+    is unknown, so they keep "not bought" from being proven.
+    """
+
+    found: ResponseItem | None = None
+    unreadable: tuple[str, ...] = ()
+
+
+def manifest_candidates(items: Sequence[ManifestItem], known: Collection[str]) -> list[str]:
+    """The manifest's shipment numbers somsd holds no label for, in DHL's order, once each.
+
+    Raises ValueError for an item without a shipment number: a list with a hole in it cannot
+    prove that a label was not bought.
+    """
+    seen: set[str] = set()
+    candidates: list[str] = []
+    for index, item in enumerate(items):
+        number = (item.shipmentNo or "").strip()
+        if not number:
+            raise ValueError(f"items[{index}] has no shipmentNo")
+        if number in seen or number in known:
+            continue
+        seen.add(number)
+        candidates.append(number)
+    return candidates
+
+
+def batches(numbers: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(numbers), size):
+        yield numbers[start : start + size]
+
+
+def match_reprint(
+    asked: Sequence[str], items: Sequence[ResponseItem], reference: str
+) -> ReprintVerdict:
+    """Read a reprint answer: SPEC says `items` follow the request's order, one per shipment.
+
+    Raises ValueError when the answer does not fit the question (another count, another
+    shipment number in a place): such an answer is not evidence either way.
+    """
+    if len(items) != len(asked):
+        raise ValueError(f"{len(items)} items for {len(asked)} shipments asked")
+    found: ResponseItem | None = None
+    unreadable: list[str] = []
+    for index, (number, item) in enumerate(zip(asked, items, strict=True)):
+        if item.shipmentNo and item.shipmentNo != number:
+            raise ValueError(f"items[{index}] is shipment {item.shipmentNo}, asked for {number}")
+        if item.sstatus.status not in (None, 200):
+            unreadable.append(number)
+            continue
+        if item.shipmentRefNo == reference and found is None:
+            # The first one: two labels under one reference would already be a duplicate, and
+            # adopting either buys nothing more.
+            found = msgspec.structs.replace(item, shipmentNo=number)
+    return ReprintVerdict(found=found, unreadable=tuple(unreadable))

@@ -15,9 +15,17 @@ Server rules (reference `shared/reference/dhl-parcel-de.md`):
   answers per item; otherwise each valid shipment gets a shipment number and a label, PDF
   (reportlab, base64 in `b64`) or ZPL2 (text in `zpl2`) per `docFormat`. One shipment: 200 or
   400; several: 207 when they differ; all refused: 400;
-- `GET /orders?shipment=...` reprints, `GET /orders?refNo=...` finds a label by its reference
-  (somsd's stand-in for DHL's lookup by customer reference, see `adapters.dhl.client`),
-  `DELETE /orders?shipment=...` cancels (per-item 400 for unknown or already deleted);
+- `GET /orders?shipment=...` reprints 1..30 shipments (400 otherwise), per item 400 for an
+  unknown, deleted or closed one (SPEC: "Only documents and label for shipments that are not
+  yet closed can be retrieved"); `DELETE /orders?shipment=...` cancels (per-item 400 for
+  unknown, already deleted or closed);
+- `GET /manifests?billingNumber=&date=YYYY-MM-DD` the daily manifest: `items` maps each
+  shipment of that ship date (and billing number, if given) to its sheet; 400 for a date that
+  is malformed, in the future or older than `knobs.manifest_days`. Open shipments are listed
+  too (without `sheetNo`) unless `knobs.manifest_lists_open` is off: the SPEC does not say
+  whether DHL lists them, see `adapters/dhl/PROTOCOL.md`;
+- `POST /manifests[?all=true]` closes shipments (body `{profile, shipmentNumbers |
+  billingNumber}`), 207 with a status per shipment; `close_out()` does the same for tests;
 - `GET /track/shipments?trackingNumber=` with `DHL-API-Key`: `pre-transit` at creation,
   `transit` after `knobs.transit_after` seconds, `delivered` after `knobs.deliver_after` (or
   `failure` for numbers in `knobs.failing`), all on the simulator's own clock (`advance()`
@@ -25,7 +33,8 @@ Server rules (reference `shared/reference/dhl-parcel-de.md`):
 
 Faults (`DhlKnobs`, mutable while serving): `latency`, `fail_next` (statuses for the next
 calls, 429 with `Retry-After: 1`), `lose_next` / `lost_response_rate` (a `POST /orders` buys
-the label, then the connection is dropped before the answer).
+the label, then the connection is dropped before the answer), `garble_manifest_next` (the next
+`GET /manifests` answers 200 with a body that is not a manifest).
 
 Run standalone: `python -m adapters.dhl --port 0 --url-file FILE --credentials-dir DIR`
 writes the API key and password files (0600) and the bound base URL.
@@ -57,12 +66,18 @@ from starlette.types import Receive, Scope, Send
 
 from adapters.dhl.wire import (
     API_KEY_HEADER,
+    BillingNoToSheetNo,
     Document,
     LabelDataResponse,
+    ManifestItem,
+    ManifestRequest,
+    MultipleManifestResponse,
     RequestStatus,
     ResponseItem,
     Shipment,
     ShipmentOrderRequest,
+    ShortResponseItem,
+    SingleManifestResponse,
     TrackingEvent,
     TrackingLocation,
     TrackingResponse,
@@ -81,6 +96,8 @@ _BILLING = re.compile(r"^\w{10}(\d{2})\w{2}$")
 _HOUSE_NUMBER = re.compile(r"\d")
 _ENCODER = msgspec.json.Encoder()
 _ORDER_DECODER = msgspec.json.Decoder(ShipmentOrderRequest)
+_MANIFEST_DECODER = msgspec.json.Decoder(ManifestRequest)
+MAX_PER_CALL: Final = 30
 
 
 @dataclass
@@ -93,6 +110,9 @@ class DhlKnobs:
     deliver_after: float = 3.0
     failing: set[str] = field(default_factory=set)  # shipment numbers whose delivery fails
     undeliverable: set[str] = field(default_factory=set)  # postcodes DHL refuses
+    manifest_days: int = 30  # GET /manifests: older dates are "too old" (400)
+    manifest_lists_open: bool = True  # the daily manifest lists shipments not yet closed
+    garble_manifest_next: int = 0
 
 
 @dataclass
@@ -106,7 +126,9 @@ class SimulatedShipment:
     label_zpl: str | None
     consignee: str
     routing_code: str
+    ship_date: date = field(default_factory=lambda: datetime.now(UTC).date())
     deleted: bool = False
+    closed: bool = False  # manifested: immutable, no reprint, no cancel
     render_pdf: Callable[[], bytes] | None = None  # the PDF, drawn when first asked for
 
 
@@ -132,7 +154,6 @@ class DhlSimulator:
         self._rng = random.Random(seed)
         self._tokens: set[str] = set()
         self.shipments: dict[str, SimulatedShipment] = {}
-        self.by_reference: dict[str, str] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call
         self.created = 0  # labels bought, ever
         self._next = 1
@@ -140,6 +161,7 @@ class DhlSimulator:
             routes=[
                 Route(f"{SHIPPING_PREFIX}/", self.version, methods=["GET"]),
                 Route(f"{SHIPPING_PREFIX}/orders", self.orders, methods=["POST", "GET", "DELETE"]),
+                Route(f"{SHIPPING_PREFIX}/manifests", self.manifests, methods=["GET", "POST"]),
                 Route(TOKEN_PATH, self.token, methods=["POST"]),
                 Route("/track/shipments", self.track, methods=["GET"]),
             ]
@@ -383,13 +405,12 @@ class DhlSimulator:
             label_zpl=zpl,
             consignee=consignee.name1,
             routing_code=routing,
+            ship_date=_ship_date(shipment.shipDate),
             render_pdf=render,
         )
         if pdf:
             await self._ensure_pdf(created)
         self.shipments[number] = created
-        if shipment.refNo:
-            self.by_reference[shipment.refNo] = number
         self.created += 1
         return created
 
@@ -423,28 +444,14 @@ class DhlSimulator:
         params = request.query_params
         zpl = params.get("docFormat") == "ZPL2"
         numbers = params.getlist("shipment")
-        if "refNo" in params:
-            number = self.by_reference.get(params["refNo"])
-            numbers = [number] if number is not None else []
-            if not numbers:
-                return self._problem(404, "Not Found", "no shipment with this reference")
+        if not 1 <= len(numbers) <= MAX_PER_CALL:
+            return self._problem(400, "Bad Request", "shipment: 1 to 30 shipment numbers")
         items = []
         for number in numbers:
             found = self.shipments.get(number)
-            if found is None or found.deleted:
-                items.append(
-                    ResponseItem(
-                        sstatus=RequestStatus(title="Bad Request", statusCode=400, status=400),
-                        shipmentNo=number,
-                        validationMessages=(
-                            ValidationMessage(
-                                property="shipment",
-                                validationMessage="Unknown or deleted shipment.",
-                                validationState="Error",
-                            ),
-                        ),
-                    )
-                )
+            if found is None or found.deleted or found.closed:
+                why = "Shipment is closed." if found and found.closed else "Unknown shipment."
+                items.append(_item_error(number, why))
             else:
                 if not zpl:
                     await self._ensure_pdf(found)
@@ -462,20 +469,13 @@ class DhlSimulator:
         items = []
         for number in request.query_params.getlist("shipment"):
             found = self.shipments.get(number)
-            if found is None or found.deleted:
-                items.append(
-                    ResponseItem(
-                        sstatus=RequestStatus(title="Bad Request", statusCode=400, status=400),
-                        shipmentNo=number,
-                        validationMessages=(
-                            ValidationMessage(
-                                property="shipment",
-                                validationMessage="Unknown or already deleted shipment.",
-                                validationState="Error",
-                            ),
-                        ),
-                    )
+            if found is None or found.deleted or found.closed:
+                why = (
+                    "Shipment is closed and can no longer be deleted."
+                    if found and found.closed
+                    else "Unknown or already deleted shipment."
                 )
+                items.append(_item_error(number, why))
             else:
                 found.deleted = True
                 items.append(
@@ -492,6 +492,107 @@ class DhlSimulator:
                 status=RequestStatus(title="", statusCode=status), items=tuple(items)
             ),
         )
+
+    # -- manifests ----------------------------------------------------------------------
+
+    def close_out(self, billing_number: str | None = None) -> list[str]:
+        """DHL's end of day ("Tagesabschluss"): close every open shipment (of one billing
+        number); returns the numbers closed."""
+        closed = []
+        for shipment in self.live_shipments:
+            if not shipment.closed and billing_number in (None, shipment.billing_number):
+                shipment.closed = True
+                closed.append(shipment.number)
+        return closed
+
+    async def manifests(self, request: Request) -> Response:
+        self.requests.append((request.method, "/manifests"))
+        if not self._authorized(request):
+            return self._problem(401, "Unauthorized", "api key or credentials wrong")
+        fault = await self._faults()
+        if fault is not None:
+            return fault
+        if request.method == "POST":
+            return await self._close(request)
+        params = request.query_params
+        today = datetime.now(UTC).date()
+        try:
+            day = date.fromisoformat(params["date"]) if "date" in params else today
+        except ValueError:
+            return self._problem(400, "Bad Request", "date: expected YYYY-MM-DD")
+        if day > today or day < today - timedelta(days=self.knobs.manifest_days):
+            return self._problem(400, "Bad Request", "date: too old or in the future")
+        if self.knobs.garble_manifest_next > 0:
+            self.knobs.garble_manifest_next -= 1
+            return Response(b'{"items": [{"sheetNo": 1}', media_type="application/json")
+        billing = params.get("billingNumber")
+        listed = [
+            s
+            for s in self.live_shipments
+            if s.ship_date == day
+            and billing in (None, s.billing_number)
+            and (s.closed or self.knobs.manifest_lists_open)
+        ]
+        sheets = {s.billing_number: str(i + 1) for i, s in enumerate(_first_per_billing(listed))}
+        ok = RequestStatus(title="OK", statusCode=200, status=200)
+        if params.get("includeDocs") == "URL":
+            document = Document(url=f"{SHIPPING_PREFIX}/labels?token=manifest-{day}")
+        else:
+            document = Document(b64=base64.b64encode(b"%PDF-1.4\n%manifest\n").decode())
+        body = SingleManifestResponse(
+            status=ok,
+            manifestDate=day.isoformat(),
+            manifest=(document,),
+            sheetNo=tuple(
+                BillingNoToSheetNo(billingNumber=number, sheetNo=sheet)
+                for number, sheet in sheets.items()
+            ),
+            items=tuple(
+                ManifestItem(
+                    shipmentNo=s.number,
+                    sheetNo=sheets[s.billing_number] if s.closed else None,
+                    sstatus=ok,
+                )
+                for s in listed
+            ),
+        )
+        return Response(_ENCODER.encode(body), media_type="application/json")
+
+    async def _close(self, request: Request) -> Response:
+        try:
+            order = _MANIFEST_DECODER.decode(await request.body())
+        except msgspec.DecodeError as exc:
+            return self._problem(400, "Bad Request", f"JSON schema: {exc}")
+        if len(order.shipmentNumbers) > MAX_PER_CALL:
+            return self._problem(400, "Bad Request", "shipmentNumbers: at most 30")
+        if request.query_params.get("all") == "true":
+            chosen = [s.number for s in self.live_shipments]
+        elif order.shipmentNumbers:
+            chosen = list(order.shipmentNumbers)
+        elif order.billingNumber:
+            chosen = [
+                s.number for s in self.live_shipments if s.billing_number == order.billingNumber
+            ]
+        else:
+            return self._problem(400, "Bad Request", "shipmentNumbers, billingNumber or all")
+        items = []
+        for number in chosen:
+            found = self.shipments.get(number)
+            if found is None or found.deleted:
+                status = RequestStatus(title="Bad Request", statusCode=400, status=400)
+            elif found.closed:
+                status = RequestStatus(
+                    title="Warning", statusCode=200, status=200, detail="already closed"
+                )
+            else:
+                found.closed = True
+                status = RequestStatus(title="OK", statusCode=200, status=200)
+            items.append(ShortResponseItem(shipmentNo=number, sstatus=status))
+        body = MultipleManifestResponse(
+            status=RequestStatus(title="Multi-status", statusCode=207, status=207),
+            items=tuple(items),
+        )
+        return Response(_ENCODER.encode(body), 207, media_type="application/json")
 
     async def track(self, request: Request) -> Response:
         self.requests.append(("GET", "/track/shipments"))
@@ -541,6 +642,32 @@ class DhlSimulator:
             else:
                 events.append(event("delivered", "The shipment has been delivered.", ""))
         return events
+
+
+def _item_error(number: str, message: str) -> ResponseItem:
+    return ResponseItem(
+        sstatus=RequestStatus(title="Bad Request", statusCode=400, status=400),
+        shipmentNo=number,
+        validationMessages=(
+            ValidationMessage(
+                property="shipment", validationMessage=message, validationState="Error"
+            ),
+        ),
+    )
+
+
+def _ship_date(text: str | None) -> date:
+    try:
+        return date.fromisoformat(text) if text else datetime.now(UTC).date()
+    except ValueError:  # refused by _check before a label is bought
+        return datetime.now(UTC).date()
+
+
+def _first_per_billing(shipments: Sequence[SimulatedShipment]) -> list[SimulatedShipment]:
+    seen: dict[str, SimulatedShipment] = {}
+    for shipment in shipments:
+        seen.setdefault(shipment.billing_number, shipment)
+    return list(seen.values())
 
 
 def write_credentials(directory: Path, sim: DhlSimulator) -> tuple[Path, Path]:

@@ -14,15 +14,21 @@ import msgspec
 __all__ = [
     "API_KEY_HEADER",
     "DEFAULT_PROFILE",
+    "BillingNoToSheetNo",
     "ContactAddress",
     "Details",
     "Document",
     "LabelDataResponse",
+    "ManifestItem",
+    "ManifestRequest",
+    "MultipleManifestResponse",
     "RequestStatus",
     "ResponseItem",
     "Shipment",
     "ShipmentOrderRequest",
     "Shipper",
+    "ShortResponseItem",
+    "SingleManifestResponse",
     "TrackingEvent",
     "TrackingResponse",
     "TrackingShipment",
@@ -117,6 +123,49 @@ class ResponseItem(_Wire, frozen=True, kw_only=True):
 class LabelDataResponse(_Wire, frozen=True, kw_only=True):
     status: RequestStatus = msgspec.field(default_factory=RequestStatus)
     items: tuple[ResponseItem, ...] = ()
+
+
+class ManifestItem(_Wire, frozen=True, kw_only=True):
+    """SPEC `ShipmentNoToSheetNo`: one shipment of the daily manifest."""
+
+    shipmentNo: str | None = None
+    sheetNo: str | None = None
+    sstatus: RequestStatus | None = None
+
+
+class BillingNoToSheetNo(_Wire, frozen=True, kw_only=True):
+    billingNumber: str | None = None
+    sheetNo: str | None = None
+
+
+class SingleManifestResponse(_Wire, frozen=True, kw_only=True):
+    """SPEC `SingleManifestResponse`, the answer of `GET /manifests`."""
+
+    status: RequestStatus = msgspec.field(default_factory=RequestStatus)
+    manifestDate: str | None = None
+    manifest: tuple[Document, ...] = ()
+    sheetNo: tuple[BillingNoToSheetNo, ...] = ()
+    items: tuple[ManifestItem, ...] = ()
+
+
+class ManifestRequest(_Wire, frozen=True, kw_only=True):
+    """SPEC `ShipmentManifestingRequest`, the body of `POST /manifests`."""
+
+    profile: str
+    shipmentNumbers: tuple[str, ...] = ()
+    billingNumber: str | None = None
+
+
+class ShortResponseItem(_Wire, frozen=True, kw_only=True):
+    shipmentNo: str | None = None
+    sstatus: RequestStatus = msgspec.field(default_factory=RequestStatus)
+
+
+class MultipleManifestResponse(_Wire, frozen=True, kw_only=True):
+    """SPEC `MultipleManifestResponse`, the 207 of `POST /manifests`."""
+
+    status: RequestStatus = msgspec.field(default_factory=RequestStatus)
+    items: tuple[ShortResponseItem, ...] = ()
 
 
 class TrackingLocation(_Wire, frozen=True, kw_only=True):

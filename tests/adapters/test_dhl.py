@@ -102,10 +102,11 @@ async def test_a_lost_answer_is_found_by_reference_not_bought_again(
     with pytest.raises(TransientUpstreamError):
         await client.create_label(shipment("f-lost-00001", label_format="zpl"))
     assert sim.created == 1  # DHL bought it; we never heard
-    found = await client.find_by_reference("f-lost-00001", "zpl")
+    found = await client.find_by_reference(shipment("f-lost-00001", label_format="zpl"))
     assert found is not None
+    assert found.reference == "f-lost-00001"
     assert found.content.startswith(b"^XA")
-    assert await client.find_by_reference("f-never-0001", "zpl") is None
+    assert await client.find_by_reference(shipment("f-never-0001", label_format="zpl")) is None
     assert sim.created == 1
 
 
