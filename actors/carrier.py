@@ -22,8 +22,11 @@ by the two pure planners below in the same transaction as the change that causes
 attempt is appended (`label_attempted`, stream `label-<fulfilment_id>`, with the reference the
 label is bought under: the fulfilment id, sent as DHL's `refNo`). A delivery that finds an
 attempt without an outcome - the answer was lost, timed out, or somsd died waiting - first asks
-the carrier for a label under that reference (`find_by_reference`) and buys again only when
-there is none. The label bytes are written to `<data_dir>/labels/<fulfilment_id>.<pdf|zpl>`
+the carrier for a label under that reference (`find_by_reference`: for DHL the daily manifest
+of the billing number, minus the shipments somsd knows, reprinted and matched on
+`shipmentRefNo`, on each day an attempt was made; see adapters/dhl/PROTOCOL.md) and buys
+again only when there is none. The label bytes are written to
+`<data_dir>/labels/<fulfilment_id>.<pdf|zpl>`
 (atomically, fsynced) before `label_stored` references them, and served at
 `GET /v1/fulfillments/{id}/label`.
 
