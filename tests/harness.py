@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,18 @@ class DaemonProcess:
         return httpx.AsyncClient(
             base_url=self.api, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, **kwargs
         )
+
+
+async def next_log_line(daemons: Sequence[DaemonProcess]) -> None:
+    """Return when any of `daemons` writes its next line (or notification)."""
+    async with trio.open_nursery() as nursery:
+        for daemon in daemons:
+
+            async def one(d: DaemonProcess = daemon) -> None:
+                await d._changed.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(one)
 
 
 @asynccontextmanager

@@ -210,6 +210,13 @@ class DhlSimulator:
             )
         return False
 
+    async def _admit(self, request: Request, path: str) -> Response | None:
+        """Record the request; the answer when it is refused (credentials) or faulted."""
+        self.requests.append((request.method, path))
+        if not self._authorized(request):
+            return self._problem(401, "Unauthorized", "api key or credentials wrong")
+        return await self._faults()
+
     async def _faults(self) -> Response | None:
         if self.knobs.latency:
             await trio.sleep(self.knobs.latency)
@@ -247,12 +254,9 @@ class DhlSimulator:
         return Response(_ENCODER.encode(body), media_type="application/json")
 
     async def orders(self, request: Request) -> Response:
-        self.requests.append((request.method, "/orders"))
-        if not self._authorized(request):
-            return self._problem(401, "Unauthorized", "api key or credentials wrong")
-        fault = await self._faults()
-        if fault is not None:
-            return fault
+        refused = await self._admit(request, "/orders")
+        if refused is not None:
+            return refused
         if request.method == "POST":
             return await self._create(request)
         if request.method == "GET":
@@ -506,12 +510,9 @@ class DhlSimulator:
         return closed
 
     async def manifests(self, request: Request) -> Response:
-        self.requests.append((request.method, "/manifests"))
-        if not self._authorized(request):
-            return self._problem(401, "Unauthorized", "api key or credentials wrong")
-        fault = await self._faults()
-        if fault is not None:
-            return fault
+        refused = await self._admit(request, "/manifests")
+        if refused is not None:
+            return refused
         if request.method == "POST":
             return await self._close(request)
         params = request.query_params

@@ -18,7 +18,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from somsd.cli import print_cluster
-from tests.harness import DaemonProcess, running_daemon, write_daemon_config
+from tests.harness import DaemonProcess, next_log_line, running_daemon, write_daemon_config
 
 pytestmark = pytest.mark.slow
 
@@ -59,15 +59,7 @@ async def wait_until(daemons: list[DaemonProcess], predicate: object, limit: flo
     assert callable(predicate)
     with trio.fail_after(limit):
         while not predicate():
-            async with trio.open_nursery() as nursery:
-                # Whichever daemon logs next wakes us; then the predicate is asked again.
-                for daemon in daemons:
-
-                    async def one(d: DaemonProcess = daemon) -> None:
-                        await d._changed.wait()
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(one)
+            await next_log_line(daemons)
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ import trio
 from adapters.threepl import ThreePLKnobs, ThreePLSimulator
 from somsd.config import ListenAddress
 from somsd.http import HttpListener
-from tests.harness import DaemonProcess, running_daemon
+from tests.harness import DaemonProcess, next_log_line, running_daemon
 from tests.orders.shop import intake_path, order_body, signed, webhook_config
 
 pytestmark = pytest.mark.slow
@@ -64,19 +64,12 @@ def owns(daemon: DaemonProcess, duty: str) -> bool:
     return any(e.get("event") == "lease_acquired" and e["duty"] == duty for e in daemon.log)
 
 
-async def wait_for(daemons: list[DaemonProcess], what: str, predicate: object) -> None:
-    """Until `predicate()` holds, woken by any daemon's next log line or every 50 ms."""
-    assert callable(predicate)
+async def wait_for(daemons: list[DaemonProcess], what: str, predicate: Callable[[], bool]) -> None:
+    """Until `predicate()` holds: asked again at each daemon log line and every 50 ms (the 3PL
+    simulator's requests log nothing)."""
     while not predicate():
         with trio.move_on_after(0.05):
-            async with trio.open_nursery() as nursery:
-                for daemon in daemons:
-
-                    async def one(d: DaemonProcess = daemon) -> None:
-                        await d._changed.wait()
-                        nursery.cancel_scope.cancel()
-
-                    nursery.start_soon(one)
+            await next_log_line(daemons)
     print(f"reached: {what}")
 
 
