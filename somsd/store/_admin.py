@@ -13,8 +13,9 @@ import os
 import sqlite3
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
@@ -195,15 +196,38 @@ def _check_idempotency(conn: Connection) -> list[str]:
     return problems
 
 
+C = TypeVar("C", bound=Connection)  # a store connection: sqlite3 or the PostgreSQL adapter
+
+
 def _check_projections(
     conn: sqlite3.Connection,
     projections: Sequence[Projection],
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
+    return check_projections_against_replay(
+        conn,
+        projections,
+        progress,
+        have=existing_tables(conn) if projections else set(),
+        stored=stored_projection_versions(conn) if projections else {},
+        compare=_compare_table,
+    )
+
+
+def check_projections_against_replay(
+    conn: C,
+    projections: Sequence[Projection],
+    progress: Callable[[int], None] | None,
+    *,
+    have: Collection[str],
+    stored: Mapping[str, int],
+    compare: Callable[[C, sqlite3.Connection, str, str], list[str]],
+) -> list[str]:
+    """Replay the log of `conn` into fresh in-memory projections and `compare` each stored
+    table with its replayed twin; the one check for both backends (`have`: the stored
+    tables, lower case; `stored`: the stored projection versions)."""
     if not projections:
         return []
-    have = existing_tables(conn)
-    stored = stored_projection_versions(conn)
     problems = [
         f"projection {p.name!r} is in format version {stored.get(p.name, 1)}, this somsd "
         f"writes {projection_version(p)}; it is rebuilt at the next start (or `somsd db rebuild`)"
@@ -235,7 +259,7 @@ def _check_projections(
                         "run `somsd db rebuild`"
                     )
                     continue
-                problems += _compare_table(conn, fresh, projection.name, table)
+                problems += compare(conn, fresh, projection.name, table)
     finally:
         fresh.close()
     return problems

@@ -34,6 +34,7 @@ from somsd.store._admin import (
     _create_private_like,
     _fsync,
     _plain_row,
+    check_projections_against_replay,
 )
 from somsd.store._errors import StoreError
 from somsd.store._postgres import (
@@ -48,10 +49,8 @@ from somsd.store._postgres import (
     pg_schema_version,
     pg_stored_projection_versions,
 )
-from somsd.store._projection import Projection, projection_version
-from somsd.store._queries import iter_events
+from somsd.store._projection import Projection
 from somsd.store._schema import (
-    PROGRESS_EVERY,
     check_projections,
     create_projection,
     open_reader,
@@ -117,43 +116,14 @@ def _check_pg_projections(
 ) -> list[str]:
     if not projections:
         return []
-    have = pg_existing_tables(conn)
-    stored = pg_stored_projection_versions(conn)
-    problems = [
-        f"projection {p.name!r} is in format version {stored.get(p.name, 1)}, this somsd "
-        f"writes {projection_version(p)}; it is rebuilt at the next start (or `somsd db rebuild`)"
-        for p in projections
-        if stored.get(p.name, 1) != projection_version(p)
-    ]
-    fresh = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        for projection in projections:
-            create_projection(fresh, projection)
-        for count, event in enumerate(iter_events(conn), 1):
-            if progress is not None and count % PROGRESS_EVERY == 0:
-                progress(count)
-            for projection in projections:
-                try:
-                    projection.apply(fresh, event)
-                except Exception as exc:
-                    return [
-                        f"projection {projection.name!r} raised replaying event {event.seq} "
-                        f"({event.type} in {event.stream!r}): {type(exc).__name__}: {exc}"
-                    ]
-        for projection in projections:
-            if stored.get(projection.name, 1) != projection_version(projection):
-                continue
-            for table in projection.tables:
-                if table.lower() not in have:
-                    problems.append(
-                        f"projection {projection.name!r}: table {table!r} is missing; "
-                        "run `somsd db rebuild`"
-                    )
-                    continue
-                problems += _compare_pg_table(conn, fresh, projection.name, table)
-    finally:
-        fresh.close()
-    return problems
+    return check_projections_against_replay(
+        conn,
+        projections,
+        progress,
+        have=pg_existing_tables(conn),
+        stored=pg_stored_projection_versions(conn),
+        compare=_compare_pg_table,
+    )
 
 
 def _compare_pg_table(
