@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import partial
+from itertools import takewhile
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
@@ -61,6 +62,7 @@ from adapters.carrier import (
     CarrierAdapter,
     Label,
     LabelFormat,
+    LabelLookupInconclusive,
     Party,
     ShipmentData,
     ShipmentRefused,
@@ -72,7 +74,7 @@ from adapters.errors import PermanentUpstreamError, TransientUpstreamError, Upst
 from adapters.labels import PrinterAddress, pickup_slip_pdf, send_raw
 from adapters.ownfleet import OwnFleetCarrier
 from somsd.actor import Actor, ReplyError
-from somsd.api import ApiError, ApiRoute
+from somsd.api import ApiError, ApiRoute, body_decoder, decode_body, json_response
 from somsd.config import CarrierConfig, LocationConfig
 from somsd.domain.errors import DomainError
 from somsd.domain.events import AddressCorrected, OrderEvent, OrderReceived
@@ -88,7 +90,7 @@ from somsd.projections.fulfilments import (
     list_fulfilments,
 )
 from somsd.projections.orders import decode_state, fetch_state
-from somsd.store import EventStore, NewEvent, OutboxEntry, OutboxItem, StoredEvent
+from somsd.store import EventStore, NewEvent, OutboxEntry, OutboxItem, StoredEvent, VersionConflict
 
 __all__ = [
     "DHL_PRODUCTION",
@@ -191,6 +193,16 @@ class LabelRefused(msgspec.Struct, frozen=True, kw_only=True, tag="label_refused
     messages: tuple[str, ...]
 
 
+class LabelRuledOut(msgspec.Struct, frozen=True, kw_only=True, tag="label_ruled_out"):
+    """An operator checked the carrier's portal: the open attempts bought no label. The next
+    purchase goes ahead without a lookup (the lookup could not prove it; see
+    `LabelLookupInconclusive`)."""
+
+    at: datetime
+    carrier: str
+    reason: str
+
+
 class TrackingFailed(msgspec.Struct, frozen=True, kw_only=True, tag="tracking_failed"):
     at: datetime
     carrier: str
@@ -204,7 +216,9 @@ class LabelCanceled(msgspec.Struct, frozen=True, kw_only=True, tag="label_cancel
     shipment_number: str
 
 
-LabelEvent = LabelAttempted | LabelStored | LabelRefused | TrackingFailed | LabelCanceled
+LabelEvent = (
+    LabelAttempted | LabelStored | LabelRefused | LabelRuledOut | TrackingFailed | LabelCanceled
+)
 _label_event_decoder = msgspec.json.Decoder(LabelEvent)
 
 
@@ -376,7 +390,8 @@ class CarrierMetrics:
     def __init__(self, registry: CollectorRegistry | None) -> None:
         self.labels = Counter(
             "somsd_carrier_labels",
-            "Label purchases per carrier and outcome (bought, reconciled, refused, canceled).",
+            "Label purchases per carrier and outcome (bought, reconciled, refused, canceled, "
+            "inconclusive: a lookup after a lost answer could not rule a label out).",
             ["carrier", "outcome"],
             registry=registry,
         )
@@ -606,22 +621,12 @@ class CarrierActor(Actor[Describe]):
         data = self._shipment(location, order.order, fulfilment)
         attempts = [e for e in history if isinstance(e, LabelAttempted)]
         label: Label | None = None
-        reconciled = False
-        if attempts and not isinstance(history[-1], LabelRefused):
-            # An attempt without an outcome: the label may exist. Ask before buying again,
-            # on every day an attempt was made (a lost answer before midnight is found on
-            # that day's manifest, not today's).
-            known = {f.tracking_number for f in await self._shipped() if f.tracking_number}
-            tried = {a.at.date() for a in attempts[-3:] if a.at.date() <= data.ship_date}
-            days = sorted({data.ship_date, *tried}, reverse=True)
-            for day in days:
-                looked_up = msgspec.structs.replace(data, ship_date=day)
-                label = await self.adapter.find_by_reference(looked_up, known=known)
-                if label is not None:
-                    break
-            reconciled = label is not None
-            if reconciled:
-                log.info("label_reconciled", fulfilment_id=fulfilment_id, reference=data.reference)
+        if attempts and not isinstance(history[-1], LabelRefused | LabelRuledOut):
+            # An attempt without an outcome: the label may exist. Ask before buying again.
+            label = await self._find_lost(data, attempts)
+        reconciled = label is not None
+        if reconciled:
+            log.info("label_reconciled", fulfilment_id=fulfilment_id, reference=data.reference)
         if label is None:
             attempt = LabelAttempted(
                 at=datetime.now(UTC),
@@ -649,6 +654,34 @@ class CarrierActor(Actor[Describe]):
             self.section.name, "reconciled" if reconciled else "bought"
         ).inc()
         await self._ship(fulfilment, stored)
+
+    async def _find_lost(
+        self, data: ShipmentData, attempts: Sequence[LabelAttempted]
+    ) -> Label | None:
+        """The label an unanswered attempt may have bought, looked up on every day one was
+        made (a lost answer before midnight is on that day's manifest, not today's)."""
+        known = {f.tracking_number for f in await self._shipped() if f.tracking_number}
+        tried = {a.at.date() for a in attempts[-3:] if a.at.date() <= data.ship_date}
+        inconclusive: LabelLookupInconclusive | None = None
+        for day in sorted({data.ship_date, *tried}, reverse=True):
+            looked_up = msgspec.structs.replace(data, ship_date=day)
+            try:
+                label = await self.adapter.find_by_reference(looked_up, known=known)
+            except LabelLookupInconclusive as exc:
+                inconclusive = exc  # another day may still hold the label
+                continue
+            if label is not None:
+                return label
+        if inconclusive is not None:
+            self.metrics.labels.labels(self.section.name, "inconclusive").inc()
+            raise LabelLookupInconclusive(
+                self.target,
+                f"{inconclusive}. If the carrier's portal shows no label under reference "
+                f"{data.reference}, rule it out (POST /v1/fulfillments/{data.reference}"
+                "/label/rule-out): the next attempt, or a retry of its dead letter, buys it",
+                operation=inconclusive.operation,
+            ) from inconclusive
+        return None
 
     def _shipment(
         self, location: LocationConfig, order: Order, fulfilment: FulfilmentState
@@ -937,9 +970,23 @@ def _write_atomically(path: Path, content: bytes) -> None:
 # -- the label route ------------------------------------------------------------------------------
 
 
+class RuleOutBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    reason: str  # what the operator checked, kept in the label stream
+
+
+class RuledOut(msgspec.Struct, frozen=True):
+    fulfilment_id: str
+    attempts: int  # the unanswered attempts now known to have bought nothing
+
+
 class CarrierRoutes:
     """`GET /v1/fulfillments/{id}/label`: the stored carrier label, PDF or ZPL as bought; for
     a click & collect fulfilment, which no carrier carries, a pickup slip PDF drawn on the spot.
+
+    `POST /v1/fulfillments/{id}/label/rule-out`: the operator's word, after checking the
+    carrier's portal, that the unanswered purchase attempts bought no label. Only for that
+    case: the carrier's lookup could not prove it (`LabelLookupInconclusive`), so without it
+    the fulfilment would wait forever rather than risk a second label.
     """
 
     def __init__(self, store: EventStore, data_dir: Path) -> None:
@@ -971,6 +1018,40 @@ class CarrierRoutes:
             },
         )
 
+    async def rule_out(self, request: Request) -> Response:
+        fulfilment_id = request.path_params["fulfilment_id"]
+        body: RuleOutBody = decode_body(await request.body(), body_decoder(RuleOutBody))
+        if not body.reason.strip():
+            raise ApiError(422, "invalid_body", "say what was checked", "$.reason")
+        stream = label_stream(fulfilment_id)
+        stored = await self.store.read_stream(stream)
+        history = _decode_events(stored)
+        if not history:
+            raise ApiError(
+                404, "label_not_found", f"fulfilment {fulfilment_id!r} has no label attempt"
+            )
+        last = history[-1]
+        if not isinstance(last, LabelAttempted):
+            raise ApiError(
+                409,
+                "no_open_attempt",
+                f"fulfilment {fulfilment_id!r} has no unanswered label purchase "
+                f"(last: {type(last).__name__})",
+            )
+        ruled_out = LabelRuledOut(at=datetime.now(UTC), carrier=last.carrier, reason=body.reason)
+        try:
+            version = stored[-1].version
+            await self.store.append(stream, [_event(ruled_out)], expected_version=version)
+        except VersionConflict:
+            raise ApiError(
+                409, "label_changed", f"the label of {fulfilment_id!r} changed; look again"
+            ) from None
+        log.warning(
+            "label_ruled_out", fulfilment_id=fulfilment_id, carrier=last.carrier, reason=body.reason
+        )
+        unanswered = takewhile(lambda e: isinstance(e, LabelAttempted), reversed(history))
+        return json_response(RuledOut(fulfilment_id, sum(1 for _ in unanswered)))
+
     async def _pickup_slip(self, fulfilment_id: str) -> bytes | None:
         fulfilment = await self.store.read(partial(fetch_fulfilment, fulfilment_id=fulfilment_id))
         if fulfilment is None or fulfilment.kind != "pickup":
@@ -999,7 +1080,18 @@ class CarrierRoutes:
                 admin=True,
                 responses={200: None, 404: None},
                 tags=("fulfillments",),
-            )
+            ),
+            ApiRoute(
+                "/v1/fulfillments/{fulfilment_id}/label/rule-out",
+                "POST",
+                self.rule_out,
+                "After checking the carrier's portal: the unanswered label purchase bought "
+                "nothing, so the next attempt buys without a lookup",
+                admin=True,
+                request=RuleOutBody,
+                responses={200: RuledOut, 400: None, 404: None, 409: None, 422: None},
+                tags=("fulfillments",),
+            ),
         ]
 
 

@@ -14,7 +14,9 @@ Four operations, each one request and no retries (retrying is the outbox dispatc
   the daily manifest) need not read again. Carriers without an idempotency key (DHL) can lose
   the answer to a purchase that happened; the actor asks this before buying again, so a lost
   answer never buys a second label. None means "proven not bought"; an answer that proves
-  nothing is an error, never None.
+  nothing is an error, never None: `LabelLookupInconclusive` when the carrier's listing
+  cannot show that it holds every label under the reference (retried; the operator may rule
+  the label out after checking the carrier's portal).
 - `cancel(shipment_number)` and `track(shipment_number)`.
 
 Failures other than a refusal are `adapters.errors` (transient: retry; permanent: park), like
@@ -29,13 +31,14 @@ from typing import Final, Literal, Protocol
 
 import msgspec
 
-from adapters.errors import PermanentUpstreamError
+from adapters.errors import PermanentUpstreamError, TransientUpstreamError
 
 __all__ = [
     "MAX_PARCEL_GRAMS",
     "CarrierAdapter",
     "Label",
     "LabelFormat",
+    "LabelLookupInconclusive",
     "Party",
     "ShipmentData",
     "ShipmentRefused",
@@ -90,6 +93,12 @@ class TrackingStatus(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
     at: datetime | None = None
     location: str = ""
+
+
+class LabelLookupInconclusive(TransientUpstreamError):
+    """`find_by_reference` read everything and found nothing, but what it read cannot prove
+    that an open label under the reference would have been listed. Transient: a later lookup
+    may prove it (DHL: once the day's manifest shows a shipment that is still open)."""
 
 
 class ShipmentRefused(PermanentUpstreamError):

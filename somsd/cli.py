@@ -549,6 +549,13 @@ def cmd_fulfilments_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fulfilments_rule_out_label(args: argparse.Namespace) -> int:
+    path = f"/v1/fulfillments/{_segment(args.fulfilment_id)}/label/rule-out"
+    ruled = _call(args, "POST", path, body={"reason": args.reason})
+    print(f"{ruled['fulfilment_id']}: {ruled['attempts']} unanswered attempt(s) ruled out")
+    return EXIT_OK
+
+
 def _acting_order_id(args: argparse.Namespace) -> str:
     """The order id for an action: an order number is looked up when the data dir is readable."""
     from somsd.daemon import DATABASE_FILE
@@ -788,6 +795,16 @@ def _add_acting_commands(commands: Any, order_commands: Any) -> None:
         fulfil_commands.add_parser("show", help="one fulfilment as JSON"), cmd_fulfilments_show
     )
     show.add_argument("fulfilment_id", metavar="ID")
+    rule_out_help = (
+        "after checking the carrier's portal: the unanswered label purchase bought nothing, "
+        "so the next attempt buys without a lookup"
+    )
+    rule_out = with_config(
+        fulfil_commands.add_parser("rule-out-label", help=rule_out_help, description=rule_out_help),
+        cmd_fulfilments_rule_out_label,
+    )
+    rule_out.add_argument("fulfilment_id", metavar="ID")
+    rule_out.add_argument("--reason", required=True, help="what was checked (kept with the label)")
 
     def order_action(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = order_commands.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -48,6 +49,17 @@ listen = "127.0.0.1:0"
 """
     )
     return path
+
+
+def pin_api_port(config: Path) -> Path:
+    """Give `config` a real API port: the command line (`status`, `reload`, operator
+    actions) finds the daemon through `api.listen`, which port 0 does not tell it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = config.read_text()
+    config.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"', 1))
+    return config
 
 
 class DaemonProcess:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.harness import running_daemon, write_daemon_config
+from tests.harness import pin_api_port, running_daemon, write_daemon_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +25,7 @@ async def somsd(*args: str) -> tuple[int, str, str]:
 
 def fixed_port_config(tmp_path: Path) -> Path:
     """`reload` and `status` find the daemon through api.listen, so it needs a real port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = write_daemon_config(tmp_path)
-    config.write_text(config.read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"', 1))
-    return config
+    return pin_api_port(write_daemon_config(tmp_path))
 
 
 async def test_status_and_reload_talk_to_the_running_daemon(tmp_path: Path) -> None:

@@ -23,9 +23,8 @@ import pytest
 import trio
 
 from somsd.domain.order import Address
-from tests.harness import START_TIMEOUT, running_daemon
+from tests.harness import START_TIMEOUT, pin_api_port, running_daemon
 from tests.orders.shop import accept, order_body, somsd_cli, webhook_config
-from tests.test_cli import fixed_port_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,14 +51,7 @@ def operator_config(tmp_path: Path) -> Path:
     """Webhook channels, a carrier and a driverless ERP, on a fixed API port the CLI can find."""
     (tmp_path / "dhl.key").write_text("key\n")
     (tmp_path / "dhl.password").write_text("password\n")
-    config = webhook_config(tmp_path, CARRIER)
-    port_config = fixed_port_config(tmp_path / "port")
-    port_line = next(
-        line for line in port_config.read_text().splitlines() if line.startswith("listen")
-    )
-    text = config.read_text().replace('listen = "127.0.0.1:0"', port_line, 1)
-    config.write_text(text)
-    return config
+    return pin_api_port(webhook_config(tmp_path, CARRIER))
 
 
 async def cli(config: Path, *args: str) -> tuple[int, str, str]:
@@ -75,7 +67,6 @@ def one_line_error(err: str) -> None:
 
 async def test_a_section_without_driver_says_so_everywhere(tmp_path: Path) -> None:
     """Start warning naming the section; `status`, the admin actors report and /readyz."""
-    (tmp_path / "port").mkdir()
     config = operator_config(tmp_path)
     async with running_daemon(config) as daemon, daemon.admin() as admin:
         warning = await daemon.wait_log("integration_without_driver")
@@ -107,7 +98,6 @@ async def test_a_section_without_driver_says_so_everywhere(tmp_path: Path) -> No
 async def test_orders_are_acted_on_from_the_command_line(tmp_path: Path) -> None:
     """Address correction releases an address hold; payment, status, cancel, release; by
     order number too; and every mistake is one line with a non-zero exit."""
-    (tmp_path / "port").mkdir()
     config = operator_config(tmp_path)
     async with running_daemon(config) as daemon, httpx.AsyncClient(base_url=daemon.api) as api:
         held = await accept(api, order_body("5001", shipping_address=NO_STREET))
@@ -194,7 +184,6 @@ async def test_orders_are_acted_on_from_the_command_line(tmp_path: Path) -> None
 
 async def test_backup_is_private_and_owned_like_the_store(tmp_path: Path) -> None:
     """0600 whatever the umask, and (as root) the store's owner, not the caller's."""
-    (tmp_path / "port").mkdir()
     config = operator_config(tmp_path)
     async with running_daemon(config):
         pass
@@ -254,7 +243,6 @@ def verify_on_terminal(config: Path) -> bytes:
 
 async def test_db_verify_shows_progress_on_a_terminal_only(tmp_path: Path) -> None:
     """On a TTY a progress bar names the step; piped, only the result line is written."""
-    (tmp_path / "port").mkdir()
     config = operator_config(tmp_path)
     async with running_daemon(config):
         pass
@@ -267,7 +255,6 @@ async def test_db_verify_shows_progress_on_a_terminal_only(tmp_path: Path) -> No
 
 def test_run_on_a_terminal_logs_readable_lines(tmp_path: Path) -> None:
     """`somsd run` with stdout on a pseudo-terminal writes ConsoleRenderer lines, not JSON."""
-    (tmp_path / "port").mkdir()
     config = operator_config(tmp_path)
     leader, follower = pty.openpty()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

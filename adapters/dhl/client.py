@@ -27,7 +27,14 @@ from typing import Final
 import httpx
 import msgspec
 
-from adapters.carrier import Label, LabelFormat, ShipmentData, ShipmentRefused, TrackingStatus
+from adapters.carrier import (
+    Label,
+    LabelFormat,
+    LabelLookupInconclusive,
+    ShipmentData,
+    ShipmentRefused,
+    TrackingStatus,
+)
 from adapters.dhl.mapping import (
     ReprintVerdict,
     UnknownCountry,
@@ -162,10 +169,14 @@ class DhlClient:
         (`GET /manifests?billingNumber=&date=`) lists the shipment numbers of the billing
         number and ship date, the ones somsd holds labels for (`known`) are dropped, the rest
         are reprinted (`GET /orders?shipment=...`, at most 30 a call) and matched on
-        `shipmentRefNo`. None only when every listed shipment was read and none carries the
-        reference; an answer that proves nothing (malformed, cut short) is transient, a
-        listing too long to read or a shipment DHL will not reprint any more is permanent
-        (the operator looks in DHL's portal), never "not found".
+        `shipmentRefNo`. None only when every listed shipment was read, none carries the
+        reference, and the manifest is shown to list open shipments: one listed shipment
+        still reprints (DHL reprints only open ones), an unknown one or else one of somsd's
+        own. Without that proof the SPEC leaves open whether an open label is listed at all
+        (PROTOCOL.md), so "nothing listed" is `LabelLookupInconclusive` (transient). An
+        answer that proves nothing (malformed, cut short) is transient too; a listing too
+        long to read or a shipment DHL will not reprint any more is permanent (the operator
+        looks in DHL's portal). Never "not found" without proof.
         """
         operation = "find label by reference"
         listed = await self._manifest(shipment.billing_number, shipment.ship_date, operation)
@@ -183,6 +194,7 @@ class DhlClient:
                 operation=operation,
             )
         unreadable: list[str] = []
+        lists_open = False
         for chunk in batches(candidates, MAX_SHIPMENTS_PER_CALL):
             verdict = await self._reprint(chunk, shipment.reference, shipment.label_format)
             if verdict.found is not None:
@@ -190,6 +202,7 @@ class DhlClient:
                     verdict.found, shipment.reference, shipment.label_format, operation
                 )
             unreadable.extend(verdict.unreadable)
+            lists_open = lists_open or verdict.reprinted
         if unreadable:
             raise PermanentUpstreamError(
                 self.system,
@@ -199,7 +212,29 @@ class DhlClient:
                 "cannot be ruled out; check DHL's portal",
                 operation=operation,
             )
+        if not lists_open:
+            witnesses = [item.shipmentNo for item in listed if item.shipmentNo in known]
+            lists_open = await self._still_open(witnesses[:MAX_SHIPMENTS_PER_CALL])
+        if not lists_open:
+            raise LabelLookupInconclusive(
+                self.system,
+                f"{self.system}: {operation}: no label under reference {shipment.reference} "
+                f"on the {shipment.ship_date} manifest of {shipment.billing_number}, but that "
+                "manifest shows no shipment DHL still reprints, so it may list closed "
+                "shipments only and an open label would not be on it; a later lookup proves "
+                "it once the manifest shows an open shipment; check DHL's portal",
+                operation=operation,
+            )
         return None
+
+    async def _still_open(self, numbers: Sequence[str | None]) -> bool:
+        """Whether DHL still reprints one of `numbers` (somsd's own labels on the manifest):
+        then the manifest lists open shipments and a lost open label would be on it."""
+        asked = [number for number in numbers if number]
+        if not asked:
+            return False
+        verdict = await self._reprint(asked, reference="", label_format="pdf", docs="URL")
+        return verdict.reprinted
 
     async def _manifest(self, billing_number: str, day: date, operation: str) -> list[ManifestItem]:
         params = {"billingNumber": billing_number, "date": day.isoformat(), "includeDocs": "URL"}
@@ -226,14 +261,19 @@ class DhlClient:
         return list(answer.items)
 
     async def _reprint(
-        self, numbers: Sequence[str], reference: str, label_format: LabelFormat
+        self,
+        numbers: Sequence[str],
+        reference: str,
+        label_format: LabelFormat,
+        *,
+        docs: str = "include",
     ) -> ReprintVerdict:
         operation = "reprint labels"
         params = httpx.QueryParams(
             [
                 *(("shipment", number) for number in numbers),
                 ("docFormat", "ZPL2" if label_format == "zpl" else "PDF"),
-                ("includeDocs", "include"),
+                ("includeDocs", docs),
             ]
         )
         response = await self._request("GET", f"{self._shipping}/orders", operation, params=params)

@@ -213,10 +213,14 @@ class ReprintVerdict(msgspec.Struct, frozen=True, kw_only=True):
     `found`: the item whose `shipmentRefNo` is the reference (the label bought under it).
     `unreadable`: shipment numbers DHL would not reprint (closed or deleted); their reference
     is unknown, so they keep "not bought" from being proven.
+    `reprinted`: DHL reprinted at least one of them, so that shipment is still open (SPEC:
+    only shipments "not yet closed" are reprinted) and the manifest it came from lists open
+    shipments.
     """
 
     found: ResponseItem | None = None
     unreadable: tuple[str, ...] = ()
+    reprinted: bool = False
 
 
 def manifest_candidates(items: Sequence[ManifestItem], known: Collection[str]) -> list[str]:
@@ -255,14 +259,16 @@ def match_reprint(
         raise ValueError(f"{len(items)} items for {len(asked)} shipments asked")
     found: ResponseItem | None = None
     unreadable: list[str] = []
+    reprinted = False
     for index, (number, item) in enumerate(zip(asked, items, strict=True)):
         if item.shipmentNo and item.shipmentNo != number:
             raise ValueError(f"items[{index}] is shipment {item.shipmentNo}, asked for {number}")
         if item.sstatus.status not in (None, 200):
             unreadable.append(number)
             continue
+        reprinted = reprinted or item.label is not None or item.sstatus.status == 200
         if item.shipmentRefNo == reference and found is None:
             # The first one: two labels under one reference would already be a duplicate, and
             # adopting either buys nothing more.
             found = msgspec.structs.replace(item, shipmentNo=number)
-    return ReprintVerdict(found=found, unreadable=tuple(unreadable))
+    return ReprintVerdict(found=found, unreadable=tuple(unreadable), reprinted=reprinted)

@@ -16,8 +16,15 @@ from adapters.ownfleet import own_fleet_number
 from somsd.domain.order import Address
 from tests.adapters.conftest import Serve
 from tests.carrier.conftest import FakeZebra
-from tests.harness import DaemonProcess, running_daemon
-from tests.orders.shop import accept, order_body, sample_value, scrape, webhook_config
+from tests.harness import DaemonProcess, pin_api_port, running_daemon
+from tests.orders.shop import (
+    accept,
+    order_body,
+    sample_value,
+    scrape,
+    somsd_cli,
+    webhook_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -251,6 +258,71 @@ async def test_sigkill_and_lost_answers_buy_each_label_exactly_once(
     assert sim.knobs.lose_next == 0  # three answers were lost after DHL bought the label
     assert sim.created == parcels  # no second label for any parcel
     assert {f["id"]: [f["tracking_number"]] for f in shipped} == by_reference
+
+
+async def test_a_lost_label_that_cannot_be_ruled_out_waits_for_the_operator(
+    tmp_path: Path, serve: Serve
+) -> None:
+    """DHL's manifest lists closed shipments only (the SPEC's other reading): the label whose
+    answer was lost is invisible, so somsd buys nothing more until the operator, having
+    cancelled the orphan in DHL's portal, rules it out; then exactly one label is live."""
+    sim = DhlSimulator()
+    sim.knobs.manifest_lists_open = False
+    sim.knobs.lose_next = 1
+    url, _ = await serve(sim)
+    config = pin_api_port(shipping_config(tmp_path, url, sim))
+    async with running_daemon(config) as daemon, daemon.admin() as admin:
+        await stock(admin)
+        order_id = await place(daemon, "unknown-1", shipping_address=BERLIN)
+        fulfilment = await eventually("routed", lambda: fulfilment_of(admin, order_id))
+        fulfilment_id = fulfilment["id"]
+        early = await admin.post(
+            f"/v1/fulfillments/{fulfilment_id}/label/rule-out", json={"reason": "checked"}
+        )
+        assert early.status_code == 404, early.text  # no purchase tried yet
+        assert (await admin.post(f"/v1/fulfillments/{fulfilment_id}/pack")).status_code == 200
+
+        async def inconclusive() -> bool:
+            samples = await scrape(daemon)
+            name = "somsd_carrier_labels_total"
+            return sample_value(samples, name, carrier="dhl", outcome="inconclusive") >= 2
+
+        await eventually("two lookups that cannot rule the label out", inconclusive)
+        [orphan] = sim.live_shipments
+        assert sim.created == 1  # retried lookups, never a second purchase
+        assert (await fulfilment_of(admin, order_id) or {})["state"] == "packed"
+
+        rule_out = f"/v1/fulfillments/{fulfilment_id}/label/rule-out"
+        for body, status in (
+            (b"{", 400),
+            (b'{"reason": "  "}', 422),
+            (b'{"reason": "x", "extra": 1}', 422),
+        ):
+            refused = await admin.post(rule_out, content=body)
+            assert refused.status_code == status, refused.text
+        for strange in ("x" * 5000, "f-üß-1"):
+            missing = await admin.post(
+                f"/v1/fulfillments/{strange}/label/rule-out", json={"reason": "checked"}
+            )
+            assert missing.status_code == 404, missing.text
+        orphan.deleted = True  # the operator cancels it in DHL's portal
+        ruled = await somsd_cli(
+            *("fulfilments", "rule-out-label", fulfilment_id, "-c", str(config)),
+            *("--reason", "portal: orphan label cancelled"),
+        )
+        assert ruled.returncode == 0, ruled.stderr
+        assert ruled.stdout.decode() == f"{fulfilment_id}: 1 unanswered attempt(s) ruled out\n"
+
+        async def shipped() -> dict[str, Any] | None:
+            found = await fulfilment_of(admin, order_id)
+            return found if found and found["state"] in ("shipped", "delivered") else None
+
+        fulfilment = await eventually("shipped", shipped)
+        [live] = sim.live_shipments
+        assert fulfilment["tracking_number"] == live.number != orphan.number
+        again = await admin.post(rule_out, json={"reason": "twice"})
+        assert again.status_code == 409, again.text
+    assert sim.created == 2
 
 
 async def test_a_failed_delivery_holds_the_order_once(tmp_path: Path, serve: Serve) -> None:
