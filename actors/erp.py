@@ -101,7 +101,9 @@ __all__ = [
     "ErpMetrics",
     "SelectLineErp",
     "StockSink",
+    "document_reference",
     "erp_order_effects_for",
+    "label_delivery_note",
     "stock_locations",
 ]
 
@@ -408,7 +410,7 @@ class SelectLineErp(IntegrationActor):
         since = min(f.created_at for f in reserved).date() - timedelta(days=1)
         rows: list[Stock] = []
         for note in await client.documents_in_state("L", "All", since=since):
-            fulfilment = by_reference.get(_reference(note) or "")
+            fulfilment = by_reference.get(document_reference(note) or "")
             if fulfilment is None:
                 continue
             warehouse = mapping[fulfilment.location][0]
@@ -493,6 +495,30 @@ class SelectLineErp(IntegrationActor):
 
     def not_posted_yet(self, number: str) -> TransientUpstreamError:
         return self._not_posted_yet(number)
+
+    async def create_delivery_note(
+        self,
+        client: SelectLineClient,
+        sales_order_key: str,
+        wanted: Sequence[tuple[DocumentPositionReadModel, Decimal]],
+    ) -> str:
+        """Create a delivery note L, the sales order's successor taking over the `wanted`
+        (position, quantity) pairs; returns its key. It is not labelled yet (see
+        `label_delivery_note`)."""
+        created = await client.create_successor(
+            sales_order_key,
+            SuccessorsDocumentData(
+                DocumentKindDestination="L",
+                Positions=tuple(
+                    StoreInformationUpdate(
+                        Identifier=p.Identifier, ArticleNumber=p.ArticleNumber, Quantity=q
+                    )
+                    for p, q in wanted
+                ),
+            ),
+        )
+        self.metrics.documents.labels(self.erp.name, "L").inc()
+        return created.DocumentKey
 
     async def _command(self, order_id: str, action: RecordPayment | RecordErpDocument) -> None:
         def command(reply: Reply[OrderState]) -> OrderCommand:
@@ -604,36 +630,14 @@ class SelectLineErp(IntegrationActor):
         positions = await client.positions(order.key)
         wanted = _shipment_positions(positions, effect)
         deliveries = [d for d in await client.successors(order.key) if d.KindFlag == "L"]
-        delivery = next((d for d in deliveries if _reference(d) == reference), None)
+        delivery = next((d for d in deliveries if document_reference(d) == reference), None)
         if delivery is None:
             delivery = await self._adopt_unlabelled(client, deliveries, wanted)
         if delivery is None:
-            created = await client.create_successor(
-                order.key,
-                SuccessorsDocumentData(
-                    DocumentKindDestination="L",
-                    Positions=tuple(
-                        StoreInformationUpdate(
-                            Identifier=p.Identifier, ArticleNumber=p.ArticleNumber, Quantity=q
-                        )
-                        for p, q in wanted
-                    ),
-                ),
-            )
-            self.metrics.documents.labels(self.erp.name, "L").inc()
-            delivery_key = created.DocumentKey
+            delivery_key = await self.create_delivery_note(client, order.key, wanted)
         else:
             delivery_key = delivery.key
-        await client.update_document(
-            delivery_key,
-            DocumentUpdateModel(
-                BusinessPartner=DocumentDetailBusinessPartner(
-                    BusinessPartnerContract=effect.number,
-                    BusinessPartnerReferenceNumber=reference,
-                    Address=order.BusinessPartner.Address if order.BusinessPartner else None,
-                )
-            ),
-        )
+        await label_delivery_note(client, delivery_key, order, effect.number, reference)
         await self._record(effect.order_id, "L", delivery_key, f"shipment:{effect.shipment_id}")
         invoices = [d for d in await client.successors(delivery_key) if d.KindFlag == "R"]
         if invoices:
@@ -670,7 +674,7 @@ class SelectLineErp(IntegrationActor):
         # a retry after a lost answer no longer asks for it.
         expected = sorted((p.Identifier, q) for p, q in wanted if p.PositionKind == "A")
         for delivery in deliveries:
-            if "/" in (_reference(delivery) or ""):
+            if "/" in (document_reference(delivery) or ""):
                 continue
             lines = await client.positions(delivery.key)
             got = sorted(
@@ -813,9 +817,32 @@ class SelectLineErp(IntegrationActor):
 JOURNAL_STATUS_ID: Final = 1
 
 
-def _reference(document: DocumentReadModel) -> str | None:
+def document_reference(document: DocumentReadModel) -> str | None:
+    """A document's `BusinessPartnerReferenceNumber`: a delivery note's shipment reference."""
     partner = document.BusinessPartner
     return partner.BusinessPartnerReferenceNumber if partner else None
+
+
+async def label_delivery_note(
+    client: SelectLineClient,
+    key: str,
+    sales_order: DocumentReadModel,
+    number: str,
+    reference: str,
+) -> None:
+    """Label delivery note `key` with the order `number` and its shipment `reference` (what a
+    retry looks for before creating another), and the sales order's address."""
+    partner = sales_order.BusinessPartner
+    await client.update_document(
+        key,
+        DocumentUpdateModel(
+            BusinessPartner=DocumentDetailBusinessPartner(
+                BusinessPartnerContract=number,
+                BusinessPartnerReferenceNumber=reference,
+                Address=partner.Address if partner else None,
+            )
+        ),
+    )
 
 
 def _shipment_positions(

@@ -36,7 +36,7 @@ from typing import Final
 
 import structlog
 
-from actors.erp import SelectLineErp
+from actors.erp import SelectLineErp, document_reference, label_delivery_note
 from actors.location import LocationSink, SendFulfilment, decode_delivery, location_target
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError
 from adapters.selectline.client import SelectLineClient
@@ -47,13 +47,7 @@ from adapters.selectline.planning import (
     delivery_positions,
     tracking_number,
 )
-from adapters.selectline.wire import (
-    DocumentDetailBusinessPartner,
-    DocumentReadModel,
-    DocumentUpdateModel,
-    StoreInformationUpdate,
-    SuccessorsDocumentData,
-)
+from adapters.selectline.wire import DocumentReadModel
 from somsd.config import LocationConfig
 from somsd.domain.state import OrderState
 from somsd.projections.fulfilments import (
@@ -161,25 +155,12 @@ class SelectLineWarehouse:
         try:
             articles = delivery_articles(positions, skus, lines, shipping=shipping)
             notes = [d for d in await client.successors(sales_order.key) if d.KindFlag == "L"]
-            note = next((d for d in notes if _reference(d) == reference), None)
+            note = next((d for d in notes if document_reference(d) == reference), None)
             if note is None:
                 note = await self._adopt_unlabelled(client, notes, articles)
             if note is None:
                 wanted = delivery_positions(positions, skus, lines, shipping=shipping)
-                created = await client.create_successor(
-                    sales_order.key,
-                    SuccessorsDocumentData(
-                        DocumentKindDestination="L",
-                        Positions=tuple(
-                            StoreInformationUpdate(
-                                Identifier=p.Identifier, ArticleNumber=p.ArticleNumber, Quantity=q
-                            )
-                            for p, q in wanted
-                        ),
-                    ),
-                )
-                erp.metrics.documents.labels(erp.erp.name, "L").inc()
-                key = created.DocumentKey
+                key = await erp.create_delivery_note(client, sales_order.key, wanted)
             else:
                 key = note.key
         except SalesOrderIncomplete as exc:
@@ -192,17 +173,7 @@ class SelectLineWarehouse:
                 f"{self.target}: fulfilment {delivery.fulfilment_id} of {number}: {exc}",
                 operation="POST /Documents/{key}/Successors",
             ) from exc
-        partner = sales_order.BusinessPartner
-        await client.update_document(
-            key,
-            DocumentUpdateModel(
-                BusinessPartner=DocumentDetailBusinessPartner(
-                    BusinessPartnerContract=number,
-                    BusinessPartnerReferenceNumber=reference,
-                    Address=partner.Address if partner else None,
-                )
-            ),
-        )
+        await label_delivery_note(client, key, sales_order, number, reference)
         await erp.record(order.order_id, "L", key, f"shipment:{shipment}")
         log.info(
             "erp_delivery_note_posted",
@@ -217,7 +188,7 @@ class SelectLineWarehouse:
     ) -> DocumentReadModel | None:
         wanted = {number: units for number, units in articles.items() if units > 0}
         for note in notes:
-            if "/" in (_reference(note) or ""):
+            if "/" in (document_reference(note) or ""):
                 continue
             held: dict[str, Decimal] = {}
             for p in await client.positions(note.key):
@@ -241,7 +212,7 @@ class SelectLineWarehouse:
         # A day's margin: the ERP dates a note in its own time zone, somsd in UTC.
         since = min(f.created_at for f in open_fulfilments).date() - timedelta(days=1)
         for note in await client.finished_documents("L", since):
-            fulfilment = by_reference.get(_reference(note) or "")
+            fulfilment = by_reference.get(document_reference(note) or "")
             if fulfilment is None:
                 continue
             tracking, carrier = tracking_number(await client.journals(note.key))
@@ -280,8 +251,3 @@ async def open_fulfilments(store: EventStore, location: str) -> list[FulfilmentS
         if len(batch) < _PAGE:
             break
     return found
-
-
-def _reference(document: DocumentReadModel) -> str | None:
-    partner = document.BusinessPartner
-    return partner.BusinessPartnerReferenceNumber if partner else None

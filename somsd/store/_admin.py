@@ -25,6 +25,7 @@ from somsd.store._queries import iter_events
 from somsd.store._schema import (
     PROGRESS_EVERY,
     SCHEMA_VERSION,
+    build_projections,
     check_projections,
     create_projection,
     existing_tables,
@@ -32,8 +33,6 @@ from somsd.store._schema import (
     open_reader,
     open_writer,
     quote,
-    record_projection_versions,
-    replay,
     stored_projection_versions,
 )
 from somsd.store._sql import Connection
@@ -146,10 +145,7 @@ def rebuild_projections(
     conn = open_writer(path, _ADMIN_LOCK_TIMEOUT)
     try:
         with immediate_transaction(conn):
-            for projection in projections:
-                create_projection(conn, projection)
-            count = replay(conn, conn, projections, progress=progress)
-            record_projection_versions(conn, projections)
+            count = build_projections(conn, projections, progress=progress)
     finally:
         conn.close()
     log.info(

@@ -30,7 +30,7 @@ from psycopg import pq
 
 from somsd.secrets import Secret
 from somsd.store._errors import StoreError, StoreUnavailable
-from somsd.store._projection import Projection, projection_version
+from somsd.store._projection import Projection
 from somsd.store._sql import Connection, Dialect
 
 __all__ = [
@@ -363,27 +363,14 @@ def pg_stored_projection_versions(conn: Connection) -> dict[str, int]:
 def install_pg_projections(conn: PgConnection, projections: Sequence[Projection]) -> None:
     """Create and fill from the log projections whose tables are missing or outdated."""
     # Imported here: _schema imports the SQLite side, which does not need this module.
-    from somsd.store._schema import create_projection, record_projection_versions, replay
+    from somsd.store._schema import build_projections, projection_install
 
     with conn.raw.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INSTALL_LOCK,))
-        have = pg_existing_tables(conn)
-        stored = pg_stored_projection_versions(conn)
-        missing = [p for p in projections if not all(t.lower() in have for t in p.tables)]
-        outdated = [
-            p
-            for p in projections
-            if p not in missing and stored.get(p.name, 1) != projection_version(p)
-        ]
-        if not missing and not outdated:
+        install = projection_install(
+            projections, pg_existing_tables(conn), pg_stored_projection_versions(conn)
+        )
+        if install is None:
             return
-        for projection in missing + outdated:
-            create_projection(conn, projection)
-        replayed = replay(conn, conn, missing + outdated)
-        record_projection_versions(conn, missing + outdated)
-    log.info(
-        "event_store_projections_filled_from_log",
-        projections=[p.name for p in missing],
-        upgraded={p.name: [stored.get(p.name, 1), projection_version(p)] for p in outdated},
-        events=replayed,
-    )
+        replayed = build_projections(conn, install.projections)
+    install.log_filled(replayed)

@@ -51,12 +51,10 @@ from somsd.store._postgres import (
 )
 from somsd.store._projection import Projection
 from somsd.store._schema import (
+    build_projections,
     check_projections,
-    create_projection,
     open_reader,
     quote,
-    record_projection_versions,
-    replay,
 )
 from somsd.store._sql import Connection
 
@@ -170,10 +168,7 @@ def rebuild_postgres(
         migrate_pg(conn, describe_dsn(dsn))
         with conn.raw.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INSTALL_LOCK,))
-            for projection in projections:
-                create_projection(conn, projection)
-            count = replay(conn, conn, projections, progress=progress)
-            record_projection_versions(conn, projections)
+            count = build_projections(conn, projections, progress=progress)
     finally:
         conn.close()
     log.info(
@@ -284,10 +279,7 @@ def migrate_sqlite_to_postgres(
                         if want[table] != have[table]
                     )
                 )
-            for projection in projections:
-                create_projection(target, projection)
-            replayed = replay(target, target, projections)
-            record_projection_versions(target, projections)
+            replayed = build_projections(target, projections)
         install_pg_projections(target, projections)
     finally:
         reader.close()

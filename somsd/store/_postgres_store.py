@@ -36,7 +36,7 @@ import psycopg.errors
 
 from somsd.secrets import Secret
 from somsd.store._errors import StoreError, StoreUnavailable, VersionConflict
-from somsd.store._models import Appended, Duplicate, StoredEvent
+from somsd.store._models import StoredEvent
 from somsd.store._postgres import (
     PgConnection,
     connect,
@@ -51,11 +51,11 @@ from somsd.store._store import EventStore
 from somsd.store._time import to_text
 from somsd.store._writer import (
     _EMPTY_METADATA,
-    _INSERT_OUTBOX,
     AppendRequest,
     BatchWriter,
     Outcome,
     WriteRequest,
+    _duplicate_of,
     _encode_metadata,
     _failed,
 )
@@ -142,13 +142,8 @@ class PgBatchWriter(BatchWriter):
         conn = self.pg
         stream = request.stream
         key = request.idempotency
-        if key is not None:
-            seen = conn.execute(
-                "SELECT stream, first_seq FROM idempotency WHERE source = ? AND external_id = ?",
-                (key.source, key.external_id),
-            ).fetchone()
-            if seen is not None:
-                return Duplicate(stream=seen[0], first_seq=seen[1])
+        if key is not None and (duplicate := _duplicate_of(conn, key)) is not None:
+            return duplicate
         expected = request.expected_version
         events = request.events
         if self._stampers:
@@ -186,28 +181,9 @@ class PgBatchWriter(BatchWriter):
                     last_seq, stream, version, event.type, event.payload, event.metadata, now
                 )
             )
-        for append_projection in self._per_append:
-            append_projection.apply_append(conn, stored_events)
-        for projection in self._per_event:
-            for stored in stored_events:
-                projection.apply(conn, stored)
-        if request.outbox:
-            conn.executemany(
-                _INSERT_OUTBOX,
-                [(o.target, o.payload, o.idempotency_key, now_text) for o in request.outbox],
-            )
-        if key is not None:
-            conn.execute(
-                "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                (key.source, key.external_id, stream, first_seq, now_text),
-            )
-        changed = any(a is not b for a, b in zip(events, request.events, strict=True))
-        return Appended(
-            stream=stream,
-            first_seq=first_seq,
-            last_seq=last_seq,
-            version=version,
-            stamped=tuple(events) if changed else (),
+        appended = (first_seq, last_seq, version)
+        return self._finish_append(
+            conn, request, events, stored_events, appended, now_text=now_text
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -28,6 +29,8 @@ from somsd.store._sql import Connection
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "ProjectionInstall",
+    "build_projections",
     "check_projections",
     "create_projection",
     "existing_tables",
@@ -35,6 +38,7 @@ __all__ = [
     "install_projections",
     "open_reader",
     "open_writer",
+    "projection_install",
     "quote",
     "record_projection_versions",
     "replay",
@@ -280,15 +284,50 @@ def record_projection_versions(conn: Connection, projections: Sequence[Projectio
     )
 
 
-def install_projections(conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
-    """Build, from the log, projections whose tables are missing or in an older format.
+def build_projections(
+    conn: Connection,
+    projections: Sequence[Projection],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Create the projections' tables afresh, fill them from the log and note their format
+    versions, inside the caller's transaction; returns the number of events replayed."""
+    for projection in projections:
+        create_projection(conn, projection)
+    count = replay(conn, conn, projections, progress=progress)
+    record_projection_versions(conn, projections)
+    return count
 
-    An upgrade that changes how a projection writes its rows bumps its `version`; the first
-    start of the new somsd rebuilds just that projection (one transaction, like `somsd db
-    rebuild`), so `somsd db verify` is clean without an operator step.
-    """
-    have = existing_tables(conn)
-    stored = stored_projection_versions(conn)
+
+@dataclass(frozen=True)
+class ProjectionInstall:
+    """What a start has to build: projections whose tables are missing, and projections whose
+    stored format version (`stored`, absent: 1) is older than their `version`."""
+
+    missing: list[Projection]
+    outdated: list[Projection]
+    stored: dict[str, int]
+
+    @property
+    def projections(self) -> list[Projection]:
+        return self.missing + self.outdated
+
+    def log_filled(self, replayed: int) -> None:
+        log.info(
+            "event_store_projections_filled_from_log",
+            projections=[p.name for p in self.missing],
+            upgraded={
+                p.name: [self.stored.get(p.name, 1), projection_version(p)] for p in self.outdated
+            },
+            events=replayed,
+        )
+
+
+def projection_install(
+    projections: Sequence[Projection], have: set[str], stored: dict[str, int]
+) -> ProjectionInstall | None:
+    """What to build, given the tables the database `have`s and the `stored` versions; None
+    when every projection is there and current."""
     missing = [p for p in projections if not all(t.lower() in have for t in p.tables)]
     outdated = [
         p
@@ -296,15 +335,22 @@ def install_projections(conn: sqlite3.Connection, projections: Sequence[Projecti
         if p not in missing and stored.get(p.name, 1) != projection_version(p)
     ]
     if not missing and not outdated:
+        return None
+    return ProjectionInstall(missing, outdated, stored)
+
+
+def install_projections(conn: sqlite3.Connection, projections: Sequence[Projection]) -> None:
+    """Build, from the log, projections whose tables are missing or in an older format.
+
+    An upgrade that changes how a projection writes its rows bumps its `version`; the first
+    start of the new somsd rebuilds just that projection (one transaction, like `somsd db
+    rebuild`), so `somsd db verify` is clean without an operator step.
+    """
+    install = projection_install(
+        projections, existing_tables(conn), stored_projection_versions(conn)
+    )
+    if install is None:
         return
     with immediate_transaction(conn):
-        for projection in missing + outdated:
-            create_projection(conn, projection)
-        replayed = replay(conn, conn, missing + outdated)
-        record_projection_versions(conn, missing + outdated)
-    log.info(
-        "event_store_projections_filled_from_log",
-        projections=[p.name for p in missing],
-        upgraded={p.name: [stored.get(p.name, 1), projection_version(p)] for p in outdated},
-        events=replayed,
-    )
+        replayed = build_projections(conn, install.projections)
+    install.log_filled(replayed)

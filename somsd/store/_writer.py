@@ -38,6 +38,7 @@ from somsd.store._models import (
 )
 from somsd.store._projection import AppendProjection, EventStamper, Projection
 from somsd.store._schema import immediate_transaction
+from somsd.store._sql import Connection
 from somsd.store._time import to_text
 
 __all__ = ["AppendRequest", "BatchWriter", "OutboxAction", "OutboxChange", "WriteRequest"]
@@ -150,13 +151,8 @@ class BatchWriter:
         cursor = self._cursor
         stream = request.stream
         key = request.idempotency
-        if key is not None:
-            seen = cursor.execute(
-                "SELECT stream, first_seq FROM idempotency WHERE source = ? AND external_id = ?",
-                (key.source, key.external_id),
-            ).fetchone()
-            if seen is not None:
-                return Duplicate(stream=seen[0], first_seq=seen[1])
+        if key is not None and (duplicate := _duplicate_of(cursor, key)) is not None:
+            return duplicate
         row = cursor.execute(
             "SELECT max(version) FROM events WHERE stream = ?", (stream,)
         ).fetchone()
@@ -185,24 +181,44 @@ class BatchWriter:
                         last_seq, stream, version, event.type, event.payload, event.metadata, now
                     )
                 )
+        appended = (first_seq, last_seq, version)
+        return self._finish_append(
+            cursor, request, events, stored_events, appended, now_text=now_text
+        )
+
+    def _finish_append(
+        self,
+        db: Connection,
+        request: AppendRequest,
+        events: Sequence[NewEvent],
+        stored_events: list[StoredEvent],
+        appended: tuple[int, int, int],
+        *,
+        now_text: str,
+    ) -> Appended:
+        """An append's work after its events are inserted, on either backend: the projections,
+        its outbox entries and idempotency key (through `db`), and its answer. `appended` is
+        the (first seq, last seq, stream version) of the inserted events."""
+        first_seq, last_seq, version = appended
         for append_projection in self._per_append:
             append_projection.apply_append(self.conn, stored_events)
         for projection in self._per_event:
             for stored in stored_events:
                 projection.apply(self.conn, stored)
         if request.outbox:
-            cursor.executemany(
+            db.executemany(
                 _INSERT_OUTBOX,
                 [(o.target, o.payload, o.idempotency_key, now_text) for o in request.outbox],
             )
+        key = request.idempotency
         if key is not None:
-            cursor.execute(
+            db.execute(
                 "INSERT INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                (key.source, key.external_id, stream, first_seq, now_text),
+                (key.source, key.external_id, request.stream, first_seq, now_text),
             )
         changed = any(a is not b for a, b in zip(events, request.events, strict=True))
         return Appended(
-            stream=stream,
+            stream=request.stream,
             first_seq=first_seq,
             last_seq=last_seq,
             version=version,
@@ -224,6 +240,15 @@ class BatchWriter:
             raise OutboxTransitionError(
                 change.entry_id, change.action.value, None if row is None else row[0]
             )
+
+
+def _duplicate_of(db: Connection, key: IdempotencyKey) -> Duplicate | None:
+    """The earlier append that used the idempotency `key`, if one did."""
+    seen = db.execute(
+        "SELECT stream, first_seq FROM idempotency WHERE source = ? AND external_id = ?",
+        (key.source, key.external_id),
+    ).fetchone()
+    return None if seen is None else Duplicate(stream=seen[0], first_seq=seen[1])
 
 
 def _failed(request: WriteRequest, exc: Exception) -> RequestFailed:
