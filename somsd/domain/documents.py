@@ -41,7 +41,7 @@ __all__ = [
 DocumentKind = Literal["invoice", "credit_note"]
 
 
-class DocumentLine(msgspec.Struct, frozen=True, kw_only=True):
+class DocumentLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     line: int | None  # index into the order's lines; None for the shipping line
     sku: str
     name: str
@@ -53,14 +53,14 @@ class DocumentLine(msgspec.Struct, frozen=True, kw_only=True):
     gross: Decimal
 
 
-class TaxSubtotal(msgspec.Struct, frozen=True, kw_only=True):
+class TaxSubtotal(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     rate: Decimal
     net: Decimal
     tax: Decimal
     gross: Decimal
 
 
-class InvoiceDocument(msgspec.Struct, frozen=True, kw_only=True):
+class InvoiceDocument(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """The content of an invoice or credit note; amounts are positive for both kinds."""
 
     kind: DocumentKind

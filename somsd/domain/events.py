@@ -83,14 +83,14 @@ LineIndex = Annotated[int, msgspec.Meta(extra_json_schema={"minimum": 0})]
 Units = Annotated[int, msgspec.Meta(extra_json_schema={"minimum": 1, "maximum": MAX_QUANTITY})]
 
 
-class LineQuantity(msgspec.Struct, frozen=True):
+class LineQuantity(msgspec.Struct, frozen=True, gc=False):
     """Some units of one order line."""
 
     line: LineIndex
     quantity: Units
 
 
-class ReturnedLine(msgspec.Struct, frozen=True):
+class ReturnedLine(msgspec.Struct, frozen=True, gc=False):
     """Units of one order line that came back, and in what state (decides restock or write-off)."""
 
     line: LineIndex
@@ -98,7 +98,7 @@ class ReturnedLine(msgspec.Struct, frozen=True):
     condition: ReturnCondition
 
 
-class EventBase(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+class EventBase(msgspec.Struct, frozen=True, gc=False, tag=True, kw_only=True):
     at: datetime
     actor: str
 

@@ -45,7 +45,7 @@ _POSTCODES: Final[Mapping[str, tuple[re.Pattern[str], str]]] = {
 }
 
 
-class HoldReason(msgspec.Struct, frozen=True):
+class HoldReason(msgspec.Struct, frozen=True, gc=False):
     """Why an order is held: a stable `code`, a sentence for the operator, the field at fault."""
 
     code: str

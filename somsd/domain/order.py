@@ -104,13 +104,13 @@ TaxRate = Annotated[
 ]
 
 
-class Customer(msgspec.Struct, frozen=True, kw_only=True):
+class Customer(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     id: str | None = None  # guests have no customer number in the shop
     email: str
     name: str
 
 
-class Address(msgspec.Struct, frozen=True, kw_only=True):
+class Address(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     name: str
     company: str | None = None
     street: str
@@ -119,7 +119,7 @@ class Address(msgspec.Struct, frozen=True, kw_only=True):
     country: str  # ISO 3166-1 alpha-2, uppercase
 
 
-class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
+class OrderLine(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     sku: str
     name: str
     quantity: Quantity
@@ -127,19 +127,19 @@ class OrderLine(msgspec.Struct, frozen=True, kw_only=True):
     tax_rate: TaxRate  # percent: "19" means 19 %
 
 
-class Shipping(msgspec.Struct, frozen=True, kw_only=True):
+class Shipping(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     method: ShippingMethod
     price: Money  # gross
     pickup_location: str | None = None  # the store's location name when method is "pickup"
 
 
-class Payment(msgspec.Struct, frozen=True, kw_only=True):
+class Payment(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     method: PaymentMethod
     status: PaymentStatus
     amount: Money  # what the customer pays (or paid) for the whole order, gross
 
 
-class Order(msgspec.Struct, frozen=True, kw_only=True):
+class Order(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     external_id: str  # the channel's id; unique per channel (the event store enforces that)
     number: str  # the order number the customer sees
     placed_at: datetime  # timezone-aware; `decode_order` normalises it to UTC

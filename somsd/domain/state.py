@@ -77,7 +77,7 @@ class InconsistentHistory(ValueError):
     """An event stream no sequence of decisions could have produced."""
 
 
-class LineState(msgspec.Struct, frozen=True, kw_only=True):
+class LineState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """Unit counters of one order line; all start at zero except `ordered`."""
 
     ordered: int
@@ -104,13 +104,13 @@ class LineState(msgspec.Struct, frozen=True, kw_only=True):
         return self.ordered - self.canceled - self.returned
 
 
-class IssuedDocument(msgspec.Struct, frozen=True, kw_only=True):
+class IssuedDocument(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     number: str
     issue_date: date
     document: InvoiceDocument
 
 
-class ReturnState(msgspec.Struct, frozen=True, kw_only=True):
+class ReturnState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     rma_id: str
     status: ReturnStatus
     lines: tuple[LineQuantity, ...]  # as requested
@@ -121,14 +121,14 @@ class ReturnState(msgspec.Struct, frozen=True, kw_only=True):
         return sum(item.quantity for item in self.received if item.line == line)
 
 
-class StatusEntry(msgspec.Struct, frozen=True, kw_only=True):
+class StatusEntry(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     status: str
     at: datetime
     actor: str
     reason: str
 
 
-class ErpDocument(msgspec.Struct, frozen=True, kw_only=True):
+class ErpDocument(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     """A document an ERP holds for the order (see `ErpDocumentRecorded`)."""
 
     system: str
@@ -137,7 +137,7 @@ class ErpDocument(msgspec.Struct, frozen=True, kw_only=True):
     cause: str
 
 
-class OrderState(msgspec.Struct, frozen=True, kw_only=True):
+class OrderState(msgspec.Struct, frozen=True, gc=False, kw_only=True):
     order_id: str
     channel: str
     order: Order
