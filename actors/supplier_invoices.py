@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 import structlog
@@ -46,6 +46,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from actors.documents import FileStore
 from actors.outbox import OutboxDispatcher
+from actors.supplier_invoices_erp import ERP_TARGET, SupplierInvoicePoster, erp_item
 from adapters.errors import TransientUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
@@ -80,6 +81,9 @@ from somsd.supplier_invoices.model import (
     Tolerances,
 )
 from somsd.supplier_invoices.templates import Template, TemplateError, load_template
+
+if TYPE_CHECKING:
+    from actors.erp import SelectLineErp
 
 __all__ = [
     "OUTPUT_TARGET",
@@ -157,6 +161,7 @@ class InvoiceSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     hints: tuple[str, ...] = ()  # needs_template: VAT IDs and IBANs in the text
     problem: str = ""
     files: dict[str, str] = msgspec.field(default_factory=dict)  # role -> sha256
+    erp_documents: dict[str, str] = msgspec.field(default_factory=dict)  # ERP -> document key
 
 
 class AuditTrail(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,7 +219,10 @@ def summarise(invoice: str, entries: Sequence[AuditEntry]) -> InvoiceSummary:
             values["files"]["einvoice"] = data["sha256"]
         elif entry.step == "posted":
             values["status"] = "posted"
-            values["files"]["datev"] = data["sha256"]
+            if data.get("sha256"):
+                values["files"]["datev"] = data["sha256"]
+        elif entry.step == "erp_posted":
+            values.setdefault("erp_documents", {})[data["erp"]] = data["document"]
     return msgspec.convert(values, InvoiceSummary, strict=False)
 
 
@@ -288,6 +296,12 @@ class SupplierInvoiceMetrics:
             "somsd_supplier_invoices_posted_total",
             "Approved supplier invoices written as e-invoice and DATEV batch",
             ["inbox"],
+            registry=registry,
+        )
+        self.erp_posted = Counter(
+            "somsd_supplier_invoices_erp_posted_total",
+            "Approved supplier invoices posted to an ERP as supplier invoice (SelectLine E)",
+            ["erp"],
             registry=registry,
         )
         self.extract_seconds = Histogram(
@@ -423,7 +437,9 @@ class SupplierInvoiceActor:
         dispatcher: OutboxDispatcher,
         registry: CollectorRegistry,
         data_dir: Path,
+        erp: Callable[[str], SelectLineErp | None] = lambda name: None,
     ) -> None:
+        """`erp`: the running SelectLine ERP actor of an `[[erp]]` name (its session posts)."""
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
@@ -435,6 +451,9 @@ class SupplierInvoiceActor:
         self._templates: dict[str, tuple[Config, list[Template], list[str]]] = {}
         self._csv_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
         self.ready = trio.Event()
+        self.poster = SupplierInvoicePoster(
+            self, erp, posted=lambda name: self.metrics.erp_posted.labels(name).inc()
+        )
 
     # -- config -----------------------------------------------------------------------
 
@@ -490,6 +509,7 @@ class SupplierInvoiceActor:
         await self._build_index()
         self.dispatcher.register(PROCESS_TARGET, self.process, limit=1)
         self.dispatcher.register(OUTPUT_TARGET, self.output, limit=1)
+        self.dispatcher.register(ERP_TARGET, self.poster.deliver, limit=1)
         self.ready.set()
         task_status.started()
         try:
@@ -501,6 +521,7 @@ class SupplierInvoiceActor:
         finally:
             self.dispatcher.unregister(PROCESS_TARGET, self.process)
             self.dispatcher.unregister(OUTPUT_TARGET, self.output)
+            self.dispatcher.unregister(ERP_TARGET, self.poster.deliver)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.validator.close)
 
@@ -596,6 +617,32 @@ class SupplierInvoiceActor:
             log.info("supplier_invoice_received", invoice=invoice, filename=filename, via=via)
         return invoice, duplicate
 
+    async def read_trail(self, invoice: str) -> list[AuditEntry]:
+        return entries_of(await self.store.read_stream(stream_of(invoice)))
+
+    async def append_steps(
+        self,
+        invoice: str,
+        steps: Sequence[tuple[str, str]],
+        *,
+        unless: Callable[[Sequence[AuditEntry]], bool],
+    ) -> list[AuditEntry] | None:
+        return await self._append_steps(invoice, steps, unless=unless)
+
+    def approval_outbox(self, invoice: str, section: SupplierInboxConfig) -> list[OutboxItem]:
+        """What an approval sets off, in its own transaction: the output (e-invoice, DATEV)
+        and, when the inbox names an ERP, the posting there."""
+        items = [
+            OutboxItem(
+                OUTPUT_TARGET,
+                msgspec.json.encode(Job(invoice)),
+                f"supplier-invoice:{invoice}:output",
+            )
+        ]
+        if section.erp:
+            items.append(erp_item(invoice, section.erp))
+        return items
+
     async def _append_steps(
         self,
         invoice: str,
@@ -655,17 +702,7 @@ class SupplierInvoiceActor:
         extraction = await trio.to_thread.run_sync(extract, data, templates)
         self.metrics.extract_seconds.observe(time.perf_counter() - started)
         steps, decided, outcome = self._decide(section, extraction)
-        outbox = (
-            [
-                OutboxItem(
-                    OUTPUT_TARGET,
-                    msgspec.json.encode(Job(job.invoice)),
-                    f"supplier-invoice:{job.invoice}:output",
-                )
-            ]
-            if outcome == "approved"
-            else []
-        )
+        outbox = self.approval_outbox(job.invoice, section) if outcome == "approved" else []
         done = await self._append_steps(
             job.invoice,
             [*steps, ("decided", _json(decided))],
@@ -781,15 +818,12 @@ class SupplierInvoiceActor:
             "currency": summary.currency,
             "grand_total": summary.grand_total,
         }
+        section = self.inbox(summary.inbox)
+        if outcome == "approved" and section is None:
+            raise OverrideError(409, "inbox_gone", f"inbox {summary.inbox!r} is not configured")
         outbox = (
-            [
-                OutboxItem(
-                    OUTPUT_TARGET,
-                    msgspec.json.encode(Job(invoice)),
-                    f"supplier-invoice:{invoice}:output",
-                )
-            ]
-            if outcome == "approved"
+            self.approval_outbox(invoice, section)
+            if outcome == "approved" and section is not None
             else []
         )
         status_before = summary.status

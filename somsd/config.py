@@ -570,6 +570,12 @@ class SupplierInboxConfig(_Table, frozen=True):
         default_factory=lambda: {"19": "9", "7": "8", "0": ""}
     )
     datev_dir: str = ""  # where the DATEV CSV batches are written; default <data_dir>/...
+    # The local time ([invoicing] timezone) a day's DATEV batch closes: approvals from then on
+    # belong to the next day's batch. "00:00": the calendar day. "HH:MM" or "HH:MM:SS".
+    datev_cutoff: str = "00:00"
+    # The `[[erp]] kind = "selectline"` section approved invoices are posted to as a supplier
+    # invoice `E`; empty: none.
+    erp: str = ""
     supplier: tuple[SupplierConfig, ...] = ()
     rule: tuple[SupplierAccountingRuleConfig, ...] = ()
 
@@ -1114,7 +1120,7 @@ def _check_references(
         + _attachment_problems(indexed("erp"), documents=config.documents.enabled)
     )
     problems.extend(_setting_problems(config))
-    problems.extend(_supplier_inbox_problems(config.supplier_inbox))
+    problems.extend(_supplier_inbox_problems(config.supplier_inbox, config.erp))
     problems.extend(str(p) for p in status_config_problems(config.custom_statuses()))
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
     if config.store.backend == "postgres" and config.store.dsn_file is None:
@@ -1139,9 +1145,13 @@ def _cluster_problems(cluster: ClusterConfig) -> list[str]:
     return problems
 
 
-def _supplier_inbox_problems(inboxes: Sequence[SupplierInboxConfig]) -> list[str]:
-    """Inbox names as in the other list sections; supplier numbers unique per inbox."""
+def _supplier_inbox_problems(
+    inboxes: Sequence[SupplierInboxConfig], erps: Sequence[ErpConfig]
+) -> list[str]:
+    """Inbox names as in the other list sections; supplier numbers unique per inbox; the ERP
+    named is a SelectLine section; the DATEV cutoff is a time of day."""
     problems: list[str] = []
+    selectline = {erp.name for erp in erps if erp.kind == "selectline"}
     names: set[str] = set()
     for index, inbox in enumerate(inboxes):
         if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", inbox.name):
@@ -1160,6 +1170,16 @@ def _supplier_inbox_problems(inboxes: Sequence[SupplierInboxConfig]) -> list[str
                     f'"{supplier.number}" is used twice'
                 )
             numbers.add(supplier.number)
+        if inbox.erp and inbox.erp not in selectline:
+            problems.append(
+                f'supplier_inbox[{index}].erp: "{inbox.erp[:80]}" names no [[erp]] section of '
+                'kind "selectline"'
+            )
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?", inbox.datev_cutoff):
+            problems.append(
+                f'supplier_inbox[{index}].datev_cutoff: "{inbox.datev_cutoff[:20]}" is not a '
+                'time of day "HH:MM" or "HH:MM:SS"'
+            )
     return problems
 
 

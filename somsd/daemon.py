@@ -288,6 +288,7 @@ class Daemon:
                 dispatcher=self.dispatcher,
                 registry=registry,
                 data_dir=Path(config.daemon.data_dir),
+                erp=self._selectline_erp_named,
             )
             if config.supplier_inbox
             else None
@@ -400,6 +401,11 @@ class Daemon:
             metrics=self.erp_metrics,
             documents=self.document_reader,
         )
+
+    def _selectline_erp_named(self, name: str) -> SelectLineErp | None:
+        """The running actor of `[[erp]] name` (a supplier inbox's `erp`)."""
+        actor = self.integration_actors.get(f"erp/{name}")
+        return actor if isinstance(actor, SelectLineErp) else None
 
     def _selectline_erp_of(self, location: LocationConfig) -> SelectLineErp | None:
         """The running ERP actor an `adapter = "selectline"` location ships through."""

@@ -334,6 +334,30 @@ class SelectLineClient:
             "/Documents", DECODERS.documents, operation="GET /Documents", params=params
         )
 
+    async def partner_documents(
+        self, kind: str, address_kind: str, partner: str, **conditions: str
+    ) -> list[DocumentReadModel]:
+        """Documents of `kind` of one business partner: `selectAddressKind` (Customer,
+        Supplier, ...) with `selectBusinessPartnerNumber`, as the spec asks (customer and
+        supplier numbers may be the same), plus `Property = value` conditions. The spec names
+        the parameters `documentListFilter.<name>`; like every list call here they go bare
+        (as the SLA demos send them), never mixed with prefixed ones."""
+        params: dict[str, str | int] = {
+            "selectDocumentKindFlag": kind,
+            "selectAddressKind": address_kind,
+            "selectBusinessPartnerNumber": partner,
+        }
+        if conditions:
+            params["filter"] = filter_eq(**conditions)
+        return await self._list(
+            "/Documents", DECODERS.documents, operation="GET /Documents", params=params
+        )
+
+    async def document(self, key: str) -> DocumentReadModel:
+        operation = "GET /Documents/{key}"
+        response = await self.call("GET", f"/Documents/{key}", operation=operation)
+        return _decode(DECODERS.document, response, system=self.system, operation=operation)
+
     async def positions(self, key: str) -> list[DocumentPositionReadModel]:
         operation = "GET /Documents/{key}/Positions"
         response = await self.call("GET", f"/Documents/{key}/Positions", operation=operation)

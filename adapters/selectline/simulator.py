@@ -19,6 +19,12 @@ Server rules implemented (reference sections of `selectline-api.md`):
   successors with the empty-positions rule (`[]` transfers every position with quantity 0),
   partial transfers tracked in `QuantityTakenOverByDocumentSuccessor` and `StatusFlag` (1
   partial, 2 taken over), more than is left refused with 400; `PUT .../Status`, DELETE.
+- purchase-side documents (`B`, `E` supplier invoice, `N`): the address is a supplier
+  (`add_supplier`); a missing or unknown one is refused with 400, as the Wawi refuses a
+  customer number there. Net unit prices unless `PriceKindFlag` says otherwise (`E`, EU
+  inbound, only on these), totals per tax rate to the cent. `GET /Documents` selects by
+  `selectAddressKind` (All, Customer, Supplier, Prospect, None) with
+  `selectBusinessPartnerNumber`, and by `selectToDate`.
 - an invoice (`R`) or credit note (`G`) opens an open item (`/Accounting/OpenItems`, OData
   `top`/`skip`); `pay(invoice_key, amount)` books a payment against it as the bookkeeper would.
 
@@ -107,7 +113,19 @@ _DOCUMENT_STATES: Final = {
     "InProgress": frozenset({"1", "5", "6"}),
     "Done": frozenset({"2", "3"}),
 }
-_NUMBER_PREFIX: Final = {"F": "AU", "L": "LS", "R": "RE", "G": "GU", "A": "AN"}
+_NUMBER_PREFIX: Final = {
+    "F": "AU",
+    "L": "LS",
+    "R": "RE",
+    "G": "GU",
+    "A": "AN",
+    "B": "BE",
+    "E": "ER",
+    "N": "AF",
+}
+# Purchase-side kinds: their address is a supplier (Bestellung, Eingangsrechnung, Anfrage).
+SUPPLIER_KINDS: Final = frozenset("BEN")
+_ADDRESS_KINDS: Final = frozenset({"All", "Customer", "Supplier", "Prospect", "None"})
 _FILTER = re.compile(r"\(\s*([A-Za-z0-9.]+)\s+EQ\s+'((?:[^']|'')*)'\s*\)")
 _HTTP_NAMES: Final = {
     400: "BadRequest",
@@ -151,6 +169,10 @@ class _Position:
     tax_rate: Decimal
     predecessor: str | None = None
     taken_over: Decimal = Decimal(0)
+    price_unit: Decimal = Decimal(1)  # PriceUnitFactor: the quantity the unit price is for
+
+    def total(self) -> Decimal:
+        return (self.quantity * self.unit_price / self.price_unit).quantize(CENT, ROUND_HALF_UP)
 
     def read_model(self, document: _Document) -> DocumentPositionReadModel:
         if self.taken_over <= 0:
@@ -169,7 +191,7 @@ class _Position:
             Quantity=self.quantity,
             CalculatedQuantityValue=self.quantity,
             UnitPrice=self.unit_price,
-            TotalPrice=(self.quantity * self.unit_price).quantize(CENT, ROUND_HALF_UP),
+            TotalPrice=self.total(),
             TaxRate=self.tax_rate,
             StatusFlag=status,
             QuantityTakenOverByDocumentSuccessor=self.taken_over,
@@ -188,19 +210,35 @@ class _Document:
     successors: list[str] = field(default_factory=list)
     predecessor: str | None = None
     journals: list[JournalModelRead] = field(default_factory=list)
+    address_kind: str = "Customer"  # Supplier for the purchase-side kinds
+    price_kind: str = "B"  # B gross unit prices, N net (the default of a supplier invoice)
 
     @property
     def key(self) -> str:
         return self.kind + self.number
 
     def totals(self) -> tuple[Decimal, Decimal, Decimal]:
+        if self.price_kind != "B":
+            return self._net_totals()
         gross = tax = Decimal(0)
         for position in self.positions:
-            line = (position.quantity * position.unit_price).quantize(CENT, ROUND_HALF_UP)
+            line = position.total()
             net = (line * 100 / (100 + position.tax_rate)).quantize(CENT, ROUND_HALF_UP)
             gross += line
             tax += line - net
         return gross, gross - tax, tax
+
+    def _net_totals(self) -> tuple[Decimal, Decimal, Decimal]:
+        """Net unit prices: the tax of each rate on that rate's net sum, to the cent."""
+        by_rate: dict[Decimal, Decimal] = {}
+        for position in self.positions:
+            line = position.total()
+            by_rate[position.tax_rate] = by_rate.get(position.tax_rate, Decimal(0)) + line
+        net = sum(by_rate.values(), Decimal(0))
+        tax = sum(
+            ((n * r / 100).quantize(CENT, ROUND_HALF_UP) for r, n in by_rate.items()), Decimal(0)
+        )
+        return net + tax, net, tax
 
     def read_model(self) -> DocumentReadModel:
         gross, net, tax = self.totals()
@@ -213,6 +251,7 @@ class _Document:
             TaxAmount=tax,
             StatusFlag=self.status,
             CurrencyCode=self.currency,
+            PriceKindFlag=self.price_kind,
             BusinessPartner=self.partner,
         )
 
@@ -257,6 +296,7 @@ class SelectLineSimulator:
         self.stock: dict[tuple[str, str], Decimal] = {}  # (article, warehouse) -> available
         self.extra_stock_rows: list[Stock] = []  # rows as they are, for bad-data tests
         self.customers: dict[str, Customer] = {}
+        self.suppliers: dict[str, str] = {}  # supplier number -> name (the creditor master)
         self.documents: dict[str, _Document] = {}
         self.open_items: dict[int, OpenItemDto] = {}
         # journal id -> its attachments: (info, bytes, content type)
@@ -313,6 +353,9 @@ class SelectLineSimulator:
         )
         for warehouse, quantity in (stock or {}).items():
             self.stock[(number, warehouse)] = Decimal(quantity)
+
+    def add_supplier(self, number: str, name: str | None = None) -> None:
+        self.suppliers[number] = name or f"Lieferant {number}"
 
     def set_stock(self, article: str, warehouse: str, available: int) -> None:
         self.stock[(article, warehouse)] = Decimal(available)
@@ -595,9 +638,26 @@ class SelectLineSimulator:
         self.documents[document.key] = document
         return document
 
+    def _partner_documents(self, request: Request) -> list[_Document]:
+        """`selectAddressKind` and `selectBusinessPartnerNumber`: a partner's documents."""
+        documents = list(self.documents.values())
+        address_kind = self._param(request, "selectAddressKind")
+        if address_kind and address_kind not in _ADDRESS_KINDS:
+            raise _Failure(400, f"selectAddressKind {address_kind!r} unbekannt", 3006)
+        if address_kind and address_kind != "All":
+            documents = [
+                d
+                for d in documents
+                if (d.address_kind if _address_number(d) else "None") == address_kind
+            ]
+        partner = self._param(request, "selectBusinessPartnerNumber")
+        if partner:
+            documents = [d for d in documents if _address_number(d) == partner]
+        return documents
+
     async def _documents(self, request: Request) -> Response:
         if request.method == "GET":
-            rows = [d.read_model() for d in self.documents.values()]
+            rows = [d.read_model() for d in self._partner_documents(request)]
             kind = self._param(request, "selectDocumentKindFlag")
             if kind:
                 rows = [r for r in rows if r.KindFlag == kind]
@@ -609,13 +669,22 @@ class SelectLineSimulator:
             since = self._param(request, "selectFromDate")
             if since:
                 rows = [r for r in rows if (r.Date or "") >= since[:10]]
+            until = self._param(request, "selectToDate")
+            if until:
+                rows = [r for r in rows if (r.Date or "") <= until[:10]]
             return _json(self._page(request, self._filtered(request, rows)))
         model = self._body(await request.body(), DocumentCreateModel)
         if len(model.KindFlag) != 1 or model.KindFlag not in "ABEFGILNPR":
             raise _Failure(400, f"KindFlag {model.KindFlag!r} ist keine Belegart", 3003)
+        price_kind = self._price_kind(model)
         document = self._new_document(
             model.KindFlag, model.BusinessPartner, model.CurrencyCode or "EUR", model.Number
         )
+        document.price_kind = price_kind
+        if model.Date:
+            document.date = model.Date[:10]
+        if document.kind in SUPPLIER_KINDS:
+            document.address_kind = "Supplier"
         if document.kind in "RG":
             self._open_item(document)
         return self._created(
@@ -623,6 +692,22 @@ class SelectLineSimulator:
                 DocumentKey=document.key, DocumentKind=document.kind, DocumentNumber=document.number
             )
         )
+
+    def _price_kind(self, model: DocumentCreateModel) -> str:
+        """The purchase-side kinds need a known supplier (their address is one; a customer
+        number there is refused as the Wawi would); `E` prices (EU inbound) only on them."""
+        inbound = model.KindFlag in SUPPLIER_KINDS
+        if inbound:
+            partner = model.BusinessPartner
+            number = partner.Address.Number if partner and partner.Address else None
+            if not number:
+                raise _Failure(400, f"Belegart {model.KindFlag} braucht einen Lieferanten", 3007)
+            if number not in self.suppliers:
+                raise _Failure(400, f"Lieferant {number} nicht gefunden", 3008)
+        flag = model.PriceKindFlag or ("N" if inbound else "B")
+        if flag not in "NBSE" or len(flag) != 1 or (flag == "E" and not inbound):
+            raise _Failure(400, f"PriceKindFlag {flag!r} ist für {model.KindFlag} unzulässig", 3009)
+        return flag
 
     async def _document(self, request: Request) -> Response:
         document = self._get(request.path_params["key"])
@@ -674,6 +759,8 @@ class SelectLineSimulator:
             raise _Failure(400, f"Artikel {item.ArticleNumber} nicht gefunden", 4001)
         if item.CalculatedQuantityValue <= 0:
             raise _Failure(400, "Menge muss größer 0 sein", 4002)
+        if item.PriceUnitFactor is not None and item.PriceUnitFactor <= 0:
+            raise _Failure(400, "Preiseinheit muss größer 0 sein", 4003)
         position = self._add_position(
             document,
             "A",
@@ -683,6 +770,9 @@ class SelectLineSimulator:
             item.TaxRate if item.TaxRate is not None else Decimal(19),
             item.Name or article.Name or item.ArticleNumber,
         )
+        position.price_unit = item.PriceUnitFactor or Decimal(1)
+        if document.kind in "RG":
+            self._open_item(document)
         return self._created(
             DocumentPositionCreated(
                 DocumentKey=document.key,
@@ -758,6 +848,7 @@ class SelectLineSimulator:
                 position.name,
             )
             copy.predecessor = position.identifier
+            copy.price_unit = position.price_unit
         source.successors.append(target.key)
         if target.kind == "L" and self.knobs.book_out_deliveries:
             self._book_out(target)
@@ -933,6 +1024,11 @@ def _multipart_files(request: Request, body: bytes) -> list[tuple[str, bytes, st
         content = payload if isinstance(payload, bytes) else b""
         files.append((filename, content, part.get_content_type()))
     return files
+
+
+def _address_number(document: _Document) -> str | None:
+    partner = document.partner
+    return partner.Address.Number if partner and partner.Address else None
 
 
 async def _failure_handler(request: Request, exc: Exception) -> Response:

@@ -166,6 +166,7 @@ class DocumentCreateModel(_Model, frozen=True):
     KindFlag: str
     Number: str | None = None
     Date: str | None = None
+    ValutaDate: str | None = None
     BusinessPartner: DocumentDetailBusinessPartner | None = None
     CurrencyCode: str | None = None
     PriceKindFlag: str | None = None  # N net | B gross | S tax-free | E EU inbound
@@ -201,6 +202,7 @@ class DocumentReadModel(_Model, frozen=True):
     TaxAmount: Decimal | None = None
     StatusFlag: str | None = None
     CurrencyCode: str | None = None
+    PriceKindFlag: str | None = None
     BusinessPartner: DocumentDetailBusinessPartner | None = None
 
     @property
@@ -225,6 +227,7 @@ class ArticlePositionItem(_Model, frozen=True):
     ArticleNumber: str
     CalculatedQuantityValue: Decimal  # the quantity
     UnitPrice: Decimal | None = None
+    PriceUnitFactor: Decimal | None = None  # the quantity the unit price is for (BT-149)
     Name: str | None = None
     TaxRate: Decimal | None = None
     TaxCode: str | None = None

@@ -18,7 +18,10 @@ from tests.supplier_invoices.corpus import SUPPLIERS, TEMPLATE_DIR
 DECISION_BUDGET = 90.0  # seconds for all invoices of a test: real processes on a busy box
 
 
-def inbox_config(directory: Path, *, poll: str = "100ms") -> Path:
+def inbox_config(
+    directory: Path, *, poll: str = "100ms", inbox_keys: str = "", extra: str = ""
+) -> Path:
+    """`inbox_keys`: more keys of the `[[supplier_inbox]]`; `extra`: more sections."""
     shutil.copytree(TEMPLATE_DIR, directory / "templates", dirs_exist_ok=True)
     (directory / "inbox").mkdir(exist_ok=True)
     suppliers = "".join(
@@ -58,11 +61,13 @@ buyer_zip = "20095"
 buyer_city = "Hamburg"
 buyer_email = "einkauf@muster.example"
 company_code = "1000"
+{inbox_keys}
 {suppliers}
 [[supplier_inbox.rule]]
 supplier = "70003"
 gl_account = "3300"
 cost_centre = "200"
+{extra}
 """,
     )
 
