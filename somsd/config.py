@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from somsd.cluster.dsn import InvalidDsn, database_address
 from somsd.cluster.lease import DEFAULT_DRIFT
 from somsd.domain.countries import is_country_code
 from somsd.domain.status import STANDARD_TRANSITIONS, CustomStatus, status_config_problems
@@ -1125,12 +1126,12 @@ def _check_references(
     problems.extend(_notify_problems(config.notify, config) if config.notify else [])
     if config.store.backend == "postgres" and config.store.dsn_file is None:
         problems.append('store.dsn_file: required for backend "postgres"')
-    problems.extend(_cluster_problems(config.cluster) if config.cluster else [])
+    problems.extend(_cluster_problems(config.cluster, config.store) if config.cluster else [])
     return problems
 
 
-def _cluster_problems(cluster: ClusterConfig) -> list[str]:
-    problems: list[str] = []
+def _cluster_problems(cluster: ClusterConfig, store: StoreConfig) -> list[str]:
+    problems = _cluster_store_problems(cluster, store)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", cluster.member):
         problems.append(
             f'cluster.member: "{cluster.member[:80]}" is not a member name; use letters, '
@@ -1143,6 +1144,32 @@ def _cluster_problems(cluster: ClusterConfig) -> list[str]:
         # A lease renewed no sooner than it lapses is lost at every renewal; a third is usual.
         problems.append("cluster.renew_every: must be above 0s and below cluster.lease_ttl")
     return problems
+
+
+def _cluster_store_problems(cluster: ClusterConfig, store: StoreConfig) -> list[str]:
+    """The members share one event log: the store's PostgreSQL database, which is also where
+    the leases fence the outbox claims (`somsd.cluster.outbox`), so both DSNs name it."""
+    if store.backend != "postgres":
+        return [
+            'cluster: needs [store] backend = "postgres" (the members share one event log in '
+            "the cluster's database; with SQLite each daemon would keep orders of its own)"
+        ]
+    if store.dsn_file is None:
+        return []  # reported as store.dsn_file
+    try:
+        leases = database_address(cluster.dsn_file.secret.reveal())
+    except InvalidDsn as exc:
+        return [f"cluster.dsn_file: {exc}"]
+    try:
+        events = database_address(store.dsn_file.secret.reveal())
+    except InvalidDsn as exc:
+        return [f"store.dsn_file: {exc}"]
+    if leases.same_database(events):
+        return []
+    return [
+        f"cluster.dsn_file: names database {leases}, but store.dsn_file names {events}; "
+        "[cluster] and [store] must use the same PostgreSQL database"
+    ]
 
 
 def _supplier_inbox_problems(

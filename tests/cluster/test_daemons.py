@@ -1,8 +1,8 @@
 """Real `somsd run` processes sharing one PostgreSQL lease table: one owner per duty, SIGKILL
 of an owner, takeover within the TTL, and the admin view of it.
 
-Each daemon keeps its own SQLite store here (the PostgreSQL event store is another branch's
-work); what is under test is who runs what.
+The members share the event store in the same database (`[cluster]` refuses any other); what
+is under test is who runs what.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ def member_config(tmp_path: Path, dsn: str, member: str) -> Path:
     return write_daemon_config(
         directory,
         f"""
+[store]
+backend = "postgres"
+dsn_file = "cluster.dsn"
+
 [[location]]
 name = "wh-1"
 
