@@ -12,7 +12,7 @@ import pytest
 from adapters.selectline.simulator import SelectLineSimulator
 from tests.adapters.conftest import Serve, wait_until
 from tests.documents.test_document_actor import DOCUMENTS
-from tests.erp.test_selectline_daemon import erp_config, seeded_sim
+from tests.erp.helpers import erp_config, seeded_sim
 from tests.harness import running_daemon
 from tests.orders.shop import accept, order_body, scrape
 

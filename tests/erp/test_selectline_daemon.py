@@ -14,63 +14,14 @@ import httpx
 import pytest
 import trio
 
-from adapters.selectline.simulator import SelectLineKnobs, SelectLineSimulator
 from adapters.selectline.wire import Stock
 from somsd.domain.testing import sample_line
 from tests.adapters.conftest import Serve, wait_until
-from tests.harness import DaemonProcess, running_daemon
-from tests.orders.shop import accept, order_body, webhook_config
+from tests.erp.helpers import BUDGET, erp_config, eventually, seeded_sim
+from tests.harness import running_daemon
+from tests.orders.shop import accept, order_body
 
 pytestmark = pytest.mark.slow
-
-# Polls every 100 ms; each wait is bounded by these seconds of wall clock (a loaded 2-core CI).
-BUDGET = 20.0
-
-
-def seeded_sim(**knobs: Any) -> SelectLineSimulator:
-    sim = SelectLineSimulator(knobs=SelectLineKnobs(**knobs))
-    sim.add_warehouse("200")
-    sim.add_warehouse("400")
-    sim.add_article("MUG-1", gtin="4000000000017", stock={"200": 5, "400": 3})
-    sim.add_article("CUP-2", gtin="4000000000024", stock={"200": 10})
-    sim.add_article("OLD-3", stock={"200": 7}, shop_active=False)
-    return sim
-
-
-async def erp_config(
-    tmp_path: Path, serve: Serve, sim: SelectLineSimulator, extra: str = ""
-) -> Path:
-    url, _ = await serve(sim)
-    (tmp_path / "selectline.password").write_text(sim.password + "\n")
-    return webhook_config(
-        tmp_path,
-        f"""
-[[location]]
-name = "wh"
-warehouses = ["200", "400"]
-
-[[erp]]
-name = "sl"
-kind = "selectline"
-url = "{url}"
-password_file = "selectline.password"
-stock_source = true
-post_invoices = true
-poll_interval = "100ms"
-payment_interval = "100ms"
-{extra}
-""",
-    )
-
-
-async def eventually(daemon: DaemonProcess, what: str, check: Any) -> Any:
-    """Poll `check()` (async, returns a value or None) until it gives a value."""
-    with trio.fail_after(BUDGET):
-        while True:
-            value = await check()
-            if value is not None:
-                return value
-            await trio.sleep(0.05)
 
 
 async def order_view(admin: httpx.AsyncClient, order_id: str) -> dict[str, Any]:

@@ -19,7 +19,14 @@ import trio
 from adapters.selectline.simulator import SelectLineSimulator
 from somsd.domain.testing import sample_line
 from tests.adapters.conftest import Serve, wait_until
-from tests.erp.test_selectline_daemon import BUDGET, eventually, seeded_sim
+from tests.erp.helpers import (
+    BUDGET,
+    SELECTLINE_LOCATION,
+    erp_section,
+    eventually,
+    seeded_sim,
+    serve_erp,
+)
 from tests.harness import DaemonProcess, running_daemon
 from tests.orders.shop import accept, order_body, webhook_config
 
@@ -27,28 +34,8 @@ pytestmark = pytest.mark.slow
 
 
 async def location_config(tmp_path: Path, serve: Serve, sim: SelectLineSimulator) -> Path:
-    url, _ = await serve(sim)
-    (tmp_path / "selectline.password").write_text(sim.password + "\n")
-    return webhook_config(
-        tmp_path,
-        f"""
-[[location]]
-name = "wh"
-adapter = "selectline"
-warehouses = ["200", "400"]
-poll_interval = "100ms"
-
-[[erp]]
-name = "sl"
-kind = "selectline"
-url = "{url}"
-password_file = "selectline.password"
-stock_source = true
-post_invoices = true
-poll_interval = "100ms"
-payment_interval = "100ms"
-""",
-    )
+    url = await serve_erp(tmp_path, serve, sim)
+    return webhook_config(tmp_path, SELECTLINE_LOCATION + erp_section(url))
 
 
 async def atp_known(daemon: DaemonProcess, admin: httpx.AsyncClient, sku: str) -> None:

@@ -21,7 +21,7 @@ from adapters.selectline.simulator import SelectLineKnobs, SelectLineSimulator
 from adapters.smartstore import SmartstoreSimulator, write_credentials
 from adapters.smartstore.simulator import PAY_PAID
 from tests.adapters.conftest import Serve, wait_until
-from tests.erp.test_selectline_daemon import BUDGET, eventually
+from tests.erp.helpers import BUDGET, SELECTLINE_LOCATION, erp_section, eventually, serve_erp
 from tests.harness import running_daemon, write_daemon_config
 
 pytestmark = pytest.mark.slow
@@ -34,13 +34,10 @@ UNPUBLISH = 2  # Smartstore LowStockActivity: unpublish at or below MinStockQuan
 async def world_config(
     tmp_path: Path, serve: Serve, erp: SelectLineSimulator, shop: SmartstoreSimulator
 ) -> Path:
-    erp_url, _ = await serve(erp)
+    erp_url = await serve_erp(tmp_path, serve, erp)
     shop_url, _ = await serve(shop)
     _, secret = write_credentials(tmp_path / "creds", shop)
-    (tmp_path / "selectline.password").write_text(erp.password + "\n")
-    return write_daemon_config(
-        tmp_path,
-        f"""
+    channel = f"""
 [[channel]]
 name = "shop"
 kind = "smartstore"
@@ -51,24 +48,9 @@ poll_interval = "100ms"
 poll_overlap = "2s"
 sync_stock = true
 locations = ["wh"]
-
-[[location]]
-name = "wh"
-adapter = "selectline"
-warehouses = ["200", "400"]
-poll_interval = "100ms"
-
-[[erp]]
-name = "sl"
-kind = "selectline"
-url = "{erp_url}"
-password_file = "selectline.password"
-stock_source = true
-post_invoices = true
-sku = "gtin"
-poll_interval = "100ms"
-payment_interval = "100ms"
-""",
+"""
+    return write_daemon_config(
+        tmp_path, channel + SELECTLINE_LOCATION + erp_section(erp_url, 'sku = "gtin"')
     )
 
 
