@@ -686,6 +686,7 @@ class ChannelRoutes:
                 admin=True,
                 responses={200: ReconciliationDone, 404: None, 503: None},
                 tags=("channels",),
+                runs_on="channel/{channel}",
             ),
             ApiRoute(
                 "/v1/channels/{channel}/reconciliation",
@@ -695,6 +696,7 @@ class ChannelRoutes:
                 admin=True,
                 responses={200: ReconciliationDone, 404: None},
                 tags=("channels",),
+                runs_on="channel/{channel}",  # the report is the running actor's
             ),
             ApiRoute(
                 "/v1/channels/{channel}/reconciliation/progress",
@@ -704,6 +706,7 @@ class ChannelRoutes:
                 admin=True,
                 responses={200: ReconcileProgress, 404: None},
                 tags=("channels",),
+                runs_on="channel/{channel}",
             ),
             ApiRoute(
                 "/v1/channels/{channel}/rejected",

@@ -131,6 +131,7 @@ class MemberReport(msgspec.Struct, frozen=True):
     alive: bool  # heard from within the lease TTL
     duties: tuple[str, ...]  # what it is configured to run
     owns: tuple[str, ...]  # the leases it holds now
+    api_url: str | None = None  # where its API answers
 
 
 class LeaseReport(msgspec.Struct, frozen=True):
@@ -212,6 +213,9 @@ class LeaseKeeper:
         self._wake = trio.Event()
         self._unavailable = False
         self._acquired_hooks: list[Callable[[str], None]] = []
+        # Where this member's API answers, written with each heartbeat (set by the daemon once
+        # its listener is bound; `actors.owned_elsewhere.advertised_api_url`).
+        self.api_url: Callable[[], str | None] = lambda: None
         self.metrics.held.labels(member).set(0)
 
     # -- what the daemon wires ------------------------------------------------------------------
@@ -245,6 +249,15 @@ class LeaseKeeper:
     def holds(self, duty: str) -> bool:
         slot = self._duties.get(duty)
         return slot is not None and slot.held is not None and slot.held.may_act(self._clock())
+
+    def wants(self, duty: str) -> bool:
+        """Whether `duty` is configured on this member (it runs it when it holds the lease)."""
+        slot = self._duties.get(duty)
+        return slot is not None and slot.users > 0
+
+    async def owner(self, duty: str) -> postgres.Owner | None:
+        """Who holds `duty`'s lease now, from the table (None: nobody)."""
+        return await self.client.call(partial(postgres.owner_of, duty=duty))
 
     def owned(self) -> tuple[str, ...]:
         return tuple(sorted(d for d in self._duties if self.holds(d)))
@@ -314,6 +327,7 @@ class LeaseKeeper:
                     m.alive,
                     m.duties,
                     tuple(owns.get(m.member, ())),
+                    m.api_url,
                 )
                 for m in view.members
             ),
@@ -369,7 +383,14 @@ class LeaseKeeper:
         ]
         try:
             cycle = await self.client.call(
-                partial(self._cycle_sync, releases, tokens, wanted, sorted(self._duties))
+                partial(
+                    self._cycle_sync,
+                    releases,
+                    tokens,
+                    wanted,
+                    sorted(self._duties),
+                    api_url=self.api_url(),
+                )
             )
         except ClusterUnavailable as exc:
             self._releases[:0] = releases  # try again; they lapse after the TTL anyway
@@ -417,6 +438,8 @@ class LeaseKeeper:
         wanted: list[str],
         duties: list[str],
         conn: Connection,
+        *,
+        api_url: str | None,
     ) -> _Cycle:
         cycle = _Cycle(released=self._release_sync(releases, conn))
         cycle.renewed = postgres.renew_all(conn, tokens, holder=self.holder, rules=self.rules)
@@ -424,7 +447,9 @@ class LeaseKeeper:
             cycle.acquired[duty] = postgres.acquire(
                 conn, duty, holder=self.holder, member=self.member, rules=self.rules
             )
-        postgres.heartbeat(conn, member=self.member, holder=self.holder, duties=duties)
+        postgres.heartbeat(
+            conn, member=self.member, holder=self.holder, duties=duties, api_url=api_url
+        )
         return cycle
 
     def _release_sync(self, releases: list[tuple[str, int]], conn: Connection) -> list[str]:

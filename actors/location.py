@@ -846,6 +846,7 @@ class LocationRoutes:
                     503: None,
                 },
                 tags=("locations",),
+                runs_on="location/{location}",
             )
         ]
 

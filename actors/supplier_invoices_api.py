@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.supplier_invoices import (
+    ACTOR,
     STATUSES,
     AuditTrail,
     InvoiceSummary,
@@ -31,6 +32,8 @@ from somsd.api import (
 __all__ = ["SupplierInvoiceRoutes"]
 
 _MAX_FILENAME: Final = 200
+# With [cluster], the desk is a leased duty; what needs its files or its index runs on its member.
+DUTY: Final = ACTOR
 
 
 class Intake(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,6 +162,7 @@ class SupplierInvoiceRoutes:
                     ("filename", "string", "the file's name, for the audit trail"),
                 ),
                 tags=tags,
+                runs_on=DUTY,  # the files are kept on the desk's member
             ),
             ApiRoute(
                 "/v1/supplier-invoices",
@@ -200,6 +204,7 @@ class SupplierInvoiceRoutes:
                 request=Override,
                 responses={200: InvoiceSummary, 400: None, 404: None, 409: None, 422: None},
                 tags=tags,
+                runs_on=DUTY,
             ),
             ApiRoute(
                 "/v1/supplier-invoices/{id}/reject",
@@ -211,6 +216,7 @@ class SupplierInvoiceRoutes:
                 request=Override,
                 responses={200: InvoiceSummary, 400: None, 404: None, 409: None, 422: None},
                 tags=tags,
+                runs_on=DUTY,
             ),
             ApiRoute(
                 "/v1/supplier-invoices/{id}/retry",
@@ -222,5 +228,6 @@ class SupplierInvoiceRoutes:
                 request=Override,
                 responses={200: InvoiceSummary, 400: None, 404: None, 409: None, 422: None},
                 tags=tags,
+                runs_on=DUTY,
             ),
         ]

@@ -231,6 +231,10 @@ class ApiRoute:
     # The same route without Starlette (see `FastRequest`); not for admin routes. The
     # Starlette `handler` still serves it when the fast path does not apply.
     fast: FastHandler | None = None
+    # With [cluster]: the leased duty that must run on the answering daemon, as a template of
+    # the path parameters ("channel/{channel}"); a member that does not hold that lease answers
+    # 503 naming the owner (actors/owned_elsewhere.py). None: any member answers.
+    runs_on: str | None = None
 
 
 @dataclass

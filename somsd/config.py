@@ -589,6 +589,10 @@ class ClusterConfig(_Table, frozen=True):
     dsn_file: SecretFile  # the libpq URI of the lease database (it holds a password)
     lease_ttl: Duration = msgspec.field(default_factory=lambda: Duration("15s"))
     renew_every: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
+    # Where the other members (and their clients) reach this daemon's API, named in the 503 a
+    # member answers for work this one owns; default: the API's bound address, a wildcard
+    # address (0.0.0.0, ::) replaced by this machine's host name.
+    advertise_url: str | None = None
 
 
 class StatusConfig(_Table, frozen=True, rename={"from_": "from"}):
@@ -1136,6 +1140,12 @@ def _cluster_problems(cluster: ClusterConfig, store: StoreConfig) -> list[str]:
         problems.append(
             f'cluster.member: "{cluster.member[:80]}" is not a member name; use letters, '
             "digits, '.', '_' and '-', at most 64"
+        )
+    url = cluster.advertise_url
+    if url is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        problems.append(
+            f'cluster.advertise_url: "{url[:80]}" is not an http(s) URL such as '
+            '"http://somsd-1.example:8470"'
         )
     ttl, renew = cluster.lease_ttl.seconds, cluster.renew_every.seconds
     if not 1 <= ttl <= 600:

@@ -92,6 +92,7 @@ from actors.order_desk import OrderDesk
 from actors.outbox import OutboxDispatcher
 from actors.outbox_api import DeadLetterRoutes
 from actors.outbox_claims import leased_outbox_for
+from actors.owned_elsewhere import advertised_api_url, owner_gated
 from actors.router import Router
 from actors.supplier_invoices import SupplierInvoiceActor
 from actors.supplier_invoices_api import SupplierInvoiceRoutes
@@ -325,6 +326,10 @@ class Daemon:
             "api": self._listener("api"),
             "metrics": self._listener("metrics"),
         }
+        if self.lease_keeper is not None and config.cluster is not None:
+            cluster = config.cluster  # cannot change while running (`_load_reloadable`)
+            api = self.listeners
+            self.lease_keeper.api_url = lambda: advertised_api_url(cluster, api["api"].urls)
         self.edge = Supervisor(
             "edge",
             [self._listener_spec(lis) for lis in self.listeners.values()],
@@ -457,6 +462,8 @@ class Daemon:
                 *SupplierInvoiceRoutes(lambda: self.supplier_invoices).routes(),
                 *self._admin_routes(),
             ]
+            # Work only a lease holder does is refused elsewhere with the owner named.
+            routes = owner_gated(self.lease_keeper, routes)
             app = build_api_app(routes, self.api_state, version=__version__)
             app = with_console(app, build_console(self._console_deps(app), self.console_sessions))
             return HttpListener("api", app, self.config.api.listen, graceful_timeout=drain)

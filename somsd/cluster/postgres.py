@@ -49,6 +49,7 @@ __all__ = [
     "ClusterSnapshot",
     "LeaseRow",
     "MemberRow",
+    "Owner",
     "StaleLeaseError",
     "acquire",
     "check_fence",
@@ -56,6 +57,7 @@ __all__ = [
     "ensure_schema",
     "fenced",
     "heartbeat",
+    "owner_of",
     "release",
     "renew_all",
     "snapshot",
@@ -82,6 +84,9 @@ SCHEMA: tuple[str, ...] = (
         heartbeat_at TIMESTAMPTZ NOT NULL,
         duties TEXT[] NOT NULL DEFAULT '{}'   -- what it is configured to run (wants leases of)
     )""",
+    # Added after the first release: where the member's API answers, so a member that is asked
+    # for work another owns can name the owner's address (`owner_of`). NULL: not known yet.
+    "ALTER TABLE cluster_members ADD COLUMN IF NOT EXISTS api_url TEXT",
 )
 # Any constant: serialises the CREATE ... IF NOT EXISTS of daemons starting at the same moment
 # (two concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog).
@@ -208,16 +213,48 @@ def release(conn: Connection, duty: str, *, holder: str, token: int) -> bool:
     return done.rowcount == 1
 
 
-def heartbeat(conn: Connection, *, member: str, holder: str, duties: Sequence[str]) -> None:
+def heartbeat(
+    conn: Connection,
+    *,
+    member: str,
+    holder: str,
+    duties: Sequence[str],
+    api_url: str | None = None,
+) -> None:
     conn.execute(
-        "INSERT INTO cluster_members (member, holder, started_at, heartbeat_at, duties) "
-        "VALUES (%s, %s, clock_timestamp(), clock_timestamp(), %s) "
+        "INSERT INTO cluster_members (member, holder, started_at, heartbeat_at, duties, api_url) "
+        "VALUES (%s, %s, clock_timestamp(), clock_timestamp(), %s, %s) "
         "ON CONFLICT (member) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, "
-        "duties = excluded.duties, holder = excluded.holder, started_at = CASE "
+        "duties = excluded.duties, holder = excluded.holder, api_url = excluded.api_url, "
+        "started_at = CASE "
         "WHEN cluster_members.holder = excluded.holder THEN cluster_members.started_at "
         "ELSE excluded.started_at END",
-        (member, holder, sorted(duties)),
+        (member, holder, sorted(duties), api_url),
     )
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a duty's lease now, where its API answers, and for how long it holds at least."""
+
+    member: str
+    holder: str  # the incarnation
+    api_url: str | None
+    seconds_left: float  # until the lease expires unless renewed (table clock)
+
+
+def owner_of(conn: Connection, duty: str) -> Owner | None:
+    """The member holding `duty`'s valid lease, or None (free, expired, never granted)."""
+    row = conn.execute(
+        f"SELECT l.member, l.holder, m.api_url, extract(epoch FROM l.expires_at)::float8 - {_NOW} "  # noqa: S608  # constants only
+        "FROM cluster_leases AS l LEFT JOIN cluster_members AS m ON m.member = l.member "
+        "WHERE l.duty = %s AND l.holder IS NOT NULL AND l.expires_at > clock_timestamp()",
+        (duty,),
+    ).fetchone()
+    if row is None:
+        return None
+    member, holder, api_url, left = row
+    return Owner(member or "", holder, api_url, max(0.0, float(left)))
 
 
 def check_fence(conn: Connection, duty: str, token: int) -> None:
@@ -267,6 +304,7 @@ class MemberRow:
     heartbeat_at: datetime
     alive: bool  # heard from within the lease TTL
     duties: tuple[str, ...]
+    api_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -283,7 +321,7 @@ def snapshot(conn: Connection, *, rules: LeaseRules) -> ClusterSnapshot:
         assert now_row is not None
         members = conn.execute(
             "SELECT member, started_at, heartbeat_at, "
-            "heartbeat_at > clock_timestamp() - make_interval(secs => %s), duties "
+            "heartbeat_at > clock_timestamp() - make_interval(secs => %s), duties, api_url "
             "FROM cluster_members ORDER BY member",
             (rules.ttl,),
         ).fetchall()
@@ -294,7 +332,7 @@ def snapshot(conn: Connection, *, rules: LeaseRules) -> ClusterSnapshot:
         ).fetchall()
     return ClusterSnapshot(
         now_row[0],
-        tuple(MemberRow(m, s, h, bool(a), tuple(d)) for m, s, h, a, d in members),
+        tuple(MemberRow(m, s, h, bool(a), tuple(d), u) for m, s, h, a, d, u in members),
         tuple(
             LeaseRow(duty, member if held else None, int(token), expires, bool(held))
             for duty, member, token, expires, held in leases

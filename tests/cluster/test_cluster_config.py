@@ -46,6 +46,10 @@ def test_a_cluster_section_is_read_with_its_defaults(tmp_path: Path) -> None:
             "cluster.renew_every: must be above 0s and below cluster.lease_ttl",
         ),
         ('member = "a"\ndsn_file = "cluster.dsn"\nlease_ttl = "1h"', "cluster.lease_ttl: between"),
+        (
+            'member = "a"\ndsn_file = "cluster.dsn"\nadvertise_url = "somsd-a:8470"',
+            'cluster.advertise_url: "somsd-a:8470" is not an http(s) URL',
+        ),
     ],
 )
 def test_a_bad_cluster_section_names_the_key(tmp_path: Path, body: str, problem: str) -> None:
