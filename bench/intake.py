@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/intake.py [--seconds 10] [--levels 1,16,64] [--dir DIR]
         [--max-rate 3000] [--no-profile] [--no-info] [--gil] [--save-profile FILE]
-        [--backend postgres [--dsn DSN]]
+        [--backend postgres [--dsn DSN] [--daemons 3 [--lease-ttl 3]]]
 
 What it does, all in a fresh temporary directory:
 
@@ -43,6 +43,13 @@ What it does, all in a fresh temporary directory:
 8. With `--backend postgres`: starts a daemon with `[store] backend = "postgres"` (a throwaway
    cluster of Debian's server with fsync on, tests/pgcluster.py, or `--dsn`; a fresh database)
    and runs the same levels against it, beside the SQLite figures above.
+9. With `--daemons N` (N > 1) as well: N daemons with `[cluster]` on one fresh database (store
+   and leases), started one after the other; each level's connections are split over them,
+   one wrk per daemon at once (unique orders each), so the level's rate is the sum and its
+   p50/p99 the worst of the N wrk runs. Then the failover: the owner of the router's backorder
+   queue (`router/backorders`, a leased duty every member wants) is SIGKILLed and a survivor's
+   `GET /v1/admin/cluster` is asked every 10 ms until another member owns it; that time is
+   the failover (a dead owner's lease lapses `--lease-ttl` after its last renewal).
 
 wrk is the Debian package (`apt-get install -y wrk`); py-spy is `pip install py-spy` into the
 venv and needs root (or ptrace rights) to attach. Use --dir to put the database on the disk
@@ -760,6 +767,12 @@ def main() -> None:
         help="postgres: the levels again with the event store in PostgreSQL, beside SQLite",
     )
     parser.add_argument("--dsn", help="PostgreSQL server to use (default: a throwaway cluster)")
+    parser.add_argument(
+        "--daemons", type=int, default=1, help="postgres: also N daemons in one [cluster]"
+    )
+    parser.add_argument(
+        "--lease-ttl", type=float, default=3.0, help="the cluster's lease_ttl in seconds"
+    )
     parser.add_argument("--serve-ceiling", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_ceiling:
@@ -829,14 +842,25 @@ def main() -> None:
             )
         if args.backend == "postgres":
             bench.bare = None
-            bench_postgres(bench, work, levels, args.dsn)
+            bench_postgres(
+                bench, work, levels, args.dsn, daemons=args.daemons, lease_ttl=args.lease_ttl
+            )
         if profile is not None:
             print_profile(profile, PROFILE_RATE, sampled, gil=args.gil)
         print(f"load average at end: {load()}")
 
 
-def bench_postgres(bench: Bench, work: Path, levels: list[int], dsn: str | None) -> None:
-    """The levels again through a daemon whose event store is PostgreSQL."""
+def bench_postgres(
+    bench: Bench,
+    work: Path,
+    levels: list[int],
+    dsn: str | None,
+    *,
+    daemons: int = 1,
+    lease_ttl: float = 3.0,
+) -> None:
+    """The levels again through a daemon whose event store is PostgreSQL (and through
+    `daemons` daemons in one cluster, when more than one)."""
     import psycopg
     import psycopg.conninfo
 
@@ -875,9 +899,145 @@ def bench_postgres(bench: Bench, work: Path, levels: list[int], dsn: str | None)
         finally:
             code = daemon.stop()
         print(f"daemon (postgres): SIGTERM -> exit {code}")
+        if daemons > 1:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute('DROP DATABASE IF EXISTS "bench_cluster"')
+                conn.execute('CREATE DATABASE "bench_cluster"')
+            parts["dbname"] = "bench_cluster"
+            cluster_dsn = psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in parts.items()})
+            bench_cluster(
+                bench, work / "cluster", levels, cluster_dsn, daemons=daemons, lease_ttl=lease_ttl
+            )
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+# -- several daemons in one cluster (--daemons) ----------------------------------------------
+
+FAILOVER_DUTY = "router/backorders"  # leased on every member, whatever the config holds
+FAILOVER_POLL = 0.01
+
+
+def cluster_extra(member: str, lease_ttl: float) -> str:
+    """The `[store]` and `[cluster]` tables of one member (both on the same DSN file)."""
+    return f"""
+[store]
+backend = "postgres"
+dsn_file = "../cluster.dsn"
+
+[cluster]
+member = "{member}"
+dsn_file = "../cluster.dsn"
+lease_ttl = "{lease_ttl:g}s"
+renew_every = "{lease_ttl / 3:g}s"
+"""
+
+
+class ClusterLevel(msgspec.Struct):
+    connections: int
+    runs: list[WrkResult]  # one per daemon
+    cpu: float  # all daemons' CPU seconds per wall second
+
+    @property
+    def rate(self) -> float:
+        return sum(run.statuses.get("202", 0) for run in self.runs) / max(
+            run.seconds for run in self.runs
+        )
+
+
+def cluster_level(bench: Bench, members: list[Daemon], connections: int) -> ClusterLevel:
+    """`connections` split over the members, one wrk each, all at once."""
+    shares = [
+        connections // len(members) + (i < connections % len(members)) for i in range(len(members))
+    ]
+    runs = []
+    for index, (daemon, share) in enumerate(zip(members, shares, strict=False)):
+        if share:
+            ids = [f"c{connections}-{index}-{n:07d}" for n in range(bench.count)]
+            runs.append((daemon, share, bench.requests(f"cluster-{index}", ids)))
+    cpu = sum(daemon.cpu_seconds()[0] for daemon in members)
+    started = time.monotonic()
+    wrks = [
+        start_wrk(daemon.urls["api"], share, bench.seconds, requests, bench.lua)
+        for daemon, share, requests in runs
+    ]
+    results = [finish_wrk(wrk) for wrk in wrks]
+    wall = time.monotonic() - started
+    used = sum(daemon.cpu_seconds()[0] for daemon in members) - cpu
+    return ClusterLevel(connections, results, used / wall)
+
+
+def print_cluster_level(label: str, level: ClusterLevel) -> None:
+    notes = []
+    for run in level.runs:
+        if run.overflow:
+            notes.append(f"RAN OUT of unique orders {run.overflow}x: raise --max-rate")
+        if run.others(202) or run.errors:
+            notes.append(f"other statuses {run.others(202)}, socket errors {run.errors}")
+    p50 = max(run.p50_us for run in level.runs) / 1e3
+    p99 = max(run.p99_us for run in level.runs) / 1e3
+    print(
+        f"{label:<10} {level.connections:>5} {level.rate:>9,.0f} {p50:>7.2f} {p99:>7.2f} "
+        f"{level.cpu:>5.0%}  {'; '.join(notes)}"
+    )
+
+
+def cluster_owner(daemon: Daemon, duty: str) -> str | None:
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    view = httpx.get(daemon.urls["api"] + "/v1/admin/cluster", headers=headers, timeout=5).json()
+    return next((lease["owner"] for lease in view["leases"] if lease["duty"] == duty), None)
+
+
+def failover(members: dict[str, Daemon], lease_ttl: float) -> tuple[str, str, float]:
+    """SIGKILL the owner of `FAILOVER_DUTY`; (victim, heir, seconds until a survivor reports
+    another member owning it)."""
+    any_member = next(iter(members.values()))
+    deadline = time.monotonic() + 3 * lease_ttl + START_TIMEOUT
+    while (victim := cluster_owner(any_member, FAILOVER_DUTY)) is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nobody took {FAILOVER_DUTY}")
+        time.sleep(FAILOVER_POLL)
+    survivor = next(d for name, d in members.items() if name != victim)
+    members[victim].process.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    members[victim].process.wait()
+    while (heir := cluster_owner(survivor, FAILOVER_DUTY)) in (None, victim):
+        if time.monotonic() > killed + 3 * lease_ttl + 10:
+            raise RuntimeError(f"{FAILOVER_DUTY} was not taken over after the SIGKILL")
+        time.sleep(FAILOVER_POLL)
+    assert heir is not None
+    return victim, heir, time.monotonic() - killed
+
+
+def bench_cluster(
+    bench: Bench, directory: Path, levels: list[int], dsn: str, *, daemons: int, lease_ttl: float
+) -> None:
+    """The levels through `daemons` members of one cluster, then the failover time."""
+    directory.mkdir()
+    (directory / "cluster.dsn").write_text(dsn + "\n")
+    print(
+        f"\n[cluster] {daemons} daemons on one fresh database (store and leases), "
+        f"lease_ttl {lease_ttl:g} s, renew_every {lease_ttl / 3:g} s; load average {load()}"
+    )
+    members: dict[str, Daemon] = {}
+    try:
+        for n in range(daemons):
+            name = f"m{n + 1}"
+            members[name] = Daemon(directory / name, "warning", cluster_extra(name, lease_ttl))
+        print(f"{'run':<10} {'conns':>5} {'orders/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'cpu':>5}")
+        for connections in levels:
+            level = cluster_level(bench, list(members.values()), connections)
+            print_cluster_level(f"pg-{daemons}d", level)
+        print(f"load average after the levels: {load()}")
+        victim, heir, seconds = failover(members, lease_ttl)
+        print(
+            f"failover: SIGKILL of {victim} (owner of {FAILOVER_DUTY}) -> {heir} reports owning "
+            f"it after {seconds:.2f} s (lease_ttl {lease_ttl:g} s)"
+        )
+    finally:
+        codes = {name: daemon.stop() for name, daemon in members.items()}
+    print(f"daemons (cluster): SIGTERM -> exit {codes}")
 
 
 if __name__ == "__main__":
