@@ -26,13 +26,18 @@ which no message repeats.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import httpx
+import msgspec
 
 __all__ = [
     "PermanentUpstreamError",
     "TransientUpstreamError",
     "UpstreamError",
+    "decode_answer",
     "is_transient_status",
+    "somsd_error_detail",
     "status_error",
     "translate_http_error",
 ]
@@ -183,3 +188,60 @@ def translate_http_error(exc: httpx.HTTPError, *, system: str, operation: str) -
             return PermanentUpstreamError(
                 system, f"{where}: request failed ({type(exc).__name__})", operation=operation
             )
+
+
+T = TypeVar("T")
+
+# Long enough for a "code: message" that tells an operator what the upstream disliked, short
+# enough that a misbehaving one cannot pour a whole HTML page into a log line or a dead letter.
+DETAIL_LIMIT = 200
+
+
+def decode_answer(
+    decoder: msgspec.json.Decoder[T],
+    response: httpx.Response,
+    *,
+    system: str,
+    operation: str,
+    protocol: str,
+    error: type[UpstreamError] = PermanentUpstreamError,
+) -> T:
+    """Decode a 2xx body into the protocol's type; anything else is `error` (permanent).
+
+    A body that does not decode means the url points at something that does not speak the
+    protocol, which no retry mends; the message says which one was expected (`protocol` reads
+    "the rest protocol's", "somsd's fulfilment API").
+    """
+    try:
+        return decoder.decode(response.content)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
+        raise error(
+            system,
+            f"{system}: {response.status_code} on {operation} with a body that is not "
+            f"{protocol} ({str(exc)[:DETAIL_LIMIT]}); check the configured url",
+            operation=operation,
+            status_code=response.status_code,
+        ) from exc
+
+
+class _SomsdErrorDetail(msgspec.Struct, frozen=True):
+    code: str
+    message: str = ""
+
+
+class _SomsdErrorBody(msgspec.Struct, frozen=True):
+    error: _SomsdErrorDetail
+
+
+_somsd_error = msgspec.json.Decoder(_SomsdErrorBody)
+
+
+def somsd_error_detail(body: bytes) -> str:
+    """`code: message` from somsd's own error shape (`{"error": {"code", "message"}}`), which
+    the store and 3PL protocols answer with too; "" when the body is something else."""
+    try:
+        error = _somsd_error.decode(body).error
+    except msgspec.DecodeError:
+        return ""
+    text = f"{error.code}: {error.message}" if error.message else error.code
+    return text[:DETAIL_LIMIT]

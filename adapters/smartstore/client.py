@@ -30,6 +30,7 @@ import trio
 from adapters.errors import (
     TransientUpstreamError,
     UpstreamError,
+    decode_answer,
     status_error,
     translate_http_error,
 )
@@ -681,16 +682,14 @@ class SmartstoreClient:
     def _decode(
         self, decoder: msgspec.json.Decoder[T], response: httpx.Response, operation: str
     ) -> T:
-        try:
-            return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise SmartstoreProtocolViolation(
-                self.system,
-                f"{self.system}: {response.status_code} on {operation} with a body that is not "
-                f"the Smartstore Web API's ({str(exc)[:_DETAIL_LIMIT]}); check the configured url",
-                operation=operation,
-                status_code=response.status_code,
-            ) from exc
+        return decode_answer(
+            decoder,
+            response,
+            system=self.system,
+            operation=operation,
+            protocol="the Smartstore Web API's",
+            error=SmartstoreProtocolViolation,
+        )
 
 
 def _lenient_key(raw: bytes) -> RowKey:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from adapters.errors import PermanentUpstreamError, status_error, translate_http_error
+from adapters.errors import decode_answer, somsd_error_detail, status_error, translate_http_error
 from adapters.storesim.errors import FulfillmentGone, StepRefused
 from adapters.storesim.wire import (
     FulfillmentState,
@@ -40,18 +40,6 @@ _encoder = msgspec.json.Encoder()
 _item = msgspec.json.Decoder(WorkItem)
 _page = msgspec.json.Decoder(WorkPage)
 T = TypeVar("T")
-
-
-class _ErrorDetail(msgspec.Struct, frozen=True):
-    code: str
-    message: str = ""
-
-
-class _ErrorBody(msgspec.Struct, frozen=True):
-    error: _ErrorDetail
-
-
-_error = msgspec.json.Decoder(_ErrorBody)
 
 
 class StoreClient:
@@ -129,7 +117,7 @@ class StoreClient:
             raise translate_http_error(exc, system=self.system, operation=operation) from exc
         if response.is_success:
             return response
-        detail = _error_detail(response.content)
+        detail = somsd_error_detail(response.content)
         suffix = f": {detail}" if detail else ""
         if response.status_code == 409:
             raise StepRefused(
@@ -150,21 +138,10 @@ class StoreClient:
     def _decode(
         self, decoder: msgspec.json.Decoder[T], response: httpx.Response, operation: str
     ) -> T:
-        try:
-            return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:
-            raise PermanentUpstreamError(
-                self.system,
-                f"{self.system}: {response.status_code} on {operation} with an unexpected "
-                f"body ({exc}); is the url somsd's API?",
-                operation=operation,
-                status_code=response.status_code,
-            ) from exc
-
-
-def _error_detail(body: bytes) -> str:
-    try:
-        error = _error.decode(body).error
-    except msgspec.DecodeError:
-        return ""
-    return (f"{error.code}: {error.message}" if error.message else error.code)[:200]
+        return decode_answer(
+            decoder,
+            response,
+            system=self.system,
+            operation=operation,
+            protocol="somsd's fulfilment API",
+        )

@@ -21,13 +21,14 @@ import msgspec
 from adapters.errors import (
     PermanentUpstreamError,
     UpstreamError,
+    decode_answer,
+    somsd_error_detail,
     status_error,
     translate_http_error,
 )
 from adapters.threepl.errors import FulfillmentConflict, FulfillmentNotFound, ProtocolViolation
 from adapters.threepl.wire import (
     IDEMPOTENCY_HEADER,
-    ErrorBody,
     Fulfillment,
     FulfillmentRequest,
     StockSnapshot,
@@ -38,15 +39,10 @@ __all__ = ["MAX_PAGE_SIZE", "ThreePLClient"]
 
 MAX_PAGE_SIZE: Final = 500  # the protocol's ceiling for `limit`
 
-# Long enough for a "code: message" that tells an operator what the WMS disliked, short enough
-# that a misbehaving upstream cannot pour a whole HTML page into a log line or a dead letter.
-_DETAIL_LIMIT = 200
-
 _encoder = msgspec.json.Encoder()
 _fulfillment = msgspec.json.Decoder(Fulfillment)
 _updates = msgspec.json.Decoder(UpdatesPage)
 _stock = msgspec.json.Decoder(StockSnapshot)
-_error = msgspec.json.Decoder(ErrorBody)
 
 T = TypeVar("T")
 # A status with its own error class in this protocol, and the operator hint that goes with it.
@@ -140,7 +136,7 @@ class ThreePLClient:
         specific: Mapping[int, _Specific],
     ) -> UpstreamError:
         """The error for a non-2xx answer: a protocol-specific class first, else by status."""
-        detail = _error_detail(response.content)
+        detail = somsd_error_detail(response.content)
         status = response.status_code
         if status in specific:
             kind, hint = specific[status]
@@ -156,23 +152,11 @@ class ThreePLClient:
     def _decode(
         self, decoder: msgspec.json.Decoder[T], response: httpx.Response, operation: str
     ) -> T:
-        try:
-            return decoder.decode(response.content)
-        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
-            raise ProtocolViolation(
-                self.system,
-                f"{self.system}: {response.status_code} on {operation} with a body that is not "
-                f"the rest protocol's ({exc}); check the configured url",
-                operation=operation,
-                status_code=response.status_code,
-            ) from exc
-
-
-def _error_detail(body: bytes) -> str:
-    """`code: message` from a protocol error body, or "" when the body is something else."""
-    try:
-        error = _error.decode(body).error
-    except msgspec.DecodeError:
-        return ""
-    text = f"{error.code}: {error.message}" if error.message else error.code
-    return text[:_DETAIL_LIMIT]
+        return decode_answer(
+            decoder,
+            response,
+            system=self.system,
+            operation=operation,
+            protocol="the rest protocol's",
+            error=ProtocolViolation,
+        )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import httpx
+import msgspec
 import pytest
 
 from adapters.errors import (
     PermanentUpstreamError,
     TransientUpstreamError,
+    UpstreamError,
+    decode_answer,
+    somsd_error_detail,
     status_error,
     translate_http_error,
 )
@@ -83,3 +87,54 @@ def test_status_error_raised_by_raise_for_status_is_translated_by_status() -> No
     response = httpx.Response(502, request=REQUEST)
     exc = httpx.HTTPStatusError("bad gateway", request=REQUEST, response=response)
     assert isinstance(translate_http_error(exc, system="wh", operation="x"), TransientUpstreamError)
+
+
+class _Point(msgspec.Struct):
+    x: int
+
+
+class _NotOurs(PermanentUpstreamError):
+    pass
+
+
+def test_an_answer_in_the_protocol_decodes() -> None:
+    response = httpx.Response(200, content=b'{"x": 3}', request=REQUEST)
+    point = decode_answer(
+        msgspec.json.Decoder(_Point), response, system="wms", operation="GET /p", protocol="p's"
+    )
+    assert point == _Point(3)
+
+
+@pytest.mark.parametrize("body", [b"<html>login</html>", b'{"x": "three"}', b"", b"{" * 5000])
+def test_an_answer_outside_the_protocol_is_permanent_and_names_it(body: bytes) -> None:
+    response = httpx.Response(200, content=body, request=REQUEST)
+    with pytest.raises(UpstreamError) as caught:
+        decode_answer(
+            msgspec.json.Decoder(_Point),
+            response,
+            system="wms",
+            operation="GET /p",
+            protocol="the rest protocol's",
+            error=_NotOurs,
+        )
+    error = caught.value
+    assert isinstance(error, _NotOurs)
+    assert error.status_code == 200
+    assert error.operation == "GET /p"
+    assert str(error).startswith("wms: 200 on GET /p with a body that is not the rest protocol's")
+    assert str(error).endswith("check the configured url")
+    assert len(str(error)) < 400  # a huge body never pours into the message
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b'{"error": {"code": "conflict", "message": "packed"}}', "conflict: packed"),
+        (b'{"error": {"code": "not_found"}}', "not_found"),
+        (b"<html>502</html>", ""),
+        (b'{"error": "flat"}', ""),
+        (b'{"error": {"code": "x", "message": "' + b"m" * 1000 + b'"}}', "x: " + "m" * 197),
+    ],
+)
+def test_somsd_error_detail_reads_only_somsds_error_shape(body: bytes, detail: str) -> None:
+    assert somsd_error_detail(body) == detail
