@@ -29,7 +29,12 @@ import httpx
 import msgspec
 import trio
 
-from adapters.errors import TransientUpstreamError, status_error, translate_http_error
+from adapters.errors import (
+    TransientUpstreamError,
+    somsd_error_detail,
+    status_error,
+    translate_http_error,
+)
 from adapters.webhookshop.catalogue import DEFAULT_CATALOGUE, CatalogueItem
 from adapters.webhookshop.orders import fake_order
 from somsd.domain.order import Order
@@ -45,17 +50,7 @@ class _Accepted(msgspec.Struct, frozen=True):
     duplicate: bool
 
 
-class _ErrorDetail(msgspec.Struct, frozen=True):
-    code: str
-    message: str = ""
-
-
-class _ErrorBody(msgspec.Struct, frozen=True):
-    error: _ErrorDetail
-
-
 _accepted = msgspec.json.Decoder(_Accepted)
-_error = msgspec.json.Decoder(_ErrorBody)
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,11 +163,7 @@ async def _deliver(
             order_id=accepted.order_id,
             duplicate=accepted.duplicate,
         )
-    try:
-        detail = _error.decode(response.content).error
-        reason = f"{detail.code}: {detail.message}"
-    except msgspec.DecodeError:
-        reason = ""
+    reason = somsd_error_detail(response.content)
     error = status_error(response, system="webhookshop", operation=operation, detail=reason)
     return Delivery(
         order=order,
