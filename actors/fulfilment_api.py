@@ -23,7 +23,6 @@ All routes need the admin token; `X-Somsd-User` names the person for the history
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
@@ -53,7 +52,7 @@ from somsd.projections.fulfilments import (
     list_fulfilments,
 )
 from somsd.projections.orders import decode_state, fetch_state
-from somsd.store import EventStore
+from somsd.store import Connection, EventStore
 
 __all__ = [
     "BackorderList",
@@ -137,7 +136,7 @@ _backorder_lines: Final = msgspec.json.Decoder(tuple[StockLine, ...])
 
 
 def _backorders(
-    conn: sqlite3.Connection, *, sku: str | None, after: int, limit: int
+    conn: Connection, *, sku: str | None, after: int, limit: int
 ) -> list[tuple[int, Backorder]]:
     """(queue position, backorder) of orders waiting for stock (with `sku`), oldest first."""
     rows = conn.execute(
@@ -164,7 +163,7 @@ def _backorders(
     ]
 
 
-def _inbound_transfers(conn: sqlite3.Connection, location: str) -> list[FulfilmentState]:
+def _inbound_transfers(conn: Connection, location: str) -> list[FulfilmentState]:
     found: list[FulfilmentState] = []
     for page in range(TRANSFER_SCAN_PAGES):
         batch = list_fulfilments(

@@ -15,7 +15,6 @@ token: a stock report changes what every shop sells.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -38,7 +37,7 @@ from somsd.domain.atp import (
     StockReport,
     StockReportDecision,
 )
-from somsd.store import utc_now
+from somsd.store import Connection, utc_now
 
 __all__ = ["InventoryRoutes"]
 
@@ -107,7 +106,7 @@ _body_decoder = msgspec.json.Decoder(StockReportBody)
 
 
 def _stock_skus(
-    conn: sqlite3.Connection, *, location: str | None, prefix: str, after: str, limit: int
+    conn: Connection, *, location: str | None, prefix: str, after: str, limit: int
 ) -> list[str]:
     """SKUs the stock table knows (at `location`), starting with `prefix`, after `after`."""
     rows = conn.execute(

@@ -27,7 +27,6 @@ its delivery notes and the ERP section's own documents of one order never interl
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
@@ -56,7 +55,7 @@ from somsd.projections.fulfilments import (
     fetch_fulfilment,
     list_fulfilments,
 )
-from somsd.store import EventStore, OutboxEntry
+from somsd.store import Connection, EventStore, OutboxEntry
 
 __all__ = ["SelectLineWarehouse", "delivery_reference", "open_fulfilments", "shipment_of"]
 
@@ -241,7 +240,7 @@ async def open_fulfilments(store: EventStore, location: str) -> list[FulfilmentS
     found: list[FulfilmentState] = []
     while len(found) < _MAX_OPEN:
 
-        def page(conn: sqlite3.Connection, offset: int) -> list[FulfilmentState]:
+        def page(conn: Connection, offset: int) -> list[FulfilmentState]:
             return list_fulfilments(
                 conn, location=location, states=OPEN_STATES, offset=offset, limit=_PAGE
             )
