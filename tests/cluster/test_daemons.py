@@ -23,7 +23,7 @@ from tests.harness import DaemonProcess, next_log_line, running_daemon, write_da
 pytestmark = pytest.mark.slow
 
 TTL = 2.0
-DUTIES = {"location/wh-1", "mailer", "router/backorders"}
+DUTIES = {"location/wh-1", "mailer", "core/routing"}
 # A dead owner's lease lapses TTL after its last renewal; a standby asks at that moment. The
 # slack is for three daemons and PostgreSQL on a loaded two-core machine.
 TAKEOVER_BOUND = TTL + 1.5
@@ -160,4 +160,4 @@ async def test_a_daemon_without_a_cluster_has_no_cluster_route_and_no_keeper(
         assert answer.json()["error"]["code"] == "no_cluster"
         actors = {a["name"] for a in (await admin.get("/v1/admin/actors")).json()["actors"]}
         assert "cluster" not in actors
-        assert "router/backorders" not in actors
+        assert "core/routing" not in actors
