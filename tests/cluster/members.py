@@ -7,10 +7,11 @@ from pathlib import Path
 
 import trio
 
+from adapters.smartstore import SmartstoreSimulator, write_credentials
 from tests.harness import DaemonProcess, next_log_line, write_daemon_config
 from tests.orders.shop import webhook_config
 
-__all__ = ["TTL", "acquired", "member_config", "owns", "until"]
+__all__ = ["TTL", "acquired", "member_config", "owns", "shop_member", "until"]
 
 # Short, so a SIGKILLed owner's leases lapse within a test's patience.
 TTL = 2.0
@@ -47,6 +48,52 @@ lease_ttl = "{ttl:g}s"
 renew_every = "500ms"
 """
     return webhook_config(directory, tables) if webhook else write_daemon_config(directory, tables)
+
+
+def shop_member(
+    directory: Path,
+    dsn: str,
+    member: str,
+    *,
+    shop: SmartstoreSimulator,
+    shop_url: str,
+    wms_url: str,
+    wms_token: str,
+    poll_interval: str = "1h",
+    feed_interval: str = "1h",
+    channels: str = "",
+    files: Mapping[str, str] | None = None,
+    location: str = "",
+) -> Path:
+    """A member with the Smartstore channel `shop` (polled every `poll_interval`) and the
+    3PL location `wh-1` (its feed read every `feed_interval`), `channels` before them and
+    `location` keys added to wh-1's table."""
+    directory.mkdir()
+    _, secret = write_credentials(directory / "creds", shop)
+    return member_config(
+        directory,
+        dsn,
+        member,
+        files={"wh.token": wms_token, **(files or {})},
+        body=f"""{channels}
+[[channel]]
+name = "shop"
+kind = "smartstore"
+url = "{shop_url}"
+public_key = "{shop.public_key}"
+secret_key_file = "{secret}"
+poll_interval = "{poll_interval}"
+sync_stock = false
+locations = ["wh-1"]
+
+[[location]]
+name = "wh-1"
+adapter = "rest"
+url = "{wms_url}"
+token_file = "wh.token"
+poll_interval = "{feed_interval}"
+{location}""",
+    )
 
 
 def acquired(daemon: DaemonProcess, *, after: int = 0) -> dict[str, str]:

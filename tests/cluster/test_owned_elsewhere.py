@@ -15,13 +15,13 @@ import pytest
 import trio
 
 from actors.owned_elsewhere import advertised_api_url
-from adapters.smartstore import SmartstoreSimulator, write_credentials
+from adapters.smartstore import SmartstoreSimulator
 from adapters.threepl import ThreePLSimulator
 from somsd.cluster.postgres import connect, ensure_schema
 from somsd.config import ClusterConfig, SecretFile
 from somsd.secrets import Secret
 from tests.adapters.conftest import Serve, serve
-from tests.cluster.members import TTL, member_config, owns, until
+from tests.cluster.members import TTL, owns, shop_member, until
 from tests.harness import next_log_line, running_daemon
 
 __all__ = ["serve"]
@@ -29,37 +29,6 @@ __all__ = ["serve"]
 RECONCILE = "/v1/channels/shop/reconcile"
 CALLBACK = "/v1/locations/wh-1/callbacks"
 DUTIES = ("channel/shop", "location/wh-1")
-
-
-def shop_member(
-    directory: Path, dsn: str, member: str, *, sim: SmartstoreSimulator, shop: str, wms: str
-) -> Path:
-    directory.mkdir()
-    _, secret = write_credentials(directory / "creds", sim)
-    return member_config(
-        directory,
-        dsn,
-        member,
-        files={"wh.token": "wms-token", "wh.callback": "callback-key"},
-        body=f"""
-[[channel]]
-name = "shop"
-kind = "smartstore"
-url = "{shop}"
-public_key = "{sim.public_key}"
-secret_key_file = "{secret}"
-poll_interval = "1h"
-sync_stock = false
-
-[[location]]
-name = "wh-1"
-adapter = "rest"
-url = "{wms}"
-token_file = "wh.token"
-callback_secret_file = "wh.callback"
-poll_interval = "1h"
-""",
-    )
 
 
 Upstreams = tuple[SmartstoreSimulator, str, str]
@@ -87,7 +56,17 @@ async def test_a_member_refuses_work_it_does_not_own_naming_the_owner_until_it_i
 ) -> None:
     sim, shop, wms = upstreams
     configs = {
-        name: shop_member(tmp_path / name, pg_dsn, name, sim=sim, shop=shop, wms=wms)
+        name: shop_member(
+            tmp_path / name,
+            pg_dsn,
+            name,
+            shop=sim,
+            shop_url=shop,
+            wms_url=wms,
+            wms_token="wms-token",
+            files={"wh.callback": "callback-key"},
+            location='callback_secret_file = "wh.callback"\n',
+        )
         for name in ("a", "b")
     }
     async with contextlib.AsyncExitStack() as stack:

@@ -29,12 +29,12 @@ import psycopg
 import pytest
 import trio
 
-from adapters.smartstore import SmartstoreSimulator, write_credentials
+from adapters.smartstore import SmartstoreSimulator
 from adapters.threepl import ThreePLKnobs, ThreePLSimulator
 from somsd.domain.numbering import parse_number
 from somsd.domain.testing import sample_line
 from tests.adapters.conftest import Serve, serve
-from tests.cluster.members import TTL, acquired, member_config, until
+from tests.cluster.members import TTL, acquired, shop_member, until
 from tests.harness import DaemonProcess, running_daemon
 from tests.orders.shop import CHANNEL, CHANNEL_SECRET, intake_path, order_body, signed
 
@@ -54,42 +54,13 @@ TAKEOVER_BOUND = TTL + 1.5
 RUN_BUDGET = 90.0
 
 
-def three_member(
-    tmp_path: Path, dsn: str, member: str, *, shop: SmartstoreSimulator, shop_url: str, wms: str
-) -> Path:
-    directory = tmp_path / member
-    directory.mkdir()
-    _, secret = write_credentials(directory / "creds", shop)
-    return member_config(
-        directory,
-        dsn,
-        member,
-        files={"wh.token": TOKEN, f"{CHANNEL}.secret": CHANNEL_SECRET},
-        body=f"""
+WEBHOOK_CHANNEL = f"""
 [[channel]]
 name = "{CHANNEL}"
 kind = "webhook"
 secret_file = "{CHANNEL}.secret"
 locations = ["wh-1"]
-
-[[channel]]
-name = "shop"
-kind = "smartstore"
-url = "{shop_url}"
-public_key = "{shop.public_key}"
-secret_key_file = "{secret}"
-poll_interval = "200ms"
-sync_stock = false
-locations = ["wh-1"]
-
-[[location]]
-name = "wh-1"
-adapter = "rest"
-url = "{wms}"
-token_file = "wh.token"
-poll_interval = "300ms"
-""",
-    )
+"""
 
 
 class Cluster:
@@ -203,7 +174,19 @@ async def test_three_daemons_share_the_work_and_survive_sigkills_of_the_owners(
     wms_url, _ = await serve(wms)
     await nursery.start(wms.run)
     configs = {
-        name: three_member(tmp_path, pg_dsn, name, shop=shop, shop_url=shop_url, wms=wms_url)
+        name: shop_member(
+            tmp_path / name,
+            pg_dsn,
+            name,
+            shop=shop,
+            shop_url=shop_url,
+            wms_url=wms_url,
+            wms_token=TOKEN,
+            poll_interval="200ms",
+            feed_interval="300ms",
+            channels=WEBHOOK_CHANNEL,
+            files={f"{CHANNEL}.secret": CHANNEL_SECRET},
+        )
         for name in ("a", "b", "c")
     }
     with trio.fail_after(RUN_BUDGET):
