@@ -19,6 +19,17 @@ commit, then apply" on purpose, and stays safe because:
   the log, so the book never keeps a change that was not committed.
 Refusals and reads are answered at once; they change nothing.
 
+Several daemons on one store (`[cluster]`, `shared=True`). Every member's inventory appends to
+the one `inventory` stream (the router reserves on the `core/routing` holder, each location's
+owner ships and counts, any member releases on an operator's cancel), so a book that only saw
+its own decisions would sell stock another member took. In shared mode the actor therefore
+goes back to "decide, persist, apply", one message at a time: before each message it applies
+the events other members committed since its last version (with their effects: a rise in
+ATP still reaches `on_stock_added`), it decides against that book, appends under the version
+it read, and applies the event only once committed. A version conflict means another member
+committed in between: it reads those events and decides the message again. No pipelining: a
+pipelined append behind a conflict would fail too, and the book would run ahead of the log.
+
 What channels see. After each committed change, the channels serving its location learn the
 SKU's new availability (sum of positive ATP over their locations). Pushes to a shop are
 debounced per (channel, SKU) - a burst becomes one push, sold-out goes at once - by a second
@@ -81,12 +92,13 @@ from somsd.domain.atp import (
     ship_stock,
 )
 from somsd.projections.stock import INVENTORY_STREAM, decode_stock_event, encode_stock_event
-from somsd.store import Appended, EventStore, NewEvent, OutboxItem, utc_now
+from somsd.store import Appended, EventStore, NewEvent, OutboxItem, VersionConflict, utc_now
 
 __all__ = [
     "ACTOR",
     "CHANNEL_STOCK_STREAM_PREFIX",
     "INVENTORY_STREAM",
+    "CatchUpStock",
     "ChannelStockChanged",
     "ChannelStockEvent",
     "ChannelStockSettings",
@@ -125,6 +137,10 @@ CONCURRENCY = 512
 # becomes appends of 500, so no single transaction holds the writer for long; 500 is the
 # store's own batch limit, which it measured to commit in a few milliseconds.
 PUSH_CHUNK = 500
+# Decisions of one message in shared mode when other members keep committing in between: each
+# retry first applies what they committed, so a conflict again means the stream is that busy
+# and the caller is better told to retry than held.
+MAX_DECISIONS = 20
 # When the actor is stopped with appends queued, the store still commits or refuses them (it
 # drains its mailbox within its 5 s drain deadline). Waiting as long for that answer tells the
 # caller what really happened instead of "maybe".
@@ -270,8 +286,16 @@ class GetChannelAvailability(msgspec.Struct, frozen=True, tag=True):
     reply: Reply[dict[str, int]]
 
 
+class CatchUpStock(msgspec.Struct, frozen=True, tag=True):
+    """Apply the stock events other members committed (shared mode); answered with how many.
+    Alone this is 0: every event of the stream is this actor's own."""
+
+    reply: Reply[int]
+
+
 InventoryMessage = (
-    GetChannelAvailability
+    CatchUpStock
+    | GetChannelAvailability
     | ReportStock
     | ReserveStock
     | ReleaseStock
@@ -388,6 +412,10 @@ class InventoryMetrics:
 # -- the actor ----------------------------------------------------------------------------------
 
 
+class _Redecide(Exception):
+    """Shared mode: the append met another member's; decide the message again."""
+
+
 class InventoryCommitFailed(Exception):
     """An inventory append was not stored. The book may hold a change the log does not, so the
     actor stops; the supervisor restarts it and the book is rebuilt from the log."""
@@ -430,9 +458,15 @@ class Inventory(Actor[InventoryMessage]):
         registry: CollectorRegistry | None = None,
         now: Callable[[], datetime] = utc_now,
         on_stock_added: Callable[[frozenset[str]], None] | None = None,
+        shared: bool = False,
     ) -> None:
+        """`shared`: other daemons append to the same stream (`[cluster]`; module docstring)."""
         super().__init__(ACTOR)
         self.store = store
+        self.shared = shared
+        # Whether this member pushes channel stock (shared mode: one member does, see
+        # `take_over_pushes`); the others keep no debounce queue and report no pushed values.
+        self.pushes_here: Callable[[], bool] = lambda: True
         # Called (synchronously, on the actor's tasks) after a committed change let a channel
         # sell more of some SKUs: how the router learns to re-route backorders. It must not
         # block; a listener with work to do queues it for its own actor.
@@ -468,9 +502,21 @@ class Inventory(Actor[InventoryMessage]):
         """The channel's availability of `sku` as last queued for its shop (None: unknown).
 
         A deliverer sends this rather than its entry's own value, so a retried older push
-        that lands after a newer one cannot leave the shop with a stale count.
+        that lands after a newer one cannot leave the shop with a stale count. A member that
+        does not push (shared mode) does not know it.
         """
+        if not self.pushes_here():
+            return None
         return self._pushed.get(channel, {}).get(sku)
+
+    def take_over_pushes(self) -> None:
+        """This member pushes channel stock from now on (shared mode): read back what each
+        channel was pushed by whoever pushed before, and compare it with the whole book."""
+        self._channel_versions.clear()
+        self._pushed.clear()
+        self._pending.clear()
+        self._resync = True
+        self._wake_up(-math.inf)
 
     def reconfigure(
         self,
@@ -517,7 +563,7 @@ class Inventory(Actor[InventoryMessage]):
                 message = await self.mailbox.receive()
                 handed_off = False
                 try:
-                    handed_off = await self._handle(message, nursery, slots)
+                    handed_off = await self._decide(message, nursery, slots)
                 finally:
                     if not handed_off:
                         slots.release()
@@ -576,12 +622,38 @@ class Inventory(Actor[InventoryMessage]):
 
     # -- deciding -------------------------------------------------------------------------
 
+    async def _decide(
+        self, message: InventoryMessage, nursery: trio.Nursery, slots: trio.Semaphore
+    ) -> bool:
+        """`_handle` alone; in shared mode against the latest log, again after a conflict."""
+        if not self.shared:
+            return await self._handle(message, nursery, slots)
+        for _ in range(MAX_DECISIONS):
+            await self._absorb()
+            try:
+                return await self._handle(message, nursery, slots)
+            except _Redecide:
+                continue
+        message.reply.fail(
+            ReplyError("inventory: other members kept changing the stock meanwhile; retry")
+        )
+        return False
+
+    async def _absorb(self) -> None:
+        """Apply what other members appended to the stream since this book's version."""
+        for stored in await self.store.read_stream(INVENTORY_STREAM, after_version=self._version):
+            self._propagate(self._apply(decode_stock_event(stored.payload)))
+            self._version = stored.version
+
     async def _handle(
         self, message: InventoryMessage, nursery: trio.Nursery, slots: trio.Semaphore
     ) -> bool:
         """Decide one message; True when a change was handed to a commit-waiting task."""
         book = self._book
         match message:
+            case CatchUpStock(reply=reply):
+                reply.set(self._version)  # shared: `_decide` applied the others' events
+                return False
             case GetAvailability(skus=skus, reply=reply):
                 # Reads are not logged: the router asks once per order, and a line per read
                 # would double the log without recording any decision.
@@ -660,6 +732,9 @@ class Inventory(Actor[InventoryMessage]):
         slots: trio.Semaphore,
     ) -> bool:
         """Apply at once, submit the append, let a task answer the caller after the commit."""
+        if self.shared:
+            await self._change_in_turn(event, reply, answer)
+            return False
         effects = self._apply(event)
         committed = await self.store.submit(
             INVENTORY_STREAM,
@@ -669,6 +744,29 @@ class Inventory(Actor[InventoryMessage]):
         self._version += 1
         nursery.start_soon(self._finish, _Change(event, effects, committed, reply, answer), slots)
         return True
+
+    async def _change_in_turn(self, event: StockEvent, reply: Reply[T], answer: T) -> None:
+        """Shared mode: append, and apply only what was committed (raises `_Redecide`)."""
+        committed = await self.store.submit(
+            INVENTORY_STREAM,
+            [NewEvent(type(event).__name__, encode_stock_event(event))],
+            expected_version=self._version,
+        )
+        outcome = await _outcome(committed)
+        if isinstance(outcome, VersionConflict):
+            raise _Redecide  # another member appended first: decide again on its events
+        if isinstance(outcome, Exception):
+            # Nothing was applied, so the book is still the log's: no restart needed.
+            failure = ReplyError(
+                f"inventory: the change was not stored ({type(outcome).__name__}: {outcome}); "
+                "retry the request"
+            )
+            failure.__cause__ = outcome
+            reply.fail(failure)
+            return
+        self._version = outcome.version
+        self._committed(event, self._apply(event), answer)
+        reply.set(answer)
 
     def _apply(self, event: StockEvent) -> _Effects:
         """Apply an event to the book and work out what it does to the channels.
@@ -772,6 +870,10 @@ class Inventory(Actor[InventoryMessage]):
                     location=event.location,
                     lines=len(event.lines),
                 )
+        self._propagate(effects)
+
+    def _propagate(self, effects: _Effects) -> None:
+        """What a committed change does beyond the book: listeners, alerts, channel pushes."""
         if effects.raised and self.on_stock_added is not None:
             try:
                 self.on_stock_added(effects.raised)
@@ -843,6 +945,10 @@ class Inventory(Actor[InventoryMessage]):
 
     async def _push_due(self) -> float | None:
         """Append the due pushes and queued alerts per channel; return the next due time."""
+        if not self.pushes_here():
+            self._pending.clear()  # the member that pushes compares everything itself
+            self._alerts.clear()
+            return None
         now, at = trio.current_time(), self._now()
         next_due: float | None = None
         submitted: list[tuple[Reply[Appended], str, list[ChannelStockChanged | LowStock]]] = []

@@ -2,7 +2,7 @@
 
 With `[cluster]` configured, several daemons share one PostgreSQL database and each singleton
 duty (a channel poller with its reconciliation schedule, a location, a carrier, an ERP, the
-mailer, the document renderer, the router's backorder queue) runs on exactly one of them. The
+mailer, the document renderer, the router) runs on exactly one of them. The
 daemon wraps each such duty's start function with `run_while_leased(duty, start)`; the wrapper
 reports ready at once (a standby duty is healthy), tells the keeper it wants the lease, and
 runs the duty only while the keeper holds it:
@@ -59,7 +59,8 @@ from somsd.config import ClusterConfig
 from somsd.supervisor import ChildSpec
 
 __all__ = [
-    "BACKORDERS_DUTY",
+    "CORE_CATCH_UP_EVERY",
+    "ROUTING_DUTY",
     "ClusterReport",
     "LeaseGrant",
     "LeaseKeeper",
@@ -524,9 +525,16 @@ class LeaseKeeper:
 
 # -- how the daemon wires it (each a no-op without [cluster]) -------------------------------------
 
-BACKORDERS_DUTY = "router/backorders"
-"""The router's backorder queue: every daemon routes the orders it takes in, but only the
-holder of this lease retries backorders when stock arrives (`gate` on `on_stock_added`)."""
+ROUTING_DUTY = "core/routing"
+"""The router - every routing decision, reservation it takes and the backorder queue - runs
+only on the holder of this lease. Any member takes orders in and commits them; the holder
+routes its own at once (its desk's nudges are `gate`d on this duty) and catches up on what the
+others committed every `CORE_CATCH_UP_EVERY`. A new holder starts the router afresh, which
+picks up every accepted order never routed, every decision left unapplied and the backorders."""
+
+CORE_CATCH_UP_EVERY = 0.5
+"""Seconds between the routing holder's looks at work committed on other members: the longest
+an order taken in elsewhere waits to be routed. Each look is a few indexed queries."""
 
 
 def lease_keeper_for(
@@ -555,35 +563,34 @@ def runs_here(keeper: LeaseKeeper | None, duty: str) -> bool:
     return keeper is None or keeper.holds(duty)
 
 
-async def _standing_duty(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    """A duty that is only its lease: what it gates happens elsewhere, while the lease is held."""
-    task_status.started()
-    await trio.sleep_forever()
-
-
 def lease_keeper_specs(keeper: LeaseKeeper | None) -> list[ChildSpec]:
-    """The keeper and the leases that gate work inside other actors; first in `core`, so the
-    keeper stops last and releases what is left."""
+    """The keeper, first in `core`, so it stops last and releases what is left."""
     if keeper is None:
         return []
-    return [
-        ChildSpec(keeper.name, keeper.run, stop=keeper.stop),
-        ChildSpec(BACKORDERS_DUTY, keeper.run_while_leased(BACKORDERS_DUTY, _standing_duty)),
-    ]
+    return [ChildSpec(keeper.name, keeper.run, stop=keeper.stop)]
 
 
 SINGLETON_CORE_DUTIES = frozenset({"mailer", "documents", "supplier_invoices"})
 """Core actors that run on one member only: each delivers its own outbox target(s)."""
 
+LEASED_CORE_ACTORS = {"router": ROUTING_DUTY}
+"""Core actors that run on one member only under a duty named apart from the actor."""
+
 
 def leased_children(keeper: LeaseKeeper | None, children: list[ChildSpec]) -> list[ChildSpec]:
     """The core supervisor's children: the keeper's first, singleton core duties leased."""
     return lease_keeper_specs(keeper) + [
-        replace(spec, start=leased(keeper, spec.name, spec.start))
-        if spec.name in SINGLETON_CORE_DUTIES
+        replace(spec, start=leased(keeper, duty, spec.start))
+        if (duty := _core_duty(spec.name)) is not None
         else spec
         for spec in children
     ]
+
+
+def _core_duty(child: str) -> str | None:
+    if child in SINGLETON_CORE_DUTIES:
+        return child
+    return LEASED_CORE_ACTORS.get(child)
 
 
 def cluster_routes(keeper: LeaseKeeper | None) -> list[ApiRoute]:

@@ -7,7 +7,13 @@ What it does depends on `adapter`:
   with the outbox dispatcher that POSTs the fulfilment with the entry's idempotency key; polls
   `GET /fulfillments?updated_since=<cursor>` every `poll_interval` and hands each change to the
   sink; fetches `GET /stock` every `stock_interval` for the sink; takes signed status callbacks
-  (`POST /v1/locations/{location}/callbacks`, see `LocationRoutes`).
+  (`POST /v1/locations/{location}/callbacks`, see `LocationRoutes`). A stock count is handed
+  over only after the feed was read to its end *after* the count was taken: the count already
+  lacks every unit the 3PL shipped before it, and a shipment not yet read from the feed still
+  holds its reservation here, so those units would be missing twice - ATP too low, and worse,
+  reservations reported oversold and given up although the 3PL has shipped them, which sends
+  the same units out again from elsewhere. On a takeover (the first steps of a new owner) this
+  is what makes the heir's first count safe.
 - `csv` (`adapters.csvfiles`): the deliverer writes the fulfilment file atomically; every
   `poll_interval` the inbound folder's status and stock files go to the sink and only then are
   moved to `processed/`.
@@ -479,6 +485,8 @@ class LocationActor(Actor[LocationMessage]):
         self._problems: dict[str, str] = {}  # step (poll, stock) -> its unsolved problem
         self._callbacks = 0
         self._seen: OrderedDict[str, None] = OrderedDict()
+        # One reader of the feed at a time: the poll and the stock step both read it.
+        self._feed = trio.Lock()
 
     @property
     def upstream(self) -> UpstreamMonitor:
@@ -697,19 +705,22 @@ class LocationActor(Actor[LocationMessage]):
 
     async def _poll_rest(self, client: ThreePLClient) -> None:
         """Every page of changes since the stored cursor; the cursor moves after each page."""
-        while True:
-            page = await self._read(partial(client.fetch_updates_since, self._cursor))
-            for item in page.items:
-                await self._hand_over(rest_update(item))
-            # Nothing handed over, nothing to store: the protocol keeps the cursor unchanged
-            # then (the first empty answer's "0" is the same place as no cursor at all).
-            if page.items and page.next_cursor != self._cursor:
-                await self._save_cursor(page.next_cursor)
-            if not page.has_more:
-                return
+        async with self._feed:
+            while True:
+                page = await self._read(partial(client.fetch_updates_since, self._cursor))
+                for item in page.items:
+                    await self._hand_over(rest_update(item))
+                # Nothing handed over, nothing to store: the protocol keeps the cursor unchanged
+                # then (the first empty answer's "0" is the same place as no cursor at all).
+                if page.items and page.next_cursor != self._cursor:
+                    await self._save_cursor(page.next_cursor)
+                if not page.has_more:
+                    return
 
     async def _fetch_stock(self, client: ThreePLClient) -> None:
+        """The count, handed over once the feed was read past it (see the module docstring)."""
         snapshot = await self._read(client.fetch_stock)
+        await self._poll_rest(client)
         await self.sink.stock_report(stock_report(self.section.name, snapshot))
 
     async def _poll_csv(self, folders: CsvLocation) -> None:

@@ -12,7 +12,10 @@ concurrent operator actions on one order would both decide on the same state. A 
 State: the last committed `OrderState` of recently used orders, in an LRU cache; an order not
 in the cache is loaded from the orders projection (one row). The cache only ever holds
 committed state, so a refused or failed append changes nothing. After a restart the cache
-starts empty, which is always correct.
+starts empty, which is always correct. With several daemons on one store (`[cluster]`) another
+member may have changed a cached order (an operator's request on one daemon for an order taken
+in on another): the append then meets a version conflict, and the desk drops the cached state,
+loads the order's committed state and decides the command again.
 
 Decisions are the pure functions of `somsd.domain`; the desk only supplies ids, the clock and
 the current `OrderPolicy`, and maps the store's answers.
@@ -115,6 +118,9 @@ __all__ = [
 log = structlog.get_logger("actors.order_desk")
 
 ACTOR = "order-desk"
+# Decisions of one command when its order keeps changing elsewhere in between (each retry
+# reloads the committed state first); past that the caller gets the conflict.
+MAX_DECISIONS = 5
 
 
 class OrderNotFound(DomainError):
@@ -470,12 +476,9 @@ class OrderDesk(Actor[DeskMessage]):
         lock = self._locks.setdefault(command.order_id, trio.Lock())
         try:
             async with lock:
-                state = await self._load(command.order_id)
-                if isinstance(command.action, CopyOrder):
-                    command.reply.set(await self._copy(state, command.action, command.user))
-                    return
-                events = self._decide(state, command.action, command.user)
-                state = await self._append(state, events)
+                state = await self._decide_and_append(command)
+                if state is None:
+                    return  # a copy: answered with the new order
                 log.info(
                     "order_changed",
                     order_id=command.order_id,
@@ -487,6 +490,25 @@ class OrderDesk(Actor[DeskMessage]):
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._locks.pop(command.order_id, None)
+
+    async def _decide_and_append(self, command: OrderCommand) -> OrderState | None:
+        """The committed state after the command; decided again on a stale cached state."""
+        for attempt in range(1, MAX_DECISIONS + 1):
+            state = await self._load(command.order_id)
+            try:
+                if isinstance(command.action, CopyOrder):
+                    command.reply.set(await self._copy(state, command.action, command.user))
+                    return None
+                events = self._decide(state, command.action, command.user)
+                return await self._append(state, events)
+            except VersionConflict:
+                # Changed by another member: reload and decide again. Not a copy, whose new
+                # order is committed already: a second attempt would make a second copy.
+                self._cache.pop(command.order_id, None)
+                if attempt == MAX_DECISIONS or isinstance(command.action, CopyOrder):
+                    raise
+                log.info("order_reloaded_after_conflict", order_id=command.order_id)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _decide(self, state: OrderState, action: OrderAction, user: str) -> list[OrderEvent]:
         policy, now = self.policy, self._now()

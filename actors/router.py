@@ -27,7 +27,16 @@ A retry of a backorder that allocates nothing stores nothing: it would be a deci
 to the last one, thousands of times over while a SKU is sold out.
 
 Backorders are re-routed oldest first (by when the order went on backorder), whenever stock of
-one of their SKUs rises, and once at start. Today's orders per location (for `daily_capacity`)
+one of their SKUs rises, and once at start.
+
+With several daemons (`[cluster]`) the router runs only on the holder of the `core/routing`
+lease (`actors.lease_keeper.ROUTING_DUTY`), so one task still decides every routing. The other
+members take orders in and commit them but nudge nobody; the holder looks for their work every
+`catch_up_every` seconds (`CatchUp`): accepted orders never routed, canceled orders still open,
+refused lines, and - through the inventory, which applies the other members' stock events -
+stock that rose elsewhere. A new holder starts the router afresh, which is the same catch-up.
+
+Today's orders per location (for `daily_capacity`)
 count fulfilments created per UTC day; they are read back from the fulfilments table at start
 and when the day changes.
 """
@@ -52,7 +61,7 @@ from actors.fulfilment import (
     NewFulfilment,
     SettleOrder,
 )
-from actors.inventory import GetAvailability, Inventory, ReserveStock
+from actors.inventory import CatchUpStock, GetAvailability, Inventory, ReserveStock
 from somsd.actor import Actor, Reply
 from somsd.config import Config, LocationConfig
 from somsd.domain.atp import StockLine, StockRefused, StockReserved
@@ -102,6 +111,7 @@ from somsd.store import EventStore, NewEvent, StoreUnavailable, utc_now
 __all__ = [
     "ACTOR",
     "DEFAULT_MAX_ATTEMPTS",
+    "CatchUp",
     "CloseOrder",
     "Describe",
     "RetryRejections",
@@ -224,6 +234,10 @@ class RetryRejections(msgspec.Struct, frozen=True, tag=True):
     order_id: str | None = None
 
 
+class CatchUp(msgspec.Struct, frozen=True, tag=True):
+    """Look up work other members committed (`[cluster]`): what a missed nudge would be."""
+
+
 class RouterStatus(msgspec.Struct, frozen=True):
     day: date
     orders_today: dict[str, int]
@@ -238,7 +252,7 @@ class Describe(msgspec.Struct, frozen=True, tag=True):
     reply: Reply[RouterStatus]
 
 
-RouterMessage = RouteOrder | CloseOrder | StockAdded | RetryRejections | Describe
+RouterMessage = RouteOrder | CloseOrder | StockAdded | RetryRejections | CatchUp | Describe
 
 
 class RouterMetrics:
@@ -292,7 +306,10 @@ class Router(Actor[RouterMessage]):
         registry: CollectorRegistry | None = None,
         now: Callable[[], datetime] = utc_now,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        catch_up_every: float | None = None,
     ) -> None:
+        """`catch_up_every`: seconds between looks at work committed by other members (only
+        with `[cluster]`; alone, every change is nudged and nothing polls)."""
         super().__init__(ACTOR)
         self.store = store
         self.inventory = inventory
@@ -300,6 +317,7 @@ class Router(Actor[RouterMessage]):
         fulfilments.on_lines_rejected = self.lines_rejected
         self._now = now
         self._max_attempts = max_attempts
+        self._catch_up_every = catch_up_every
         self.metrics = RouterMetrics(registry)
         self._network = routing_network(config)
         self._policy = routing_policy(config)
@@ -371,6 +389,19 @@ class Router(Actor[RouterMessage]):
         await self._finish_unapplied()
         await self._catch_up()
         await self._retry_backorders(None)
+        async with trio.open_nursery() as nursery:
+            if self._catch_up_every is not None:
+                nursery.start_soon(self._tick, self._catch_up_every)
+            await self._serve()
+            nursery.cancel_scope.cancel()
+
+    async def _tick(self, every: float) -> None:
+        while True:
+            await trio.sleep(every)
+            if not self._offer(CatchUp()):  # a full mailbox: its catch-ups look anyway
+                self._missed_orders = self._missed_closes = self._missed_rejections = True
+
+    async def _serve(self) -> None:
         async for message in self.mailbox:
             try:
                 await self._handle(message)
@@ -393,6 +424,10 @@ class Router(Actor[RouterMessage]):
                 await self._retry_backorders(skus)
             case RetryRejections(order_id=order_id):
                 await self._retry_rejections(order_id)
+            case CatchUp():
+                self._missed_orders = self._missed_closes = self._missed_rejections = True
+                # Stock events of other members: a rise comes back as `stock_added`.
+                await self.inventory.ask(CatchUpStock)
             case Describe(reply=reply):
                 reply.set(
                     RouterStatus(

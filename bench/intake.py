@@ -46,8 +46,8 @@ What it does, all in a fresh temporary directory:
 9. With `--daemons N` (N > 1) as well: N daemons with `[cluster]` on one fresh database (store
    and leases), started one after the other; each level's connections are split over them,
    one wrk per daemon at once (unique orders each), so the level's rate is the sum and its
-   p50/p99 the worst of the N wrk runs. Then the failover: the owner of the router's backorder
-   queue (`router/backorders`, a leased duty every member wants) is SIGKILLed and a survivor's
+   p50/p99 the worst of the N wrk runs. Then the failover: the owner of the router
+   (`core/routing`, a leased duty every member wants) is SIGKILLed and a survivor's
    `GET /v1/admin/cluster` is asked every 10 ms until another member owns it; that time is
    the failover (a dead owner's lease lapses `--lease-ttl` after its last renewal).
 
@@ -915,7 +915,7 @@ def bench_postgres(
 
 # -- several daemons in one cluster (--daemons) ----------------------------------------------
 
-FAILOVER_DUTY = "router/backorders"  # leased on every member, whatever the config holds
+FAILOVER_DUTY = "core/routing"  # leased on every member, whatever the config holds
 FAILOVER_POLL = 0.01
 
 

@@ -72,7 +72,8 @@ from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.inventory import Inventory, channel_stock_policies, debounce_policy, safety_stock
 from actors.inventory_api import InventoryRoutes
 from actors.lease_keeper import (
-    BACKORDERS_DUTY,
+    CORE_CATCH_UP_EVERY,
+    ROUTING_DUTY,
     cluster_routes,
     gate,
     lease_keeper_for,
@@ -212,20 +213,25 @@ class Daemon:
             channels=channel_stock_policies(config.channel),
             debounce=debounce_policy(config.inventory),
             registry=registry,
+            shared=config.cluster is not None,
         )
         self.fulfilments = FulfilmentDesk(
             self.store, self.inventory, self.desk, config=config, registry=registry
         )
         self.router = Router(
-            self.store, self.inventory, self.fulfilments, config=config, registry=registry
+            self.store,
+            self.inventory,
+            self.fulfilments,
+            config=config,
+            registry=registry,
+            catch_up_every=CORE_CATCH_UP_EVERY if config.cluster is not None else None,
         )
         self.dispatcher = OutboxDispatcher(self.store, registry=registry)
         # [cluster]: singleton duties run only while this daemon holds their lease (else None).
         self.lease_keeper = lease_keeper_for(config.cluster, registry)
         # ... and on PostgreSQL each outbox target is claimed and settled under its duty's lease.
         self.dispatcher.claims = leased_outbox_for(self.lease_keeper, config)
-        # The hooks only queue work for the actor they belong to; see each actor's docstring.
-        self.desk.on_committed = self.router.order_committed
+        self._wire_routing()
         # Each system that reacts to a change plans its own outbox items; one line per system.
         self.desk.effects = all_order_effects(
             order_effects_for(self._channels),
@@ -247,9 +253,6 @@ class Daemon:
         self.erp_metrics = ErpMetrics(registry)
         self.carrier_metrics = CarrierMetrics(registry)
         self.edifact_metrics = EdifactMetrics(registry)
-        self.inventory.on_stock_added = gate(
-            self.lease_keeper, BACKORDERS_DUTY, self.router.stock_added
-        )
         self.core_actors = (self.desk, self.inventory, self.fulfilments, self.router)
         for actor in self.core_actors:
             self.metrics.track_mailbox(actor.name, actor.mailbox)
@@ -351,6 +354,21 @@ class Daemon:
         self._shutdown_wanted = trio.Event()
 
     # -- wiring -------------------------------------------------------------------------
+
+    def _wire_routing(self) -> None:
+        """The router's nudges. The hooks only queue work for the router (see its docstring);
+        with [cluster] only the routing holder runs it, and polls what the others commit."""
+        keeper = self.lease_keeper
+        router = self.router
+        self.desk.on_committed = gate(keeper, ROUTING_DUTY, router.order_committed)
+        self.fulfilments.on_lines_rejected = gate(keeper, ROUTING_DUTY, router.lines_rejected)
+        self.inventory.on_stock_added = gate(keeper, ROUTING_DUTY, router.stock_added)
+        if keeper is not None:
+            inventory = self.inventory
+            inventory.pushes_here = lambda: keeper.holds(ROUTING_DUTY)
+            keeper.on_acquired(
+                lambda duty: inventory.take_over_pushes() if duty == ROUTING_DUTY else None
+            )
 
     def _integration_spec(self, name: str, section: msgspec.Struct) -> ChildSpec:
         actor: IntegrationActor | LocationActor | ChannelActor | CarrierActor

@@ -28,6 +28,13 @@ and on each report sets on hand = N + the moves after the report's as_of time. W
 report taken before a shipment but delivered after it would put the shipped units back on sale.
 A report older than the newest one applied for that SKU and location is ignored, and the
 decision lists it so the actor can count it.
+
+The converse is the caller's to rule out: a report applied while a shipment it already
+reflects (dated at or before its as_of) is still unknown here counts those units missing twice -
+gone from on hand and still reserved - so ATP reads low and the reservations look oversold until
+the shipment arrives. Hand a count over only once the location's movements up to its as_of are
+applied (`actors.location` reads the 3PL's feed past each count first); then ATP is exact at
+every step, whatever else arrives early or late (tests/domain/test_atp_count_window.py).
 """
 
 from __future__ import annotations

@@ -1092,11 +1092,14 @@ def list_fulfilments(
 ) -> list[FulfilmentState]:
     """A pick list: fulfilments in `states`, by their first SKU, then oldest first."""
     wanted = sorted(set(states))
-    marks = ", ".join("?" for _ in wanted)
+    # Numbered throughout: PostgreSQL's translation (`somsd.store._postgres.translate`) takes
+    # `?N` or `?` in one statement, never both.
+    marks = ", ".join(f"?{n}" for n in range(2, 2 + len(wanted)))
+    after = 2 + len(wanted)
     rows = conn.execute(
         "SELECT state_json FROM fulfilments "  # noqa: S608  # only placeholders are spliced in
         f"WHERE (?1 IS NULL OR location = ?1) AND state IN ({marks}) "
-        "ORDER BY first_sku, seq LIMIT ? OFFSET ?",
+        f"ORDER BY first_sku, seq LIMIT ?{after} OFFSET ?{after + 1}",
         (location, *wanted, limit, offset),
     ).fetchall()
     return [_state_decoder.decode(unpack(row[0])) for row in rows]

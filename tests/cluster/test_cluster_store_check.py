@@ -8,34 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import running_daemon, write_daemon_config
+from tests.cluster.members import member_config
+from tests.harness import running_daemon
 from tests.pgcluster import PgCluster
 from tests.test_config import somsd_cli
 
 MISMATCH = "[cluster] and [store] must use the same PostgreSQL database"
 
 
-def member_config(directory: Path, *, cluster_dsn: str, store_dsn: str) -> Path:
-    (directory / "cluster.dsn").write_text(cluster_dsn + "\n")
-    (directory / "store.dsn").write_text(store_dsn + "\n")
-    return write_daemon_config(
-        directory,
-        """
-[store]
-backend = "postgres"
-dsn_file = "store.dsn"
-
-[cluster]
-member = "a"
-dsn_file = "cluster.dsn"
-lease_ttl = "2s"
-renew_every = "500ms"
-""",
-    )
-
-
 def test_check_config_refuses_a_cluster_on_the_sqlite_store(tmp_path: Path, pg_dsn: str) -> None:
-    config = member_config(tmp_path, cluster_dsn=pg_dsn, store_dsn=pg_dsn)
+    config = member_config(tmp_path, pg_dsn)
     config.write_text(config.read_text().replace('backend = "postgres"', 'backend = "sqlite"'))
     result = somsd_cli("check-config", "-c", str(config))
     assert result.returncode == 2
@@ -46,7 +28,7 @@ def test_run_refuses_a_store_on_another_database_and_starts_nothing(
     tmp_path: Path, pg_cluster: PgCluster
 ) -> None:
     store_dsn, cluster_dsn = pg_cluster.fresh_database(), pg_cluster.fresh_database()
-    config = member_config(tmp_path, cluster_dsn=cluster_dsn, store_dsn=store_dsn)
+    config = member_config(tmp_path, cluster_dsn, store_dsn=store_dsn)
     result = somsd_cli("run", "-c", str(config))
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
@@ -60,7 +42,7 @@ async def test_a_reload_onto_another_database_is_rejected_and_the_old_config_run
     tmp_path: Path, pg_cluster: PgCluster
 ) -> None:
     dsn = pg_cluster.fresh_database()
-    config = member_config(tmp_path, cluster_dsn=dsn, store_dsn=dsn)
+    config = member_config(tmp_path, dsn)
     async with running_daemon(config) as daemon, daemon.admin() as admin:
         (tmp_path / "store.dsn").write_text(pg_cluster.fresh_database() + "\n")
         answer = await admin.post("/v1/admin/reload")

@@ -18,52 +18,19 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from somsd.cli import print_cluster
-from tests.harness import DaemonProcess, next_log_line, running_daemon, write_daemon_config
+from tests.cluster.members import TTL, acquired, member_config, until
+from tests.harness import running_daemon, write_daemon_config
 
 pytestmark = pytest.mark.slow
 
-TTL = 2.0
-DUTIES = {"location/wh-1", "mailer", "router/backorders"}
+DUTIES = {"location/wh-1", "mailer", "core/routing"}
 # A dead owner's lease lapses TTL after its last renewal; a standby asks at that moment. The
 # slack is for three daemons and PostgreSQL on a loaded two-core machine.
 TAKEOVER_BOUND = TTL + 1.5
 
 
-def member_config(tmp_path: Path, dsn: str, member: str) -> Path:
-    directory = tmp_path / member
-    directory.mkdir()
-    (directory / "cluster.dsn").write_text(dsn + "\n")
-    return write_daemon_config(
-        directory,
-        f"""
-[store]
-backend = "postgres"
-dsn_file = "cluster.dsn"
-
-[[location]]
-name = "wh-1"
-
-[cluster]
-member = "{member}"
-dsn_file = "cluster.dsn"
-lease_ttl = "{TTL:g}s"
-renew_every = "500ms"
-""",
-    )
-
-
-def acquired(daemon: DaemonProcess, *, after: int = 0) -> dict[str, str]:
-    """duty -> outcome of each lease this daemon acquired (from its log)."""
-    return {
-        e["duty"]: e["outcome"] for e in daemon.log[after:] if e.get("event") == "lease_acquired"
-    }
-
-
-async def wait_until(daemons: list[DaemonProcess], predicate: object, limit: float) -> None:
-    assert callable(predicate)
-    with trio.fail_after(limit):
-        while not predicate():
-            await next_log_line(daemons)
+def wh_member(tmp_path: Path, dsn: str, member: str) -> Path:
+    return member_config(tmp_path / member, dsn, member, body='[[location]]\nname = "wh-1"\n')
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -79,9 +46,7 @@ async def test_three_daemons_one_owner_each_duty_and_a_sigkilled_owner_is_replac
 ) -> None:
     async with contextlib.AsyncExitStack() as stack:
         daemons = {
-            name: await stack.enter_async_context(
-                running_daemon(member_config(tmp_path, pg_dsn, name))
-            )
+            name: await stack.enter_async_context(running_daemon(wh_member(tmp_path, pg_dsn, name)))
             for name in ("a", "b", "c")
         }
         every = list(daemons.values())
@@ -93,7 +58,7 @@ async def test_three_daemons_one_owner_each_duty_and_a_sigkilled_owner_is_replac
                     found.setdefault(duty, []).append(name)
             return found
 
-        await wait_until(every, lambda: set(owners()) >= DUTIES, 15)
+        await until(every, lambda: set(owners()) >= DUTIES, 15)
         assert all(len(members) == 1 for members in owners().values()), owners()
         victim = owners()["location/wh-1"][0]
         victims_duties = {duty for duty, members in owners().items() if members == [victim]}
@@ -115,7 +80,7 @@ async def test_three_daemons_one_owner_each_duty_and_a_sigkilled_owner_is_replac
                     return name
             return None
 
-        await wait_until(list(survivors.values()), lambda: taken_over() is not None, 15)
+        await until(list(survivors.values()), lambda: taken_over() is not None, 15)
         assert trio.current_time() - killed_at < TAKEOVER_BOUND
         heir = taken_over()
         assert heir is not None
@@ -128,7 +93,7 @@ async def test_three_daemons_one_owner_each_duty_and_a_sigkilled_owner_is_replac
                 }
             return taken >= victims_duties
 
-        await wait_until(list(survivors.values()), all_taken_over, 15)
+        await until(list(survivors.values()), all_taken_over, 15)
         async with survivors[heir].admin() as admin:
             view = (await admin.get("/v1/admin/cluster")).json()
             actors = {a["name"]: a for a in (await admin.get("/v1/admin/actors")).json()["actors"]}
@@ -160,4 +125,4 @@ async def test_a_daemon_without_a_cluster_has_no_cluster_route_and_no_keeper(
         assert answer.json()["error"]["code"] == "no_cluster"
         actors = {a["name"] for a in (await admin.get("/v1/admin/actors")).json()["actors"]}
         assert "cluster" not in actors
-        assert "router/backorders" not in actors
+        assert "core/routing" not in actors

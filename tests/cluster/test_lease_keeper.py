@@ -26,7 +26,7 @@ from somsd.cluster.postgres import StaleLeaseError
 pytestmark = pytest.mark.slow  # real time: the leases expire on the database's clock
 
 RULES = LeaseRules(ttl=1.0, renew_every=0.25)
-DUTIES = ("location/wh-1", "channel/shop", "router/backorders")
+DUTIES = ("location/wh-1", "channel/shop", "core/routing")
 # Takeover after a death: the TTL from the dead member's last renewal, plus the standby's retry
 # delay and a few round trips; the slack is for a loaded two-core test machine.
 TAKEOVER_BOUND = RULES.ttl + 0.75

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,64 +19,46 @@ import trio
 from adapters.threepl import ThreePLKnobs, ThreePLSimulator
 from somsd.config import ListenAddress
 from somsd.http import HttpListener
-from tests.harness import DaemonProcess, next_log_line, running_daemon
-from tests.orders.shop import intake_path, order_body, signed, webhook_config
+from tests.cluster.members import TTL, member_config, owns, until
+from tests.harness import running_daemon
+from tests.orders.shop import intake_path, order_body, signed
 
 pytestmark = pytest.mark.slow
 
 ORDERS = 40
-TTL = 2.0
 TOKEN = "wms-token-handover"
 # A dead owner's lease lapses TTL after its last renewal; the rest is start-up and slack for a
 # loaded two-core machine.
 RUN_BUDGET = 60.0
 
 
-def member_config(tmp_path: Path, dsn: str, member: str, wms_url: str) -> Path:
-    directory = tmp_path / member
-    directory.mkdir()
-    (directory / "db.dsn").write_text(dsn + "\n")
-    (directory / "wh.token").write_text(TOKEN + "\n")
-    return webhook_config(
-        directory,
-        f"""
-[store]
-backend = "postgres"
-dsn_file = "db.dsn"
-
+def wh_member(tmp_path: Path, dsn: str, member: str, wms_url: str) -> Path:
+    return member_config(
+        tmp_path / member,
+        dsn,
+        member,
+        webhook=True,
+        files={"wh.token": TOKEN},
+        body=f"""
 [[location]]
 name = "wh-1"
 adapter = "rest"
 url = "{wms_url}"
 token_file = "wh.token"
 poll_interval = "1h"
-
-[cluster]
-member = "{member}"
-dsn_file = "db.dsn"
-lease_ttl = "{TTL:g}s"
-renew_every = "500ms"
 """,
     )
-
-
-def owns(daemon: DaemonProcess, duty: str) -> bool:
-    return any(e.get("event") == "lease_acquired" and e["duty"] == duty for e in daemon.log)
-
-
-async def wait_for(daemons: list[DaemonProcess], what: str, predicate: Callable[[], bool]) -> None:
-    """Until `predicate()` holds: asked again at each daemon log line and every 50 ms (the 3PL
-    simulator's requests log nothing)."""
-    while not predicate():
-        with trio.move_on_after(0.05):
-            await next_log_line(daemons)
-    print(f"reached: {what}")
 
 
 @pytest.fixture
 async def wms(nursery: trio.Nursery) -> AsyncIterator[tuple[ThreePLSimulator, str]]:
     # Slow answers, so fulfilments are in flight when the owner is killed; no status moves.
-    sim = ThreePLSimulator(api_token=TOKEN, knobs=ThreePLKnobs(latency=0.05, step_delay=3600))
+    # Its stock is what its counts report (an untracked stock would count every SKU as 0).
+    sim = ThreePLSimulator(
+        api_token=TOKEN,
+        knobs=ThreePLKnobs(latency=0.05, step_delay=3600),
+        stock={"MUG-1": 10_000},
+    )
     listener = HttpListener("wms", sim.app, ListenAddress("127.0.0.1:0"), graceful_timeout=0.5)
     await nursery.start(listener.run)
     await nursery.start(sim.run)
@@ -92,11 +74,11 @@ async def test_the_lease_owner_delivers_and_a_sigkill_hands_over_without_doubles
     creates = lambda: [  # noqa: E731
         r for r in sim.requests if r.method == "POST" and r.path.endswith("/fulfillments")
     ]
-    config_a = member_config(tmp_path, dsn, "a", url)
-    config_b = member_config(tmp_path, dsn, "b", url)
+    config_a = wh_member(tmp_path, dsn, "a", url)
+    config_b = wh_member(tmp_path, dsn, "b", url)
     with trio.fail_after(RUN_BUDGET):
         async with running_daemon(config_a) as a:
-            await wait_for([a], "a owns wh-1", lambda: owns(a, "location/wh-1"))
+            await until([a], lambda: owns(a, "location/wh-1"), RUN_BUDGET, what="a owns wh-1")
             async with running_daemon(config_b) as b, b.admin() as admin_b:
                 response = await admin_b.put(
                     "/v1/locations/wh-1/stock", json=[{"sku": "MUG-1", "on_hand": 10_000}]
@@ -109,7 +91,9 @@ async def test_the_lease_owner_delivers_and_a_sigkill_hands_over_without_doubles
 
                 # `a` delivers what `b` wrote; kill it with part of the work done.
                 with trio.move_on_after(15) as debug:
-                    await wait_for([a, b], "first deliveries", lambda: len(creates()) >= 5)
+                    await until(
+                        [a, b], lambda: len(creates()) >= 5, RUN_BUDGET, what="first deliveries"
+                    )
                 if debug.cancelled_caught:
                     print("A", a.tail(60))
                     print("B", b.tail(60))
@@ -120,11 +104,16 @@ async def test_the_lease_owner_delivers_and_a_sigkill_hands_over_without_doubles
                 a.signal(signal.SIGKILL)
                 assert await a.wait_exit() == -signal.SIGKILL
 
-                await wait_for([b], "b owns wh-1", lambda: owns(b, "location/wh-1"))
+                await until([b], lambda: owns(b, "location/wh-1"), RUN_BUDGET, what="b owns wh-1")
                 takeover = trio.current_time() - killed_at
                 print(f"location lease taken over {takeover:.2f} s after the SIGKILL")
                 assert takeover < TTL + 3.0, b.tail()
-                await wait_for([b], "every fulfilment at the 3PL", lambda: len(sim._jobs) >= ORDERS)
+                await until(
+                    [b],
+                    lambda: len(sim._jobs) >= ORDERS,
+                    RUN_BUDGET,
+                    what="every fulfilment at the 3PL",
+                )
 
     # Each order's fulfilment exists once at the 3PL; a row resent after the handover carried
     # its first idempotency key (answered as a replay), never a second fulfilment.

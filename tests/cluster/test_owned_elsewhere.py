@@ -15,72 +15,20 @@ import pytest
 import trio
 
 from actors.owned_elsewhere import advertised_api_url
-from adapters.smartstore import SmartstoreSimulator, write_credentials
+from adapters.smartstore import SmartstoreSimulator
 from adapters.threepl import ThreePLSimulator
 from somsd.cluster.postgres import connect, ensure_schema
 from somsd.config import ClusterConfig, SecretFile
 from somsd.secrets import Secret
 from tests.adapters.conftest import Serve, serve
-from tests.harness import DaemonProcess, next_log_line, running_daemon, write_daemon_config
+from tests.cluster.members import TTL, owns, shop_member, until
+from tests.harness import next_log_line, running_daemon
 
 __all__ = ["serve"]
 
-TTL = 2.0
 RECONCILE = "/v1/channels/shop/reconcile"
 CALLBACK = "/v1/locations/wh-1/callbacks"
 DUTIES = ("channel/shop", "location/wh-1")
-
-
-def member_config(
-    directory: Path, dsn: str, member: str, *, sim: SmartstoreSimulator, shop: str, wms: str
-) -> Path:
-    directory.mkdir()
-    (directory / "db.dsn").write_text(dsn + "\n")
-    (directory / "wh.token").write_text("wms-token\n")
-    (directory / "wh.callback").write_text("callback-key\n")
-    _, secret = write_credentials(directory / "creds", sim)
-    return write_daemon_config(
-        directory,
-        f"""
-[store]
-backend = "postgres"
-dsn_file = "db.dsn"
-
-[[channel]]
-name = "shop"
-kind = "smartstore"
-url = "{shop}"
-public_key = "{sim.public_key}"
-secret_key_file = "{secret}"
-poll_interval = "1h"
-sync_stock = false
-
-[[location]]
-name = "wh-1"
-adapter = "rest"
-url = "{wms}"
-token_file = "wh.token"
-callback_secret_file = "wh.callback"
-poll_interval = "1h"
-
-[cluster]
-member = "{member}"
-dsn_file = "db.dsn"
-lease_ttl = "{TTL:g}s"
-renew_every = "500ms"
-""",
-    )
-
-
-def owns(daemon: DaemonProcess, duty: str, *, after: int = 0) -> bool:
-    return any(e.get("event") == "lease_acquired" and e["duty"] == duty for e in daemon.log[after:])
-
-
-async def until(daemons: list[DaemonProcess], predicate: object, limit: float = 15) -> None:
-    assert callable(predicate)
-    with trio.fail_after(limit):
-        while not predicate():
-            await next_log_line(daemons)
 
 
 Upstreams = tuple[SmartstoreSimulator, str, str]
@@ -108,7 +56,17 @@ async def test_a_member_refuses_work_it_does_not_own_naming_the_owner_until_it_i
 ) -> None:
     sim, shop, wms = upstreams
     configs = {
-        name: member_config(tmp_path / name, pg_dsn, name, sim=sim, shop=shop, wms=wms)
+        name: shop_member(
+            tmp_path / name,
+            pg_dsn,
+            name,
+            shop=sim,
+            shop_url=shop,
+            wms_url=wms,
+            wms_token="wms-token",
+            files={"wh.callback": "callback-key"},
+            location='callback_secret_file = "wh.callback"\n',
+        )
         for name in ("a", "b")
     }
     async with contextlib.AsyncExitStack() as stack:

@@ -477,3 +477,39 @@ async def test_simulator_callbacks_reach_the_sink(rig: Rig) -> None:
         await wait_until(lambda: "shipped" in sink.statuses("ful-1"))
     assert Counter(sink.statuses("ful-1"))["shipped"] == 1
     assert sim.callbacks_failed == []
+
+
+class OrderedSink(RecordingSink):
+    """Also records what arrived in which order: ("update", status) and ("count", on hand)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, object]] = []
+
+    async def location_update(
+        self, location: str, fulfilment_id: str, status: Any, **kw: Any
+    ) -> None:
+        await super().location_update(location, fulfilment_id, status, **kw)
+        self.calls.append(("update", status))
+
+    async def stock_report(self, report: Any) -> None:
+        await super().stock_report(report)
+        self.calls.append(("count", report.counts[0].on_hand))
+
+
+async def test_a_new_owner_reads_the_feed_before_it_hands_over_the_count(rig: Rig) -> None:
+    """The count lacks what the 3PL shipped before it; a shipment still unread would leave
+    its units reserved here as well (ATP low, a false oversell). So the first count an heir
+    hands over comes after the shipment it reflects, however the two steps race at start."""
+    sim = ThreePLSimulator(stock={"MUG-1": 10}, knobs=ThreePLKnobs(step_delay=0.05))
+    url = await rig.simulator(sim)
+    _, first = await rig.location(rig.section(url=url, poll="1h"), RecordingSink())
+    await rig.outbox((payload("ful-1"), "key-1"))
+    await wait_until(lambda: "ful-1" in sim.fulfillment_ids)
+    await wait_until(lambda: sim.fulfillment("ful-1").status == "shipped")
+    first.cancel()  # the owner is gone; the 3PL shipped meanwhile
+
+    heir = OrderedSink()
+    await rig.location(rig.section(url=url, poll="1h"), heir)
+    await wait_until(lambda: bool(heir.reports))
+    assert heir.calls.index(("update", "shipped")) < heir.calls.index(("count", 9)), heir.calls
