@@ -20,6 +20,7 @@ from typing import TypeVar
 import structlog
 
 from somsd.store._errors import StoreError
+from somsd.store._models import blob_key
 from somsd.store._projection import Projection, projection_version
 from somsd.store._queries import iter_events
 from somsd.store._schema import (
@@ -123,6 +124,7 @@ def verify_database(
             return [f"schema version is {version}, expected {SCHEMA_VERSION}; open it with somsd"]
         problems += _check_streams(conn)
         problems += _check_idempotency(conn)
+        problems += _check_blobs(conn)
         problems += _check_projections(conn, projections, progress)
         return problems
     finally:
@@ -189,6 +191,24 @@ def _check_idempotency(conn: Connection) -> list[str]:
             f"idempotency ({source!r}, {external_id!r}) points at seq {first_seq} of stream "
             f"{stream!r}, but {found}"
         )
+    return problems
+
+
+def _check_blobs(conn: Connection) -> list[str]:
+    """Every blob still hashes to its key and has its recorded size (one row in memory at a
+    time: a blob is at most `MAX_BLOB_BYTES`)."""
+    problems = []
+    after = ""
+    while row := conn.execute(
+        "SELECT sha256, content, size FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT 1",
+        (after,),
+    ).fetchone():
+        after, content, size = str(row[0]), bytes(row[1]), int(row[2])
+        if blob_key(content) != after or len(content) != size:
+            problems.append(
+                f"blob {after}: {len(content)} bytes hashing to {blob_key(content)}, "
+                f"recorded as {size} bytes; it was changed after it was stored"
+            )
     return problems
 
 

@@ -29,6 +29,7 @@ import structlog
 from somsd.secrets import Secret
 from somsd.store._admin import (
     _MAX_ROWS_SHOWN,
+    _check_blobs,
     _check_idempotency,
     _check_streams,
     _create_private_like,
@@ -53,6 +54,7 @@ from somsd.store._projection import Projection
 from somsd.store._schema import (
     build_projections,
     check_projections,
+    existing_tables,
     open_reader,
     quote,
 )
@@ -78,6 +80,7 @@ _COPIED: tuple[tuple[str, str, str], ...] = (
         "created_at, updated_at",
         "id",
     ),
+    ("blobs", "sha256, content, size, created_at", "sha256"),
 )
 _COPY_PAGE = 1000
 
@@ -100,6 +103,7 @@ def verify_postgres(
             ]
         problems = _check_streams(conn)
         problems += _check_idempotency(conn)
+        problems += _check_blobs(conn)
         problems += _check_pg_projections(conn, projections, progress)
         conn.execute("ROLLBACK")
         return problems
@@ -253,7 +257,10 @@ def migrate_sqlite_to_postgres(
     try:
         migrate_pg(target, where)
         reader.execute("BEGIN")
-        want = {table: _digest(reader, table, columns, order) for table, columns, order in _COPIED}
+        # A store last opened by an older somsd has no blobs table yet: nothing to copy there.
+        present = existing_tables(reader)
+        copied = tuple(table for table in _COPIED if table[0] in present)
+        want = {table: _digest(reader, table, columns, order) for table, columns, order in copied}
         with target.raw.transaction():
             target.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INSTALL_LOCK,))
             (existing,) = target.execute("SELECT count(*) FROM events").fetchone()
@@ -261,14 +268,14 @@ def migrate_sqlite_to_postgres(
                 raise StoreError(
                     f"{where} already holds {existing} events; migrate into an empty database"
                 )
-            for table, columns, order in _COPIED:
+            for table, columns, order in copied:
                 _copy(reader, target, table, columns, order, progress=progress)
             target.raw.execute(
                 "SELECT setval(pg_get_serial_sequence('outbox', 'id'), "
                 "coalesce((SELECT max(id) FROM outbox), 0) + 1, false)"
             )
             have = {
-                table: _digest(target, table, columns, order) for table, columns, order in _COPIED
+                table: _digest(target, table, columns, order) for table, columns, order in copied
             }
             if have != want:
                 raise StoreError(
