@@ -17,7 +17,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -28,14 +27,14 @@ import structlog
 
 from somsd.secrets import Secret
 from somsd.store._admin import (
-    _MAX_ROWS_SHOWN,
     _check_blobs,
     _check_idempotency,
     _check_streams,
     _create_private_like,
     _fsync,
-    _plain_row,
     check_projections_against_replay,
+    compare_rows,
+    missing_guards,
 )
 from somsd.store._errors import StoreError
 from somsd.store._postgres import (
@@ -102,6 +101,7 @@ def verify_postgres(
                 f"schema version is {version}, expected {PG_SCHEMA_VERSION}; open it with somsd"
             ]
         problems = _check_streams(conn)
+        problems += _check_pg_triggers(conn)
         problems += _check_idempotency(conn)
         problems += _check_blobs(conn)
         problems += _check_pg_projections(conn, projections, progress)
@@ -109,6 +109,32 @@ def verify_postgres(
         return problems
     finally:
         conn.close()
+
+
+# The triggers of PG_MIGRATIONS that keep the log append-only and blobs immutable.
+_PG_GUARDS = ("events_no_change", "events_no_truncate", "blobs_no_update")
+
+
+def _check_pg_triggers(conn: PgConnection) -> list[str]:
+    """The guard triggers exist, and no trigger on the store's tables is switched off: beside
+    the guards a cluster's outbox has NOTIFY triggers (`somsd.cluster.outbox`), without which
+    members hear of new deliveries only when they poll. `ALTER TABLE ... DISABLE TRIGGER`
+    (or a restore with --disable-triggers left so) shows only here: the rows stay valid."""
+    rows = conn.execute(
+        "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger AS t "
+        "JOIN pg_class AS c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace "
+        "AND c.relname IN ('events', 'idempotency', 'outbox', 'blobs') ORDER BY 1, 2"
+    ).fetchall()
+    problems = missing_guards({str(name) for _, name, _ in rows}, _PG_GUARDS)
+    # tgenabled: O fires (origin), A always, D disabled, R only under replication.
+    problems += [
+        f"trigger {name!r} on {table} is disabled; enable it with "
+        f"ALTER TABLE {table} ENABLE TRIGGER {name}"
+        for table, name, enabled in rows
+        if str(enabled) in ("D", "R")
+    ]
+    return problems
 
 
 def _check_pg_projections(
@@ -143,20 +169,7 @@ def _compare_pg_table(
     want_columns = [row[1] for row in fresh.execute(f"PRAGMA table_info({quote(table)})")]
     if columns != want_columns:
         return [f"{where}: columns {columns} differ from its DDL; run `somsd db rebuild`"]
-    select = f"SELECT * FROM {quote(table)}"  # noqa: S608  # a quoted name from code
-    have = Counter(map(_plain_row, map(tuple, stored.execute(select).fetchall())))
-    want = Counter(map(_plain_row, fresh.execute(select).fetchall()))
-    if have == want:
-        return []
-    extra = list((have - want).elements())
-    missing = list((want - have).elements())
-    problems = [
-        f"{where}: {len(extra)} rows not produced by replaying the log, "
-        f"{len(missing)} rows missing that a replay produces; run `somsd db rebuild`"
-    ]
-    problems += [f"{where}: unexpected row {row!r}" for row in extra[:_MAX_ROWS_SHOWN]]
-    problems += [f"{where}: missing row {row!r}" for row in missing[:_MAX_ROWS_SHOWN]]
-    return problems
+    return compare_rows(where, stored, fresh, table)
 
 
 def rebuild_postgres(
