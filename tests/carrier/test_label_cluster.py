@@ -23,6 +23,7 @@ from tests.carrier.test_shipping_daemon import (
     stock,
 )
 from tests.harness import DaemonProcess, next_log_line, running_daemon
+from tests.pgcluster import member_tables
 
 pytestmark = pytest.mark.slow
 
@@ -34,20 +35,7 @@ def member_config(tmp_path: Path, dsn: str, member: str, dhl_url: str, sim: DhlS
     directory.mkdir()
     (directory / "cluster.dsn").write_text(dsn + "\n")
     config = shipping_config(directory, dhl_url, sim)
-    config.write_text(
-        config.read_text()
-        + f"""
-[store]
-backend = "postgres"
-dsn_file = "cluster.dsn"
-
-[cluster]
-member = "{member}"
-dsn_file = "cluster.dsn"
-lease_ttl = "2s"
-renew_every = "500ms"
-"""
-    )
+    config.write_text(config.read_text() + member_tables(member))
     return config
 
 
