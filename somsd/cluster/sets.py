@@ -88,12 +88,13 @@ def check_and_record(
                 f"{sets.difference(name, MemberSets(tuple(locations), tuple(channels)))}"
                 for name, locations, channels in others
             ]
-        # A member seen for the first time gets a row that is not alive yet (its heartbeat
-        # comes from the lease keeper); the keeper's upsert leaves these columns alone.
+        # A member seen for the first time gets its row now, heard from now (it is starting;
+        # the lease keeper's heartbeats follow and leave these columns alone), so a member
+        # starting next compares with it even before that first heartbeat.
         conn.execute(
             "INSERT INTO cluster_members (member, holder, started_at, heartbeat_at, locations, "
             "channels, config_fingerprint, config_at) VALUES (%s, '', clock_timestamp(), "
-            "'-infinity', %s, %s, %s, clock_timestamp()) ON CONFLICT (member) DO UPDATE SET "
+            "clock_timestamp(), %s, %s, %s, clock_timestamp()) ON CONFLICT (member) DO UPDATE SET "
             "locations = excluded.locations, channels = excluded.channels, "
             "config_fingerprint = excluded.config_fingerprint, config_at = excluded.config_at",
             (member, list(sets.locations), list(sets.channels), sets.fingerprint),

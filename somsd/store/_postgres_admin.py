@@ -37,6 +37,7 @@ from somsd.store._admin import (
     missing_guards,
 )
 from somsd.store._errors import StoreError
+from somsd.store._models import MAX_BLOB_BYTES, blob_key
 from somsd.store._postgres import (
     _INSTALL_LOCK,
     PG_SCHEMA_VERSION,
@@ -58,6 +59,7 @@ from somsd.store._schema import (
     quote,
 )
 from somsd.store._sql import Connection
+from somsd.store._time import to_text, utc_now
 
 __all__ = [
     "MigrationReport",
@@ -82,6 +84,8 @@ _COPIED: tuple[tuple[str, str, str], ...] = (
     ("blobs", "sha256, content, size, created_at", "sha256"),
 )
 _COPY_PAGE = 1000
+# Blobs are up to MAX_BLOB_BYTES each (labels: ~100 KB): a few per page keep memory bounded.
+_BLOB_PAGE = 8
 
 
 def verify_postgres(
@@ -246,6 +250,7 @@ class MigrationReport(msgspec.Struct, frozen=True):
     counts: dict[str, int]
     hashes: dict[str, str]
     replayed: int
+    files: int = 0  # files stored as blobs beside the copy (`files=`)
 
 
 def migrate_sqlite_to_postgres(
@@ -254,6 +259,7 @@ def migrate_sqlite_to_postgres(
     projections: Sequence[Projection],
     *,
     progress: Callable[[int], None] | None = None,
+    files: Sequence[Path] = (),
 ) -> MigrationReport:
     """Copy the SQLite store at `source` into the empty PostgreSQL store at `dsn`.
 
@@ -262,6 +268,10 @@ def migrate_sqlite_to_postgres(
     copied log, and the counts and hashes of every copied table compared with the source's
     before COMMIT. Any difference rolls everything back. Read the source with the daemon
     stopped (or from a backup), so nothing is appended after the copy.
+
+    `files` are stored as blobs in the same transaction, each under its SHA-256: the label
+    files an older somsd kept under the data dir, whose `label_stored` events name that hash,
+    so every member of a cluster can serve them.
     """
     projections = check_projections(projections)
     where = describe_dsn(dsn)
@@ -299,6 +309,7 @@ def migrate_sqlite_to_postgres(
                         if want[table] != have[table]
                     )
                 )
+            stored_files = _store_files(target, files)
             replayed = build_projections(target, projections)
         install_pg_projections(target, projections)
     finally:
@@ -308,18 +319,38 @@ def migrate_sqlite_to_postgres(
         counts={table: count for table, (count, _) in want.items()},
         hashes={table: digest for table, (_, digest) in want.items()},
         replayed=replayed,
+        files=stored_files,
     )
     log.info("event_store_migrated_to_postgres", source=str(source), target=where, **report.counts)
     return report
+
+
+def _store_files(target: PgConnection, files: Sequence[Path]) -> int:
+    """Each file as a blob (kept if the same bytes are stored already); the number stored."""
+    for path in files:
+        content = path.read_bytes()
+        if len(content) > MAX_BLOB_BYTES:
+            raise StoreError(f"{path}: {len(content)} bytes, more than a blob holds")
+        target.execute(
+            "INSERT INTO blobs (sha256, content, size, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sha256) DO NOTHING",
+            (blob_key(content), content, len(content), to_text(utc_now())),
+        )
+    return len(files)
+
+
+def _page_size(table: str) -> int:
+    return _BLOB_PAGE if table == "blobs" else _COPY_PAGE
 
 
 def _rows(conn: Connection, table: str, columns: str, order: str) -> Iterator[tuple[object, ...]]:
     # Keyset pages would need per-table cursors; the store tables are modest and an OFFSET
     # scan of a few hundred thousand rows is seconds, once.
     offset = 0
+    size = _page_size(table)
     while page := conn.execute(
         f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
-        (_COPY_PAGE, offset),
+        (size, offset),
     ).fetchall():
         for row in page:
             yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
@@ -351,7 +382,7 @@ def _copy(
     copied = 0
     for row in _rows(source, table, columns, order):
         page.append(row)
-        if len(page) == _COPY_PAGE:
+        if len(page) == _page_size(table):
             target.executemany(insert, page)
             copied += len(page)
             page.clear()

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from somsd.cluster.sets import MemberSets
+from somsd.cluster import postgres
+from somsd.cluster.lease import LeaseRules
+from somsd.cluster.sets import MemberSets, check_and_record
 from tests.harness import running_daemon, write_daemon_config
 from tests.orders.shop import somsd_cli
 from tests.pgcluster import member_tables
@@ -105,3 +107,21 @@ def test_the_difference_names_each_side() -> None:
     assert here.fingerprint != there.fingerprint
     assert here.fingerprint == MemberSets(("wh-1", "wh-2"), ("b2b",)).fingerprint
     assert MemberSets(("a",), ()).fingerprint != MemberSets((), ("a",)).fingerprint
+
+
+def test_check_and_record_on_the_table(pg_dsn: str) -> None:
+    """Straight on the member table: a recorded member is compared with before its first
+    heartbeat, and its row reads back in the admin snapshot."""
+    one, two = MemberSets(("wh-1",), ("b2b",)), MemberSets(("wh-1", "wh-2"), ("b2b",))
+    with postgres.connect(pg_dsn) as conn:
+        assert check_and_record(conn, member="a", sets=one, ttl=2.0) == []
+        [problem] = check_and_record(conn, member="b", sets=two, ttl=2.0)
+        assert problem.endswith("location wh-2 only here")
+        assert check_and_record(conn, member="b", sets=one, ttl=2.0) == []
+        assert check_and_record(conn, member="a", sets=two, ttl=2.0) != []  # b is live now
+        view = postgres.snapshot(conn, rules=LeaseRules(ttl=2.0, renew_every=0.5))
+        assert [(m.member, m.alive) for m in view.members] == [("a", True), ("b", True)]
+        recorded = conn.execute(
+            "SELECT member, locations, channels FROM cluster_members ORDER BY member"
+        ).fetchall()
+        assert recorded == [("a", ["wh-1"], ["b2b"]), ("b", ["wh-1"], ["b2b"])]

@@ -172,8 +172,12 @@ async def test_sqlite_log_migrates_to_postgres_with_equal_counts_and_hashes(
         nursery.cancel_scope.cancel()
 
     events = query(source, "SELECT count(*) FROM events")[0][0]
-    report = migrate_sqlite_to_postgres(source, pg_dsn, all_projections())
+    old_label = tmp_path / "labels" / "f-0.zpl"  # a label file of an older somsd
+    old_label.parent.mkdir()
+    old_label.write_bytes(b"^XA^FDbought before blobs^FS^XZ")
+    report = migrate_sqlite_to_postgres(source, pg_dsn, all_projections(), files=[old_label])
     assert report.counts == {"events": events, "idempotency": 12, "outbox": 12, "blobs": 1}
+    assert report.files == 1
     assert report.replayed == events
     assert verify_postgres(pg_dsn, all_projections()) == []
     with pytest.raises(StoreError, match=f"already holds {events} events"):
@@ -190,6 +194,7 @@ async def test_sqlite_log_migrates_to_postgres_with_equal_counts_and_hashes(
         )
         assert (await store.outbox_counts()).pending == {"erp": 11}
         assert await store.blob(blob_key(LABEL)) == LABEL
+        assert await store.blob(blob_key(old_label.read_bytes())) == old_label.read_bytes()
         nursery.cancel_scope.cancel()
     assert appended.first_seq == events + 1
     [stamped] = [e for e in numbered.stamped if e.type == "InvoiceIssued"]
