@@ -25,10 +25,11 @@ attempt without an outcome - the answer was lost, timed out, or somsd died waiti
 the carrier for a label under that reference (`find_by_reference`: for DHL the daily manifest
 of the billing number, minus the shipments somsd knows, reprinted and matched on
 `shipmentRefNo`, on each day an attempt was made; see adapters/dhl/PROTOCOL.md) and buys
-again only when there is none. The label bytes are written to
-`<data_dir>/labels/<fulfilment_id>.<pdf|zpl>`
-(atomically, fsynced) before `label_stored` references them, and served at
-`GET /v1/fulfillments/{id}/label`.
+again only when there is none. The label bytes are stored in the event store's database with
+the `label_stored` event that references them by SHA-256 (a blob, one transaction), so every
+daemon sharing a PostgreSQL store serves them at `GET /v1/fulfillments/{id}/label` and they
+outlive the daemon that bought them. Labels stored before that (a `file` under the data dir)
+are still read from there.
 
 Printing is at least once: a raw printer confirms nothing, so a crash between sending and
 recording prints the label again (a duplicate sticker, never a second purchase).
@@ -36,8 +37,6 @@ recording prints the label again (a duplicate sticker, never a second purchase).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -90,7 +89,16 @@ from somsd.projections.fulfilments import (
     list_fulfilments,
 )
 from somsd.projections.orders import decode_state, fetch_state
-from somsd.store import EventStore, NewEvent, OutboxEntry, OutboxItem, StoredEvent, VersionConflict
+from somsd.store import (
+    MAX_BLOB_BYTES,
+    EventStore,
+    NewEvent,
+    OutboxEntry,
+    OutboxItem,
+    StoredEvent,
+    VersionConflict,
+    blob_key,
+)
 
 __all__ = [
     "DHL_PRODUCTION",
@@ -122,7 +130,7 @@ DEFAULT_TIMEOUT: Final = httpx.Timeout(connect=5.0, read=30.0, write=10.0, pool=
 # intervals: a parcel sitting in a depot over the weekend costs a few requests, not hundreds.
 MAX_TRACKING_BACKOFF: Final = 8
 # Deliveries to one carrier at once. Each label costs a few fsyncs on our side (the attempt, the
-# label file, the stored event, the ship step) around one DHL call; with 4 at once (the
+# stored event with the label's bytes, the ship step) around one DHL call; with 4 at once (the
 # dispatcher's default) those waits, not DHL, bound the rate. 16 lets group commit batch them;
 # a 429 from DHL still backs off every delivery (bench/shipping.py has the figures).
 LABEL_CONCURRENCY: Final = 16
@@ -181,7 +189,9 @@ class LabelStored(msgspec.Struct, frozen=True, kw_only=True, tag="label_stored")
     reference: str
     shipment_number: str
     label_format: LabelFormat
-    file: str  # relative to the data dir
+    # "": the bytes are the event store's blob `sha256`. Labels stored by an older somsd name
+    # their file, relative to the data dir.
+    file: str
     sha256: str
     routing_code: str | None = None
     reconciled: bool = False  # found by reference after a lost answer, not bought now
@@ -724,16 +734,21 @@ class CarrierActor(Actor[Describe]):
         version: int,
         reconciled: bool,
     ) -> LabelStored:
-        relative = f"labels/{fulfilment.fulfilment_id}.{LABEL_SUFFIX[label.label_format]}"
-        await trio.to_thread.run_sync(_write_atomically, self.data_dir / relative, label.content)
+        if len(label.content) > MAX_BLOB_BYTES:
+            raise PermanentUpstreamError(
+                self.target,
+                f"{self.target}: the label of {fulfilment.fulfilment_id} is "
+                f"{len(label.content)} bytes, more than the {MAX_BLOB_BYTES} somsd stores",
+                operation="store label",
+            )
         stored = LabelStored(
             at=datetime.now(UTC),
             carrier=self.section.name,
             reference=label.reference,
             shipment_number=label.shipment_number,
             label_format=label.label_format,
-            file=relative,
-            sha256=hashlib.sha256(label.content).hexdigest(),
+            file="",
+            sha256=blob_key(label.content),
             routing_code=label.routing_code,
             reconciled=reconciled,
         )
@@ -749,6 +764,7 @@ class CarrierActor(Actor[Describe]):
             [_event(stored)],
             expected_version=version,
             outbox=outbox,
+            blobs=[label.content],
         )
         log.info(
             "label_stored",
@@ -827,7 +843,13 @@ class CarrierActor(Actor[Describe]):
             address = PrinterAddress.parse(work.printer)
         except ValueError as exc:
             raise PermanentUpstreamError(self.target, str(exc), operation="print") from exc
-        content = await trio.Path(self.data_dir / stored.file).read_bytes()
+        content = await label_content(self.store, self.data_dir, stored)
+        if content is None:
+            raise PermanentUpstreamError(
+                self.target,
+                f"{self.target}: the label of {work.fulfilment_id} ({stored.sha256}) is not stored",
+                operation="print",
+            )
         await send_raw(address, content, system=self.target)
         fulfilment = await self.store.read(
             partial(fetch_fulfilment, fulfilment_id=work.fulfilment_id)
@@ -951,20 +973,17 @@ class _FulfilmentSink(Protocol):
     ) -> None: ...
 
 
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write, fsync, rename, fsync the folder: a label file is whole or absent after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    with temporary.open("wb") as file:
-        file.write(content)
-        file.flush()
-        os.fsync(file.fileno())
-    temporary.replace(path)
-    folder = os.open(path.parent, os.O_RDONLY)
+async def label_content(store: EventStore, data_dir: Path, stored: LabelStored) -> bytes | None:
+    """The label's bytes: the store's blob, or for a label stored by an older somsd its file
+    under the data dir (checked against the hash); None when neither has it."""
+    content = await store.blob(stored.sha256)
+    if content is not None or not stored.file:
+        return content
     try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+        content = await trio.Path(data_dir / stored.file).read_bytes()
+    except FileNotFoundError:
+        return None
+    return content if blob_key(content) == stored.sha256 else None
 
 
 # -- the label route ------------------------------------------------------------------------------
@@ -1002,12 +1021,13 @@ class CarrierRoutes:
             if slip is not None:
                 return Response(slip, media_type=LABEL_MEDIA["pdf"])
             raise ApiError(404, "label_not_found", f"fulfilment {fulfilment_id!r} has no label")
-        try:
-            content = await trio.Path(self.data_dir / stored.file).read_bytes()
-        except FileNotFoundError:
+        content = await label_content(self.store, self.data_dir, stored)
+        if content is None:
             raise ApiError(
-                404, "label_file_missing", f"the label file {stored.file} is missing"
-            ) from None
+                404,
+                "label_file_missing",
+                f"the label of {fulfilment_id!r} (SHA-256 {stored.sha256}) is not stored",
+            )
         suffix = LABEL_SUFFIX[stored.label_format]
         return Response(
             content,

@@ -11,7 +11,7 @@ simulator's own ceiling measured in the same run.
    shipping with the simulator). `--parcels` orders are taken in and routed first; then every
    fulfilment is packed over the API at once, and the clock runs from the first pack to the
    last fulfilment shipped: per parcel the outbox row written with the pack, the delivery
-   (attempt event, `POST /orders`, label file fsynced, `label_stored` event) and the ship step
+   (attempt event, `POST /orders`, `label_stored` event with the label bytes) and the ship step
    (stock consumed, shipment recorded on the order, the shop's effects planned).
 4. Checks the simulator sold exactly one label per parcel.
 

@@ -324,18 +324,28 @@ def cmd_db_migrate_to_postgres(args: argparse.Namespace) -> int:
     from somsd.projections import all_projections
     from somsd.store.postgres import describe_dsn, migrate_sqlite_to_postgres
 
-    store = _load(args).store
+    config = _load(args)
+    store = config.store
     if store.dsn_file is None:
         raise CliError("store.dsn_file: set it to the PostgreSQL DSN's file to migrate into")
     source = Path(args.source) if args.source else _database(args)
     if not source.exists():
         raise CliError(f"no database at {source}")
+    # Carrier labels an older somsd kept as files: into the database with the log, so every
+    # member serves them (their events name them by SHA-256).
+    labels = sorted(
+        path
+        for path in (Path(config.daemon.data_dir) / "labels").glob("*")
+        if path.suffix in (".pdf", ".zpl") and path.is_file()
+    )
     with _progress("copying events", _event_count(source)) as advance:
         report = migrate_sqlite_to_postgres(
-            source, store.dsn_file.secret, all_projections(), progress=advance
+            source, store.dsn_file.secret, all_projections(), progress=advance, files=labels
         )
     for table, count in report.counts.items():
         print(f"{table:<12} {count:>9} rows  sha256 {report.hashes[table]}  (equal in both)")
+    if report.files:
+        print(f"label files  {report.files:>9} stored as blobs")
     print(f"migrated {source} to {describe_dsn(store.dsn_file.secret)}; projections replayed")
     if store.backend != "postgres":
         print('now set [store] backend = "postgres" and start somsd')

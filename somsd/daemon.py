@@ -101,6 +101,7 @@ from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
 from somsd.backlog_metrics import BacklogMetrics, count_backlog
+from somsd.cluster.sets import check_reload, join_cluster
 from somsd.config import (
     CarrierConfig,
     ChannelConfig,
@@ -739,6 +740,8 @@ class Daemon:
         log.info("config_reload_started", path=str(self.config_path))
         try:
             new = self._load_reloadable()
+            # [cluster]: the same [[location]]s and [[channel]]s as the live members.
+            await trio.to_thread.run_sync(check_reload, str(self.config_path), self.config, new)
         except ConfigError as exc:
             log.error("config_reload_rejected", problems=exc.problems)  # noqa: TRY400  # a user error, no traceback
             self.metrics.reload_rejected()
@@ -930,6 +933,7 @@ def run_daemon(config_path: Path) -> int:
         print(f"somsd: {exc}", file=sys.stderr)
         return 1
     try:
+        join_cluster(str(config_path), config)  # ConfigError: sets differ from a live member's
         return trio.run(daemon.run)
     finally:
         os.close(lock)

@@ -43,11 +43,13 @@ def fill(directory: Path) -> Path:
     """Write a filler file until the file system is full; return it (delete it to free)."""
     filler = directory / "filler"
     block = b"\0" * 65536
-    with filler.open("wb") as out:
+    # Unbuffered: a buffered file keeps the part of the last block that did not fit and
+    # raises ENOSPC again when it is closed, outside the except below (whether it does depends
+    # on how the space left divides into blocks).
+    with filler.open("wb", buffering=0) as out:
         try:
             for _ in range(100_000):  # bound: 6 GiB, far above any tmpfs size used here
                 out.write(block)
-                out.flush()
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise

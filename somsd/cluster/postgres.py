@@ -87,6 +87,13 @@ SCHEMA: tuple[str, ...] = (
     # Added after the first release: where the member's API answers, so a member that is asked
     # for work another owns can name the owner's address (`owner_of`). NULL: not known yet.
     "ALTER TABLE cluster_members ADD COLUMN IF NOT EXISTS api_url TEXT",
+    # Added with the member-sets check (`somsd.cluster.sets`): the [[location]] and [[channel]]
+    # names the member runs, their fingerprint, and when it recorded them (at start and at each
+    # reload). NULL: a member of an older somsd, not compared.
+    "ALTER TABLE cluster_members ADD COLUMN IF NOT EXISTS locations TEXT[]",
+    "ALTER TABLE cluster_members ADD COLUMN IF NOT EXISTS channels TEXT[]",
+    "ALTER TABLE cluster_members ADD COLUMN IF NOT EXISTS config_fingerprint TEXT",
+    "ALTER TABLE cluster_members ADD COLUMN IF NOT EXISTS config_at TIMESTAMPTZ",
 )
 # Any constant: serialises the CREATE ... IF NOT EXISTS of daemons starting at the same moment
 # (two concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog).

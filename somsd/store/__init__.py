@@ -30,6 +30,7 @@ from somsd.store._errors import (
 
 # Values in and out.
 from somsd.store._models import (
+    MAX_BLOB_BYTES,
     Appended,
     Duplicate,
     IdempotencyKey,
@@ -39,6 +40,7 @@ from somsd.store._models import (
     OutboxItem,
     OutboxState,
     StoredEvent,
+    blob_key,
 )
 from somsd.store._projection import AppendProjection, EventStamper, Projection
 from somsd.store._queries import payloads_containing as query_payloads_containing
@@ -62,6 +64,7 @@ __all__ = [
     "DEFAULT_BATCH_LIMIT",
     "DEFAULT_DRAIN_DEADLINE",
     "DEFAULT_LOCK_TIMEOUT",
+    "MAX_BLOB_BYTES",
     "SCHEMA_VERSION",
     "AppendProjection",
     "Appended",
@@ -87,6 +90,7 @@ __all__ = [
     "StoredEvent",
     "VersionConflict",
     "backup_database",
+    "blob_key",
     "dialect",
     "lock_for_transaction",
     "open_reader",

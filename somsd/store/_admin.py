@@ -20,6 +20,7 @@ from typing import TypeVar
 import structlog
 
 from somsd.store._errors import StoreError
+from somsd.store._models import blob_key
 from somsd.store._projection import Projection, projection_version
 from somsd.store._queries import iter_events
 from somsd.store._schema import (
@@ -122,7 +123,9 @@ def verify_database(
         if version != SCHEMA_VERSION:
             return [f"schema version is {version}, expected {SCHEMA_VERSION}; open it with somsd"]
         problems += _check_streams(conn)
+        problems += _check_guards(conn)
         problems += _check_idempotency(conn)
+        problems += _check_blobs(conn)
         problems += _check_projections(conn, projections, progress)
         return problems
     finally:
@@ -189,6 +192,44 @@ def _check_idempotency(conn: Connection) -> list[str]:
             f"idempotency ({source!r}, {external_id!r}) points at seq {first_seq} of stream "
             f"{stream!r}, but {found}"
         )
+    return problems
+
+
+# The triggers that make the log append-only and blobs immutable (schema migrations 1 and 3).
+_SQLITE_GUARDS = ("events_no_update", "events_no_delete", "blobs_no_update")
+
+
+def _check_guards(conn: sqlite3.Connection) -> list[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    return missing_guards({name for (name,) in rows}, _SQLITE_GUARDS)
+
+
+def missing_guards(found: Collection[str], guards: Sequence[str]) -> list[str]:
+    """One problem per guard trigger not in `found` (both backends)."""
+    return [
+        f"trigger {name!r} is missing: the store's tables accept edits the log forbids "
+        "(dropped by hand, or a partial restore); restore the database from a backup made "
+        "with `somsd db backup`"
+        for name in guards
+        if name not in found
+    ]
+
+
+def _check_blobs(conn: Connection) -> list[str]:
+    """Every blob still hashes to its key and has its recorded size (one row in memory at a
+    time: a blob is at most `MAX_BLOB_BYTES`)."""
+    problems = []
+    after = ""
+    while row := conn.execute(
+        "SELECT sha256, content, size FROM blobs WHERE sha256 > ? ORDER BY sha256 LIMIT 1",
+        (after,),
+    ).fetchone():
+        after, content, size = str(row[0]), bytes(row[1]), int(row[2])
+        if blob_key(content) != after or len(content) != size:
+            problems.append(
+                f"blob {after}: {len(content)} bytes hashing to {blob_key(content)}, "
+                f"recorded as {size} bytes; it was changed after it was stored"
+            )
     return problems
 
 
@@ -268,10 +309,18 @@ def _compare_table(
     columns = _columns(stored, table)
     if columns != _columns(fresh, table):
         return [f"{where}: columns {columns} differ from its DDL; run `somsd db rebuild`"]
+    return compare_rows(where, stored, fresh, table)
+
+
+def compare_rows(
+    where: str, stored: Connection, fresh: sqlite3.Connection, table: str
+) -> list[str]:
+    """The rows of `table` in the `stored` database against its replayed twin in `fresh`,
+    as problems (both backends; the columns are compared by the caller)."""
     # The table name comes from projection code and is quoted; no value is spliced in.
     select = f"SELECT * FROM {quote(table)}"  # noqa: S608
     # Multisets, not sets: a projection table without a key may legitimately repeat a row.
-    have = Counter(map(_plain_row, stored.execute(select).fetchall()))
+    have = Counter(map(_plain_row, map(tuple, stored.execute(select).fetchall())))
     want = Counter(map(_plain_row, fresh.execute(select).fetchall()))
     if have == want:
         return []

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import builtins
 import enum
+import hashlib
 from datetime import datetime
 from typing import TypeVar
 
 import msgspec
 
 __all__ = [
+    "MAX_BLOB_BYTES",
     "Appended",
     "Duplicate",
     "IdempotencyKey",
@@ -28,9 +30,21 @@ __all__ = [
     "OutboxItem",
     "OutboxState",
     "StoredEvent",
+    "blob_key",
 ]
 
 T = TypeVar("T")
+
+
+# The largest blob an append may carry. A carrier label is tens to a few hundred kilobytes (a
+# multi-page export label a few MB); 16 MiB leaves room for those and keeps one append's
+# transaction, and the memory a reader needs to serve it, bounded.
+MAX_BLOB_BYTES = 16 * 1024 * 1024
+
+
+def blob_key(content: bytes) -> str:
+    """The key a blob is stored under: its SHA-256, lower-case hex."""
+    return hashlib.sha256(content).hexdigest()
 
 
 class NewEvent(msgspec.Struct, frozen=True, gc=False):

@@ -100,6 +100,19 @@ PG_MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_due_per_target ON outbox (target, next_attempt_at, id) "
         "WHERE state = 'pending'",
     ),
+    # 2: blobs (SQLite's schema version 3): documents events refer to by SHA-256.
+    (
+        """CREATE TABLE blobs (
+            sha256 TEXT COLLATE "C" PRIMARY KEY CHECK (length(sha256) = 64),
+            content BYTEA NOT NULL,
+            size BIGINT NOT NULL,
+            created_at TEXT COLLATE "C" NOT NULL
+        )""",
+        """CREATE FUNCTION somsd_blobs_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'blobs are content-addressed and immutable'; END $$""",
+        """CREATE TRIGGER blobs_no_update BEFORE UPDATE ON blobs
+           FOR EACH ROW EXECUTE FUNCTION somsd_blobs_immutable()""",
+    ),
 )
 PG_SCHEMA_VERSION = len(PG_MIGRATIONS)
 

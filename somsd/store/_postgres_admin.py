@@ -17,7 +17,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -28,15 +27,17 @@ import structlog
 
 from somsd.secrets import Secret
 from somsd.store._admin import (
-    _MAX_ROWS_SHOWN,
+    _check_blobs,
     _check_idempotency,
     _check_streams,
     _create_private_like,
     _fsync,
-    _plain_row,
     check_projections_against_replay,
+    compare_rows,
+    missing_guards,
 )
 from somsd.store._errors import StoreError
+from somsd.store._models import MAX_BLOB_BYTES, blob_key
 from somsd.store._postgres import (
     _INSTALL_LOCK,
     PG_SCHEMA_VERSION,
@@ -53,10 +54,12 @@ from somsd.store._projection import Projection
 from somsd.store._schema import (
     build_projections,
     check_projections,
+    existing_tables,
     open_reader,
     quote,
 )
 from somsd.store._sql import Connection
+from somsd.store._time import to_text, utc_now
 
 __all__ = [
     "MigrationReport",
@@ -78,8 +81,11 @@ _COPIED: tuple[tuple[str, str, str], ...] = (
         "created_at, updated_at",
         "id",
     ),
+    ("blobs", "sha256, content, size, created_at", "sha256"),
 )
 _COPY_PAGE = 1000
+# Blobs are up to MAX_BLOB_BYTES each (labels: ~100 KB): a few per page keep memory bounded.
+_BLOB_PAGE = 8
 
 
 def verify_postgres(
@@ -99,12 +105,40 @@ def verify_postgres(
                 f"schema version is {version}, expected {PG_SCHEMA_VERSION}; open it with somsd"
             ]
         problems = _check_streams(conn)
+        problems += _check_pg_triggers(conn)
         problems += _check_idempotency(conn)
+        problems += _check_blobs(conn)
         problems += _check_pg_projections(conn, projections, progress)
         conn.execute("ROLLBACK")
         return problems
     finally:
         conn.close()
+
+
+# The triggers of PG_MIGRATIONS that keep the log append-only and blobs immutable.
+_PG_GUARDS = ("events_no_change", "events_no_truncate", "blobs_no_update")
+
+
+def _check_pg_triggers(conn: PgConnection) -> list[str]:
+    """The guard triggers exist, and no trigger on the store's tables is switched off: beside
+    the guards a cluster's outbox has NOTIFY triggers (`somsd.cluster.outbox`), without which
+    members hear of new deliveries only when they poll. `ALTER TABLE ... DISABLE TRIGGER`
+    (or a restore with --disable-triggers left so) shows only here: the rows stay valid."""
+    rows = conn.execute(
+        "SELECT c.relname, t.tgname, t.tgenabled FROM pg_trigger AS t "
+        "JOIN pg_class AS c ON c.oid = t.tgrelid "
+        "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace "
+        "AND c.relname IN ('events', 'idempotency', 'outbox', 'blobs') ORDER BY 1, 2"
+    ).fetchall()
+    problems = missing_guards({str(name) for _, name, _ in rows}, _PG_GUARDS)
+    # tgenabled: O fires (origin), A always, D disabled, R only under replication.
+    problems += [
+        f"trigger {name!r} on {table} is disabled; enable it with "
+        f"ALTER TABLE {table} ENABLE TRIGGER {name}"
+        for table, name, enabled in rows
+        if str(enabled) in ("D", "R")
+    ]
+    return problems
 
 
 def _check_pg_projections(
@@ -139,20 +173,7 @@ def _compare_pg_table(
     want_columns = [row[1] for row in fresh.execute(f"PRAGMA table_info({quote(table)})")]
     if columns != want_columns:
         return [f"{where}: columns {columns} differ from its DDL; run `somsd db rebuild`"]
-    select = f"SELECT * FROM {quote(table)}"  # noqa: S608  # a quoted name from code
-    have = Counter(map(_plain_row, map(tuple, stored.execute(select).fetchall())))
-    want = Counter(map(_plain_row, fresh.execute(select).fetchall()))
-    if have == want:
-        return []
-    extra = list((have - want).elements())
-    missing = list((want - have).elements())
-    problems = [
-        f"{where}: {len(extra)} rows not produced by replaying the log, "
-        f"{len(missing)} rows missing that a replay produces; run `somsd db rebuild`"
-    ]
-    problems += [f"{where}: unexpected row {row!r}" for row in extra[:_MAX_ROWS_SHOWN]]
-    problems += [f"{where}: missing row {row!r}" for row in missing[:_MAX_ROWS_SHOWN]]
-    return problems
+    return compare_rows(where, stored, fresh, table)
 
 
 def rebuild_postgres(
@@ -229,6 +250,7 @@ class MigrationReport(msgspec.Struct, frozen=True):
     counts: dict[str, int]
     hashes: dict[str, str]
     replayed: int
+    files: int = 0  # files stored as blobs beside the copy (`files=`)
 
 
 def migrate_sqlite_to_postgres(
@@ -237,6 +259,7 @@ def migrate_sqlite_to_postgres(
     projections: Sequence[Projection],
     *,
     progress: Callable[[int], None] | None = None,
+    files: Sequence[Path] = (),
 ) -> MigrationReport:
     """Copy the SQLite store at `source` into the empty PostgreSQL store at `dsn`.
 
@@ -245,6 +268,10 @@ def migrate_sqlite_to_postgres(
     copied log, and the counts and hashes of every copied table compared with the source's
     before COMMIT. Any difference rolls everything back. Read the source with the daemon
     stopped (or from a backup), so nothing is appended after the copy.
+
+    `files` are stored as blobs in the same transaction, each under its SHA-256: the label
+    files an older somsd kept under the data dir, whose `label_stored` events name that hash,
+    so every member of a cluster can serve them.
     """
     projections = check_projections(projections)
     where = describe_dsn(dsn)
@@ -253,7 +280,10 @@ def migrate_sqlite_to_postgres(
     try:
         migrate_pg(target, where)
         reader.execute("BEGIN")
-        want = {table: _digest(reader, table, columns, order) for table, columns, order in _COPIED}
+        # A store last opened by an older somsd has no blobs table yet: nothing to copy there.
+        present = existing_tables(reader)
+        copied = tuple(table for table in _COPIED if table[0] in present)
+        want = {table: _digest(reader, table, columns, order) for table, columns, order in copied}
         with target.raw.transaction():
             target.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (_INSTALL_LOCK,))
             (existing,) = target.execute("SELECT count(*) FROM events").fetchone()
@@ -261,14 +291,14 @@ def migrate_sqlite_to_postgres(
                 raise StoreError(
                     f"{where} already holds {existing} events; migrate into an empty database"
                 )
-            for table, columns, order in _COPIED:
+            for table, columns, order in copied:
                 _copy(reader, target, table, columns, order, progress=progress)
             target.raw.execute(
                 "SELECT setval(pg_get_serial_sequence('outbox', 'id'), "
                 "coalesce((SELECT max(id) FROM outbox), 0) + 1, false)"
             )
             have = {
-                table: _digest(target, table, columns, order) for table, columns, order in _COPIED
+                table: _digest(target, table, columns, order) for table, columns, order in copied
             }
             if have != want:
                 raise StoreError(
@@ -279,6 +309,7 @@ def migrate_sqlite_to_postgres(
                         if want[table] != have[table]
                     )
                 )
+            stored_files = _store_files(target, files)
             replayed = build_projections(target, projections)
         install_pg_projections(target, projections)
     finally:
@@ -288,18 +319,38 @@ def migrate_sqlite_to_postgres(
         counts={table: count for table, (count, _) in want.items()},
         hashes={table: digest for table, (_, digest) in want.items()},
         replayed=replayed,
+        files=stored_files,
     )
     log.info("event_store_migrated_to_postgres", source=str(source), target=where, **report.counts)
     return report
+
+
+def _store_files(target: PgConnection, files: Sequence[Path]) -> int:
+    """Each file as a blob (kept if the same bytes are stored already); the number stored."""
+    for path in files:
+        content = path.read_bytes()
+        if len(content) > MAX_BLOB_BYTES:
+            raise StoreError(f"{path}: {len(content)} bytes, more than a blob holds")
+        target.execute(
+            "INSERT INTO blobs (sha256, content, size, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (sha256) DO NOTHING",
+            (blob_key(content), content, len(content), to_text(utc_now())),
+        )
+    return len(files)
+
+
+def _page_size(table: str) -> int:
+    return _BLOB_PAGE if table == "blobs" else _COPY_PAGE
 
 
 def _rows(conn: Connection, table: str, columns: str, order: str) -> Iterator[tuple[object, ...]]:
     # Keyset pages would need per-table cursors; the store tables are modest and an OFFSET
     # scan of a few hundred thousand rows is seconds, once.
     offset = 0
+    size = _page_size(table)
     while page := conn.execute(
         f"SELECT {columns} FROM {table} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
-        (_COPY_PAGE, offset),
+        (size, offset),
     ).fetchall():
         for row in page:
             yield tuple(bytes(v) if isinstance(v, memoryview) else v for v in row)
@@ -331,7 +382,7 @@ def _copy(
     copied = 0
     for row in _rows(source, table, columns, order):
         page.append(row)
-        if len(page) == _COPY_PAGE:
+        if len(page) == _page_size(table):
             target.executemany(insert, page)
             copied += len(page)
             page.clear()

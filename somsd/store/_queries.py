@@ -23,6 +23,7 @@ __all__ = [
     "list_due_outbox",
     "list_due_outbox_per_target",
     "payloads_containing",
+    "read_blob",
     "read_events",
     "read_stream",
     "stream_version",
@@ -78,6 +79,12 @@ def stream_version(conn: Connection, stream: str) -> int:
     """The stream's current version; 0 for a stream with no events."""
     row = conn.execute("SELECT max(version) FROM events WHERE stream = ?", (stream,)).fetchone()
     return int(row[0] or 0)
+
+
+def read_blob(conn: Connection, sha256: str) -> bytes | None:
+    """The blob stored under its SHA-256 (hex), or None."""
+    row = conn.execute("SELECT content FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+    return None if row is None else bytes(row[0])  # psycopg may hand out a memoryview
 
 
 def read_stream(conn: Connection, stream: str, after_version: int) -> list[StoredEvent]:

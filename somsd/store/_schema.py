@@ -98,9 +98,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX outbox_due_per_target ON outbox (target, next_attempt_at, id) "
         "WHERE state = 'pending'",
     ),
+    # 3: documents events refer to by SHA-256 (carrier labels), written in the appending
+    # transaction, so any reader of the database - another daemon on PostgreSQL - has them.
+    # A rowid table, not WITHOUT ROWID: SQLite advises against that for rows of kilobytes.
+    (
+        """CREATE TABLE blobs (
+            sha256 TEXT NOT NULL PRIMARY KEY CHECK (length(sha256) = 64),
+            content BLOB NOT NULL,
+            size INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        # Content-addressed: a changed row would no longer be what its key says.
+        """CREATE TRIGGER blobs_no_update BEFORE UPDATE ON blobs
+           BEGIN SELECT RAISE(ABORT, 'blobs are content-addressed and immutable'); END""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-_STORE_TABLES = frozenset({"events", "idempotency", "outbox"})
+_STORE_TABLES = frozenset({"events", "idempotency", "outbox", "blobs"})
 
 # With WAL the log file grows while readers pin old pages and is only reused, not shrunk, after
 # a checkpoint. 64 MiB is ~16 checkpoint intervals (1,000 pages of 4 KiB each) of headroom;

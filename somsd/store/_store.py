@@ -34,6 +34,7 @@ from somsd.actor import DEFAULT_MAILBOX_SIZE, Actor, Reply
 from somsd.store._errors import StoreDiskFull, StoreError, StoreUnavailable, is_disk_full
 from somsd.store._metrics import StoreMetrics
 from somsd.store._models import (
+    MAX_BLOB_BYTES,
     Appended,
     Duplicate,
     IdempotencyKey,
@@ -49,6 +50,7 @@ from somsd.store._queries import (
     list_dead_letters,
     list_due_outbox,
     list_due_outbox_per_target,
+    read_blob,
     read_events,
     read_stream,
     stream_version,
@@ -318,6 +320,7 @@ class EventStore(Actor[WriteRequest]):
         expected_version: int | None = None,
         outbox: Sequence[OutboxItem] = (),
         idempotency: None = None,
+        blobs: Sequence[bytes] = (),
     ) -> Reply[Appended]: ...
 
     @overload
@@ -329,6 +332,7 @@ class EventStore(Actor[WriteRequest]):
         expected_version: int | None = None,
         outbox: Sequence[OutboxItem] = (),
         idempotency: IdempotencyKey,
+        blobs: Sequence[bytes] = (),
     ) -> Reply[Appended | Duplicate]: ...
 
     async def submit(
@@ -339,6 +343,7 @@ class EventStore(Actor[WriteRequest]):
         expected_version: int | None = None,
         outbox: Sequence[OutboxItem] = (),
         idempotency: IdempotencyKey | None = None,
+        blobs: Sequence[bytes] = (),
     ) -> Reply[Any]:
         """Queue an append and return its `Reply` without waiting for the commit.
 
@@ -347,10 +352,17 @@ class EventStore(Actor[WriteRequest]):
         yielding. Arguments are as for `append`; bad ones raise `ValueError` here, before
         anything is queued.
         """
-        _check_append(stream, events, expected_version, outbox)
+        _check_append(stream, events, expected_version, outbox, blobs)
         reply: Reply[Appended | Duplicate] = Reply()
         request = AppendRequest(
-            stream, events, expected_version, outbox, idempotency, reply, time.perf_counter()
+            stream,
+            events,
+            expected_version,
+            outbox,
+            idempotency,
+            reply,
+            time.perf_counter(),
+            tuple(blobs),
         )
         # A cancelled caller queues nothing. Then queue without yielding when there is room:
         # `Mailbox.send` always yields to the scheduler, and that round trip per append cost
@@ -371,6 +383,7 @@ class EventStore(Actor[WriteRequest]):
         expected_version: int | None = None,
         outbox: Sequence[OutboxItem] = (),
         idempotency: None = None,
+        blobs: Sequence[bytes] = (),
     ) -> Appended: ...
 
     @overload
@@ -382,6 +395,7 @@ class EventStore(Actor[WriteRequest]):
         expected_version: int | None = None,
         outbox: Sequence[OutboxItem] = (),
         idempotency: IdempotencyKey,
+        blobs: Sequence[bytes] = (),
     ) -> Appended | Duplicate: ...
 
     async def append(
@@ -392,12 +406,15 @@ class EventStore(Actor[WriteRequest]):
         expected_version: int | None = None,
         outbox: Sequence[OutboxItem] = (),
         idempotency: IdempotencyKey | None = None,
+        blobs: Sequence[bytes] = (),
     ) -> Appended | Duplicate:
         """Append events to one stream, with outbox entries, in one transaction; wait for it.
 
         `expected_version=None` appends at the stream's end; an int is optimistic concurrency
         (0 = the stream must be new) and raises `VersionConflict` if the stream moved on. If
         `idempotency` was seen before, nothing is written and `Duplicate` is returned.
+        `blobs` are documents the events refer to by `blob_key` (SHA-256), stored with them in
+        the same transaction (each at most `MAX_BLOB_BYTES`) and read back with `blob`.
         Returns only after COMMIT. Raises `RequestFailed` if a projection or constraint
         rejected this append, `StoreUnavailable` if its whole batch failed. A caller cancelled
         while waiting does not learn the outcome, but the append may still commit: retry with
@@ -409,6 +426,7 @@ class EventStore(Actor[WriteRequest]):
             expected_version=expected_version,
             outbox=outbox,
             idempotency=idempotency,
+            blobs=blobs,
         )
         return await reply.wait()
 
@@ -474,6 +492,10 @@ class EventStore(Actor[WriteRequest]):
         """Up to `limit` events of all streams after `after_seq`, in seq order."""
         return await self.read(partial(read_events, after_seq=after_seq, limit=limit))
 
+    async def blob(self, sha256: str) -> bytes | None:
+        """The blob appended under this SHA-256 (hex, see `blob_key`); None if there is none."""
+        return await self.read(partial(read_blob, sha256=sha256))
+
     async def stream_version(self, stream: str) -> int:
         """The stream's current version; 0 if it has no events."""
         return await self.read(partial(stream_version, stream=stream))
@@ -523,6 +545,7 @@ def _check_append(
     events: Sequence[NewEvent],
     expected_version: int | None,
     outbox: Iterable[OutboxItem],
+    blobs: Iterable[bytes] = (),
 ) -> None:
     if not stream:
         raise ValueError("stream is empty; name the stream, e.g. 'order-1042'")
@@ -543,3 +566,9 @@ def _check_append(
     for item in outbox:
         if not item.target or not item.idempotency_key:
             raise ValueError(f"{stream!r}: outbox item {item!r} needs a target and a key")
+    for index, blob in enumerate(blobs):
+        if len(blob) > MAX_BLOB_BYTES:
+            raise ValueError(
+                f"{stream!r} blob {index}: {len(blob)} bytes, more than the "
+                f"{MAX_BLOB_BYTES} a blob may hold"
+            )

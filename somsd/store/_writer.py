@@ -35,6 +35,7 @@ from somsd.store._models import (
     NewEvent,
     OutboxItem,
     StoredEvent,
+    blob_key,
 )
 from somsd.store._projection import AppendProjection, EventStamper, Projection
 from somsd.store._schema import immediate_transaction
@@ -53,6 +54,8 @@ class AppendRequest(msgspec.Struct, frozen=True):
     reply: Reply[Appended | Duplicate]
     # time.perf_counter() when the producer queued it, for somsd_eventlog_append_seconds.
     submitted_at: float
+    # Documents the events refer to by SHA-256 (`blob_key`), stored in the same transaction.
+    blobs: Sequence[bytes] = ()
 
 
 class OutboxAction(enum.Enum):
@@ -80,6 +83,8 @@ _INSERT_EVENT = (
     "INSERT INTO events (stream, version, type, payload, metadata, recorded_at) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+# A blob already stored (the same label reconciled twice) is the same bytes: keep the first.
+_INSERT_BLOB = "INSERT OR IGNORE INTO blobs (sha256, content, size, created_at) VALUES (?, ?, ?, ?)"
 _INSERT_OUTBOX = (
     "INSERT INTO outbox (target, payload, idempotency_key, state, attempts, next_attempt_at, "
     "created_at, updated_at) VALUES (?1, ?2, ?3, 'pending', 0, ?4, ?4, ?4)"
@@ -205,6 +210,10 @@ class BatchWriter:
         for projection in self._per_event:
             for stored in stored_events:
                 projection.apply(self.conn, stored)
+        if request.blobs:
+            db.executemany(
+                _INSERT_BLOB, [(blob_key(b), b, len(b), now_text) for b in request.blobs]
+            )
         if request.outbox:
             db.executemany(
                 _INSERT_OUTBOX,

@@ -1,4 +1,5 @@
-"""Simulators served for real (the adapters' `serve` fixture) and a TCP label printer."""
+"""Simulators served for real (the adapters' `serve` fixture), a TCP label printer, and the
+throwaway PostgreSQL of tests/postgres for labels shared by a cluster."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import trio
 
 from adapters.labels.simulator import ZebraSimulator as FakeZebra
 from tests.adapters.conftest import serve
+from tests.postgres.conftest import pg_cluster, pg_dsn
 
-__all__ = ["FakeZebra", "serve", "zebra"]
+__all__ = ["FakeZebra", "pg_cluster", "pg_dsn", "serve", "zebra"]
 
 
 @pytest.fixture

@@ -92,6 +92,21 @@ async def fulfilment_of(admin: httpx.AsyncClient, order_id: str) -> dict[str, An
     return found[0] if found else None
 
 
+async def pack_until_shipped(
+    admin: httpx.AsyncClient, order_id: str, fulfilment_id: str
+) -> dict[str, Any]:
+    """Pack the parcel; the fulfilment once shipped with its label (or delivered already)."""
+    packed = await admin.post(f"/v1/fulfillments/{fulfilment_id}/pack")
+    assert packed.status_code == 200, packed.text
+
+    async def shipped() -> dict[str, Any] | None:
+        found = await fulfilment_of(admin, order_id)
+        return found if found and found["state"] in ("shipped", "delivered") else None
+
+    found: dict[str, Any] = await eventually("shipped", shipped)
+    return found
+
+
 async def place(daemon: DaemonProcess, external_id: str, **variations: Any) -> str:
     async with httpx.AsyncClient(base_url=daemon.api) as shop:
         body = order_body(external_id, **variations)
@@ -115,14 +130,7 @@ async def test_intake_to_delivered_with_one_label_printed(
 
         await eventually("the intake dry run", validated)
         assert sim.created == 0
-        packed = await admin.post(f"/v1/fulfillments/{fulfilment['id']}/pack")
-        assert packed.status_code == 200, packed.text
-
-        async def shipped() -> dict[str, Any] | None:
-            found = await fulfilment_of(admin, order_id)
-            return found if found and found["state"] in ("shipped", "delivered") else None
-
-        fulfilment = await eventually("shipped", shipped)
+        fulfilment = await pack_until_shipped(admin, order_id, fulfilment["id"])
         tracking = fulfilment["tracking_number"]
         [shipment] = sim.live_shipments
         assert tracking == shipment.number

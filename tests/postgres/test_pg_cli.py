@@ -43,10 +43,14 @@ async def test_a_sqlite_daemon_moves_to_postgres_and_carries_on(
     dsn = pg_dsn.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     (tmp_path / "store.dsn").write_text(dsn + "\n")
     config.write_text(config.read_text() + POSTGRES)
+    # A carrier label as an older somsd kept it: a file in the data dir, moved in as a blob.
+    (tmp_path / "data" / "labels").mkdir()
+    (tmp_path / "data" / "labels" / "f-1.pdf").write_bytes(b"%PDF-1.4 old label\n")
     result = await somsd_cli("db", "migrate-to-postgres", "-c", str(config))
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
     assert "idempotency          6 rows  sha256 " in out, out
+    assert "label files          1 stored as blobs" in out, out
     assert "(equal in both)" in out
     assert PASSWORD not in out + result.stderr.decode()
 

@@ -27,6 +27,7 @@ from somsd.store import (
     OutboxItem,
     StoreError,
     StoreUnavailable,
+    blob_key,
 )
 from somsd.store.postgres import (
     PostgresEventStore,
@@ -42,6 +43,7 @@ POLICY = OrderPolicy()
 WRITERS = 3
 ORDERS_PER_WRITER = 40
 PRODUCERS_PER_WRITER = 8
+LABEL = b"%PDF-1.4 a carrier label\n"
 
 
 def _received(order_id: str) -> tuple[list[NewEvent], OrderState]:
@@ -144,8 +146,9 @@ async def test_the_log_is_append_only_in_postgres_too(pg_dsn: str) -> None:
 async def test_sqlite_log_migrates_to_postgres_with_equal_counts_and_hashes(
     tmp_path: Path, pg_dsn: str
 ) -> None:
-    """A SQLite store with orders, idempotency and outbox rows is copied; counts and hashes
-    agree, the projections replayed in PostgreSQL verify, and a daemon carries on there."""
+    """A SQLite store with orders, idempotency, outbox rows and a blob is copied; counts and
+    hashes agree, the projections replayed in PostgreSQL verify, and a daemon carries on
+    there, the blob readable."""
     source = tmp_path / "events.db"
     sqlite_store = EventStore(source, all_projections())
     async with trio.open_nursery() as nursery:
@@ -160,15 +163,21 @@ async def test_sqlite_log_migrates_to_postgres_with_equal_counts_and_hashes(
             )
             invoice = issue_invoice(state, policy=POLICY, now=NOW, actor="test")
             await sqlite_store.append(
-                f"order-m-{n}", [NewEvent(type(e).__name__, encode_event(e)) for e in invoice]
+                f"order-m-{n}",
+                [NewEvent(type(e).__name__, encode_event(e)) for e in invoice],
+                blobs=[LABEL] if n == 0 else (),
             )
         [entry, *_] = await sqlite_store.due_outbox()
         await sqlite_store.mark_delivered(entry.id)
         nursery.cancel_scope.cancel()
 
     events = query(source, "SELECT count(*) FROM events")[0][0]
-    report = migrate_sqlite_to_postgres(source, pg_dsn, all_projections())
-    assert report.counts == {"events": events, "idempotency": 12, "outbox": 12}
+    old_label = tmp_path / "labels" / "f-0.zpl"  # a label file of an older somsd
+    old_label.parent.mkdir()
+    old_label.write_bytes(b"^XA^FDbought before blobs^FS^XZ")
+    report = migrate_sqlite_to_postgres(source, pg_dsn, all_projections(), files=[old_label])
+    assert report.counts == {"events": events, "idempotency": 12, "outbox": 12, "blobs": 1}
+    assert report.files == 1
     assert report.replayed == events
     assert verify_postgres(pg_dsn, all_projections()) == []
     with pytest.raises(StoreError, match=f"already holds {events} events"):
@@ -184,6 +193,8 @@ async def test_sqlite_log_migrates_to_postgres_with_equal_counts_and_hashes(
             "order-after", [NewEvent(type(e).__name__, encode_event(e)) for e in invoice]
         )
         assert (await store.outbox_counts()).pending == {"erp": 11}
+        assert await store.blob(blob_key(LABEL)) == LABEL
+        assert await store.blob(blob_key(old_label.read_bytes())) == old_label.read_bytes()
         nursery.cancel_scope.cancel()
     assert appended.first_seq == events + 1
     [stamped] = [e for e in numbered.stamped if e.type == "InvoiceIssued"]
