@@ -129,19 +129,3 @@ class PgCluster:
             capture_output=True,
         )
         shutil.rmtree(self.datadir, ignore_errors=True)
-
-
-def member_tables(member: str, *, ttl: str = "2s", renew_every: str = "500ms") -> str:
-    """The `[store]` and `[cluster]` tables of a cluster member whose DSN is in `cluster.dsn`
-    next to its config: store and leases in the same database, a short TTL for tests."""
-    return f"""
-[store]
-backend = "postgres"
-dsn_file = "cluster.dsn"
-
-[cluster]
-member = "{member}"
-dsn_file = "cluster.dsn"
-lease_ttl = "{ttl}"
-renew_every = "{renew_every}"
-"""

@@ -22,8 +22,8 @@ from tests.carrier.test_shipping_daemon import (
     shipping_config,
     stock,
 )
+from tests.cluster.members import cluster_tables
 from tests.harness import DaemonProcess, next_log_line, running_daemon
-from tests.pgcluster import member_tables
 
 pytestmark = pytest.mark.slow
 
@@ -33,9 +33,8 @@ CARRIER_DUTY = "carrier/dhl"
 def member_config(tmp_path: Path, dsn: str, member: str, dhl_url: str, sim: DhlSimulator) -> Path:
     directory = tmp_path / member
     directory.mkdir()
-    (directory / "cluster.dsn").write_text(dsn + "\n")
     config = shipping_config(directory, dhl_url, sim)
-    config.write_text(config.read_text() + member_tables(member))
+    config.write_text(config.read_text() + cluster_tables(directory, dsn, member))
     return config
 
 

@@ -11,10 +11,39 @@ from adapters.smartstore import SmartstoreSimulator, write_credentials
 from tests.harness import DaemonProcess, next_log_line, write_daemon_config
 from tests.orders.shop import webhook_config
 
-__all__ = ["TTL", "acquired", "member_config", "owns", "shop_member", "until"]
+__all__ = [
+    "TTL",
+    "acquired",
+    "cluster_tables",
+    "member_config",
+    "owns",
+    "shop_member",
+    "until",
+]
 
 # Short, so a SIGKILLed owner's leases lapse within a test's patience.
 TTL = 2.0
+
+
+def cluster_tables(
+    directory: Path, dsn: str, member: str, *, store_dsn: str | None = None, ttl: float = TTL
+) -> str:
+    """The `[store]` (PostgreSQL on `store_dsn`, default the cluster's `dsn`) and `[cluster]`
+    tables of a member, with both DSN files written beside its config in `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "cluster.dsn").write_text(dsn + "\n")
+    (directory / "store.dsn").write_text((store_dsn or dsn) + "\n")
+    return f"""
+[store]
+backend = "postgres"
+dsn_file = "store.dsn"
+
+[cluster]
+member = "{member}"
+dsn_file = "cluster.dsn"
+lease_ttl = "{ttl:g}s"
+renew_every = "500ms"
+"""
 
 
 def member_config(
@@ -28,25 +57,12 @@ def member_config(
     webhook: bool = False,
     ttl: float = TTL,
 ) -> Path:
-    """A `[cluster]` member on PostgreSQL: the store on `store_dsn` (default: the cluster's
-    `dsn`), `body` (locations, channels) and `files` (tokens, secrets) beside the config, and
-    the webhook channels of tests/orders/shop.py when `webhook`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "cluster.dsn").write_text(dsn + "\n")
-    (directory / "store.dsn").write_text((store_dsn or dsn) + "\n")
+    """A `[cluster]` member on PostgreSQL (`cluster_tables`), `body` (locations, channels) and
+    `files` (tokens, secrets) beside the config, and the webhook channels of
+    tests/orders/shop.py when `webhook`."""
+    tables = body + cluster_tables(directory, dsn, member, store_dsn=store_dsn, ttl=ttl)
     for name, text in (files or {}).items():
         (directory / name).write_text(text + "\n")
-    tables = f"""
-[store]
-backend = "postgres"
-dsn_file = "store.dsn"
-{body}
-[cluster]
-member = "{member}"
-dsn_file = "cluster.dsn"
-lease_ttl = "{ttl:g}s"
-renew_every = "500ms"
-"""
     return webhook_config(directory, tables) if webhook else write_daemon_config(directory, tables)
 
 

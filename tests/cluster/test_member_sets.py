@@ -14,39 +14,37 @@ import pytest
 from somsd.cluster import postgres
 from somsd.cluster.lease import LeaseRules
 from somsd.cluster.sets import MemberSets, check_and_record
-from tests.harness import running_daemon, write_daemon_config
+from tests.cluster.members import member_config
+from tests.harness import running_daemon
 from tests.orders.shop import somsd_cli
-from tests.pgcluster import member_tables
 
 pytestmark = pytest.mark.slow
 
 SAME = "cluster: [[location]]s and [[channel]]s must be the same on every member"
 
 
-def member_config(tmp_path: Path, dsn: str, member: str, locations: tuple[str, ...]) -> Path:
-    directory = tmp_path / member
-    directory.mkdir(exist_ok=True)
-    (directory / "cluster.dsn").write_text(dsn + "\n")
-    (directory / "b2b.secret").write_text("s3cret\n")
+def sets_member(tmp_path: Path, dsn: str, member: str, locations: tuple[str, ...]) -> Path:
     tables = "".join(f'\n[[location]]\nname = "{name}"\n' for name in locations)
-    return write_daemon_config(
-        directory,
-        f"""
+    return member_config(
+        tmp_path / member,
+        dsn,
+        member,
+        files={"b2b.secret": "s3cret"},
+        body=f"""
 [[channel]]
 name = "b2b"
 kind = "webhook"
 secret_file = "b2b.secret"
 {tables}
-"""
-        + member_tables(member),
+""",
     )
 
 
 async def test_a_member_with_another_location_is_refused_at_start(
     tmp_path: Path, pg_dsn: str
 ) -> None:
-    async with running_daemon(member_config(tmp_path, pg_dsn, "a", ("wh-1",))):
-        odd = member_config(tmp_path, pg_dsn, "b", ("wh-1", "wh-2"))
+    async with running_daemon(sets_member(tmp_path, pg_dsn, "a", ("wh-1",))):
+        odd = sets_member(tmp_path, pg_dsn, "b", ("wh-1", "wh-2"))
         result = await somsd_cli("run", "-c", str(odd))
         assert result.returncode == 2, result.stderr.decode()
         (line,) = result.stderr.decode().splitlines()
@@ -54,7 +52,7 @@ async def test_a_member_with_another_location_is_refused_at_start(
             f"{odd}: {SAME} (a member routes orders to the locations its own config names): "
             "location wh-2 only here"
         )
-        same = member_config(tmp_path, pg_dsn, "c", ("wh-1",))
+        same = sets_member(tmp_path, pg_dsn, "c", ("wh-1",))
         async with running_daemon(same) as joined, joined.admin() as admin:
             view = (await admin.get("/v1/admin/cluster")).json()
             assert {m["name"] for m in view["members"]} >= {"a", "c"}
@@ -67,11 +65,11 @@ async def test_a_reload_that_would_differ_is_rejected_and_the_old_config_runs_on
     async with contextlib.AsyncExitStack() as stack:
         a, b = [
             await stack.enter_async_context(
-                running_daemon(member_config(tmp_path, pg_dsn, name, ("wh-1",)))
+                running_daemon(sets_member(tmp_path, pg_dsn, name, ("wh-1",)))
             )
             for name in ("a", "b")
         ]
-        member_config(tmp_path, pg_dsn, "a", ("wh-1", "wh-2"))
+        sets_member(tmp_path, pg_dsn, "a", ("wh-1", "wh-2"))
         async with a.admin() as admin:
             answer = await admin.post("/v1/admin/reload")
             assert answer.status_code == 422, answer.text
@@ -88,7 +86,7 @@ async def test_a_reload_that_would_differ_is_rejected_and_the_old_config_runs_on
             assert "location/wh-2" not in actors
 
             # The same names with another setting: no difference, the reload goes through.
-            member_config(tmp_path, pg_dsn, "a", ("wh-1",))
+            sets_member(tmp_path, pg_dsn, "a", ("wh-1",))
             path = tmp_path / "a" / "somsd.toml"
             path.write_text(
                 path.read_text().replace("[daemon]\n", '[daemon]\nlog_level = "debug"\n')
