@@ -40,7 +40,14 @@ from somsd.store._models import (
     OutboxState,
     StoredEvent,
 )
-from somsd.store._projection import AppendProjection, EventStamper, Projection
+from somsd.store._projection import (
+    AppendProjection,
+    BatchedProjection,
+    EventStamper,
+    Projection,
+    RowBatch,
+    Unbatchable,
+)
 from somsd.store._queries import payloads_containing as query_payloads_containing
 from somsd.store._queries import read_stream as query_stream
 from somsd.store._schema import SCHEMA_VERSION, open_reader
@@ -65,6 +72,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AppendProjection",
     "Appended",
+    "BatchedProjection",
     "Clock",
     "Connection",
     "Cursor",
@@ -81,10 +89,12 @@ __all__ = [
     "OutboxTransitionError",
     "Projection",
     "RequestFailed",
+    "RowBatch",
     "StoreDiskFull",
     "StoreError",
     "StoreUnavailable",
     "StoredEvent",
+    "Unbatchable",
     "VersionConflict",
     "backup_database",
     "dialect",
