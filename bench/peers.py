@@ -19,8 +19,9 @@ What it does, in one run, one system after the other per level (never two at onc
 4. For each level it sends the same pre-signed orders (bench/intake.py's request files and
    wrk script, each request once) to somsd (202 = stored and committed), to Node-RED (202 =
    forwarded), to the bare server and to the ceiling, and prints orders/s, p50/p99, errors
-   (socket errors plus answers other than the success status) and each one's RSS after the
-   level, then the ratios somsd / Node-RED, somsd / bare and bare / ceiling. `--systems`
+   (socket errors plus answers other than the success status), each one's RSS after the
+   level and its CPU time per request (its processes' CPU over the run / requests
+   answered), then the ratios somsd / Node-RED, somsd / bare and bare / ceiling. `--systems`
    picks a subset (`--systems bare,ceiling` iterates on the server alone, installs nothing).
 
 Needs `wrk` (Debian) and `npm` (Debian's is fine: it only installs). Not part of `make test`.
@@ -255,14 +256,29 @@ def child_server(script: Path, *args: str) -> Iterator[tuple[str, int]]:
 SYSTEMS = ("somsd", "node-red", "bare", "ceiling")
 
 
-def row(name: str, connections: int, result: intake.WrkResult, ok: int, rss: int) -> float:
-    rate = result.rate(ok)
-    bad = sum(n for s, n in result.others(ok).items())
+def row(
+    name: str, connections: int, result: intake.WrkResult, rss: int, cpu_per_wall: float
+) -> float:
+    """Print one system's level; `cpu_per_wall` is its CPU seconds per wall second."""
+    rate = result.rate(202)
+    bad = sum(n for s, n in result.others(202).items())
+    cpu_us = cpu_per_wall / rate * 1e6 if rate else 0.0
     print(
         f"{name:<22} {connections:>5} {rate:>9,.0f} {result.p50_us / 1e3:>7.2f} "
-        f"{result.p99_us / 1e3:>7.2f} {result.errors + bad:>7} {rss:>8}"
+        f"{result.p99_us / 1e3:>7.2f} {result.errors + bad:>7} {rss:>8} {cpu_us:>8.0f}"
     )
     return rate
+
+
+def timed_wrk(
+    bench: intake.Bench, url: str, connections: int, requests: Path, pids: list[int]
+) -> tuple[intake.WrkResult, float]:
+    """wrk against `url`, and the CPU seconds per wall second the processes `pids` used."""
+    before = sum(intake.cpu_seconds(pid) for pid in pids)
+    started = time.monotonic()
+    result = bench.wrk(url, connections, requests)
+    wall = time.monotonic() - started
+    return result, (sum(intake.cpu_seconds(pid) for pid in pids) - before) / wall
 
 
 def main() -> None:
@@ -317,7 +333,7 @@ def main() -> None:
         try:
             print(
                 f"\n{'system':<22} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-                f"{'errors':>7} {'RSS MiB':>8}"
+                f"{'errors':>7} {'RSS MiB':>8} {'CPU us/req':>8}"
             )
             ratios: list[str] = []
             for connections in levels:
@@ -325,22 +341,23 @@ def main() -> None:
                 if daemon is not None:
                     level = bench.level(daemon, connections, f"L{connections}")
                     rates["somsd"] = row(
-                        "somsd durable intake", connections, level.orders, 202, level.rss_mib
+                        "somsd durable intake", connections, level.orders, level.rss_mib, level.cpu
                     )
                 requests = bench.requests(
                     f"R{connections}", [f"R{connections}-{n:07d}" for n in range(count)]
                 )
                 if red is not None:
-                    result = bench.wrk(red[0], connections, requests)
+                    result, cpu = timed_wrk(bench, red[0], connections, requests, red[1])
                     rss = sum(rss_mib(pid) for pid in red[1])
-                    rates["node-red"] = row("Node-RED 5.0.7 forward", connections, result, 202, rss)
+                    rates["node-red"] = row("Node-RED 5.0.7 forward", connections, result, rss, cpu)
                 for name, server in (("bare", bare), ("ceiling", ceiling)):
                     if server is not None:
-                        result = bench.wrk(server[0], connections, requests)
+                        url, pid = server
+                        result, cpu = timed_wrk(bench, url, connections, requests, [pid])
                         label = (
                             "somsd.httpserver 202" if name == "bare" else "ceiling trio+httptools"
                         )
-                        rates[name] = row(label, connections, result, 202, rss_mib(server[1]))
+                        rates[name] = row(label, connections, result, rss_mib(pid), cpu)
                 ratios.append(f"c={connections}: " + ", ".join(_ratios(rates)))
             print()
             print("\n".join(ratios))
