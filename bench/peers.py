@@ -13,12 +13,16 @@ What it does, in one run, one system after the other per level (never two at onc
    That is the usual webhook-to-downstream flow: it stores nothing.
 3. Starts `somsd run` with a webhook channel (bench/intake.py's `Daemon`) and, in a second
    Python process, the bare server: a raw ASGI app on `somsd.httpserver` answering every
-   request 202 (no Starlette: the server's own ceiling).
+   request 202 (no Starlette: the server's own ceiling), and in a third the ceiling
+   (bench/ceiling.py: a minimal trio + httptools loop answering a fixed 202, no limits, no
+   ASGI): what the bare 202 is measured against.
 4. For each level it sends the same pre-signed orders (bench/intake.py's request files and
    wrk script, each request once) to somsd (202 = stored and committed), to Node-RED (202 =
-   forwarded) and to the bare server, and prints orders/s, p50/p99, errors (socket errors
-   plus answers other than the success status) and each one's RSS after the level, then the
-   ratios somsd / Node-RED and somsd / bare.
+   forwarded), to the bare server and to the ceiling, and prints orders/s, p50/p99, errors
+   (socket errors plus answers other than the success status), each one's RSS after the
+   level and its CPU time per request (its processes' CPU over the run / requests
+   answered), then the ratios somsd / Node-RED, somsd / bare and bare / ceiling. `--systems`
+   picks a subset (`--systems bare,ceiling` iterates on the server alone, installs nothing).
 
 Needs `wrk` (Debian) and `npm` (Debian's is fine: it only installs). Not part of `make test`.
 """
@@ -34,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -237,25 +241,44 @@ def serve_bare() -> None:
 
 
 @contextmanager
-def bare_server() -> Iterator[tuple[str, int]]:
+def child_server(script: Path, *args: str) -> Iterator[tuple[str, int]]:
+    """A server in a child process that prints {"url": ...}; yields its URL and pid."""
     process = subprocess.Popen(
-        [sys.executable, __file__, "--serve-bare"], stdout=subprocess.PIPE, text=True
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, text=True
     )
     try:
-        yield str(read_json_line(process, "the bare server")["url"]), process.pid
+        yield str(read_json_line(process, script.name)["url"]), process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def row(name: str, connections: int, result: intake.WrkResult, ok: int, rss: int) -> float:
-    rate = result.rate(ok)
-    bad = sum(n for s, n in result.others(ok).items())
+SYSTEMS = ("somsd", "node-red", "bare", "ceiling")
+
+
+def row(
+    name: str, connections: int, result: intake.WrkResult, rss: int, cpu_per_wall: float
+) -> float:
+    """Print one system's level; `cpu_per_wall` is its CPU seconds per wall second."""
+    rate = result.rate(202)
+    bad = sum(n for s, n in result.others(202).items())
+    cpu_us = cpu_per_wall / rate * 1e6 if rate else 0.0
     print(
         f"{name:<22} {connections:>5} {rate:>9,.0f} {result.p50_us / 1e3:>7.2f} "
-        f"{result.p99_us / 1e3:>7.2f} {result.errors + bad:>7} {rss:>8}"
+        f"{result.p99_us / 1e3:>7.2f} {result.errors + bad:>7} {rss:>8} {cpu_us:>8.0f}"
     )
     return rate
+
+
+def timed_wrk(
+    bench: intake.Bench, url: str, connections: int, requests: Path, pids: list[int]
+) -> tuple[intake.WrkResult, float]:
+    """wrk against `url`, and the CPU seconds per wall second the processes `pids` used."""
+    before = sum(intake.cpu_seconds(pid) for pid in pids)
+    started = time.monotonic()
+    result = bench.wrk(url, connections, requests)
+    wall = time.monotonic() - started
+    return result, (sum(intake.cpu_seconds(pid) for pid in pids) - before) / wall
 
 
 def main() -> None:
@@ -265,65 +288,89 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="npm install folder")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the database")
     parser.add_argument("--max-rate", type=int, default=6000, help="orders pre-signed per second")
+    parser.add_argument(
+        "--systems", default=",".join(SYSTEMS), help="subset of " + ",".join(SYSTEMS)
+    )
     parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         serve_bare()
         return
+    systems = args.systems.split(",")
+    if unknown := set(systems) - set(SYSTEMS):
+        sys.exit(f"unknown systems: {', '.join(sorted(unknown))}")
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
-    node = install(args.cache)
-    node_version = subprocess.run(
-        [str(node), "--version"], capture_output=True, text=True, check=True
-    ).stdout.strip()
     levels = [int(n) for n in args.levels.split(",")]
     count = int(args.max_rate * args.seconds)
-    with tempfile.TemporaryDirectory(dir=args.dir, prefix="somsd-peers-") as tmp:
+    here = Path(__file__).resolve()
+    with (
+        tempfile.TemporaryDirectory(dir=args.dir, prefix="somsd-peers-") as tmp,
+        ExitStack() as stack,
+    ):
         work = Path(tmp)
         print(intake.describe_machine(work))
-        print(f"{NODE_RED} on Node.js {node_version}; load average at start: {intake.load()}")
+        red: tuple[str, list[int]] | None = None
+        if "node-red" in systems:
+            node = install(args.cache)
+            node_version = subprocess.run(
+                [str(node), "--version"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            print(f"{NODE_RED} on Node.js {node_version}")
+            red = stack.enter_context(node_red(node, args.cache, work))
+        print(f"load average at start: {intake.load()}")
         print(f"wrk -t1, {args.seconds:g} s per system and level, same signed 645 B orders")
         bench = intake.Bench(work, args.seconds, count, None)
-        with bare_server() as (bare_url, bare_pid), node_red(node, args.cache, work) as red:
-            red_url, red_pids = red
-            daemon = intake.Daemon(work / "somsd", "warning")
-            try:
-                print(
-                    f"\n{'system':<22} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-                    f"{'errors':>7} {'RSS MiB':>8}"
-                )
-                ratios = []
-                for connections in levels:
+        bare = (
+            stack.enter_context(child_server(here, "--serve-bare")) if "bare" in systems else None
+        )
+        ceiling = (
+            stack.enter_context(child_server(here.parent / "ceiling.py"))
+            if "ceiling" in systems
+            else None
+        )
+        daemon = intake.Daemon(work / "somsd", "warning") if "somsd" in systems else None
+        try:
+            print(
+                f"\n{'system':<22} {'conns':>5} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+                f"{'errors':>7} {'RSS MiB':>8} {'CPU us/req':>8}"
+            )
+            ratios: list[str] = []
+            for connections in levels:
+                rates: dict[str, float] = {}
+                if daemon is not None:
                     level = bench.level(daemon, connections, f"L{connections}")
-                    somsd = row(
-                        "somsd durable intake", connections, level.orders, 202, level.rss_mib
+                    rates["somsd"] = row(
+                        "somsd durable intake", connections, level.orders, level.rss_mib, level.cpu
                     )
-                    requests = bench.requests(
-                        f"R{connections}", [f"R{connections}-{n:07d}" for n in range(count)]
-                    )
-                    result = bench.wrk(red_url, connections, requests)
-                    rss = sum(rss_mib(pid) for pid in red_pids)
-                    red_rate = row("Node-RED 5.0.7 forward", connections, result, 202, rss)
-                    result = bench.wrk(bare_url, connections, requests)
-                    bare_rate = row(
-                        "somsd.httpserver 202", connections, result, 202, rss_mib(bare_pid)
-                    )
-                    ratios.append(
-                        (
-                            connections,
-                            somsd / red_rate if red_rate else 0,
-                            somsd / bare_rate if bare_rate else 0,
+                requests = bench.requests(
+                    f"R{connections}", [f"R{connections}-{n:07d}" for n in range(count)]
+                )
+                if red is not None:
+                    result, cpu = timed_wrk(bench, red[0], connections, requests, red[1])
+                    rss = sum(rss_mib(pid) for pid in red[1])
+                    rates["node-red"] = row("Node-RED 5.0.7 forward", connections, result, rss, cpu)
+                for name, server in (("bare", bare), ("ceiling", ceiling)):
+                    if server is not None:
+                        url, pid = server
+                        result, cpu = timed_wrk(bench, url, connections, requests, [pid])
+                        label = (
+                            "somsd.httpserver 202" if name == "bare" else "ceiling trio+httptools"
                         )
-                    )
-                print()
-                for connections, to_red, to_bare in ratios:
-                    print(
-                        f"c={connections}: somsd / Node-RED = {to_red:.2f}, "
-                        f"somsd / bare 202 = {to_bare:.2f}"
-                    )
-            finally:
-                code = daemon.stop()
-            print(f"somsd SIGTERM -> exit {code}; load average at end: {intake.load()}")
+                        rates[name] = row(label, connections, result, rss_mib(pid), cpu)
+                ratios.append(f"c={connections}: " + ", ".join(_ratios(rates)))
+            print()
+            print("\n".join(ratios))
+        finally:
+            code = daemon.stop() if daemon is not None else 0
+        print(f"somsd SIGTERM -> exit {code}; load average at end: {intake.load()}")
+
+
+def _ratios(rates: dict[str, float]) -> list[str]:
+    pairs = (("somsd", "node-red"), ("somsd", "bare"), ("bare", "ceiling"))
+    return [
+        f"{a} / {b} = {rates[a] / rates[b]:.2f}" for a, b in pairs if a in rates and rates.get(b)
+    ]
 
 
 if __name__ == "__main__":

@@ -6,6 +6,14 @@ start-up or shutdown hooks, the daemon owns those).
 """
 
 from somsd.httpserver._protocol import Limits, ProtocolError, RequestHead, RequestParser
-from somsd.httpserver._server import ASGIApp, Server
+from somsd.httpserver._server import SWEEP_SECONDS, ASGIApp, Server
 
-__all__ = ["ASGIApp", "Limits", "ProtocolError", "RequestHead", "RequestParser", "Server"]
+__all__ = [
+    "SWEEP_SECONDS",
+    "ASGIApp",
+    "Limits",
+    "ProtocolError",
+    "RequestHead",
+    "RequestParser",
+    "Server",
+]

@@ -113,6 +113,8 @@ class RequestHead:
 
 
 Event = RequestHead | bytes | _End
+# The method's str without a decode per request for the methods llhttp accepts most often.
+_METHODS = {m.encode("ascii"): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")}
 
 
 class RequestParser:
@@ -125,7 +127,8 @@ class RequestParser:
         self._error: ProtocolError | None = None
         self._pending: ProtocolError | None = None
         self._in_head = False
-        self._target = bytearray()
+        self._target = b""
+        self._has_host = False
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
         self._body_bytes = 0
@@ -204,7 +207,8 @@ class RequestParser:
     def on_message_begin(self) -> None:
         self.messages_begun += 1
         self._in_head = True
-        self._target.clear()
+        self._target = b""
+        self._has_host = False
         self._headers = []
         self._head_bytes = 0
         self._body_bytes = 0
@@ -213,7 +217,8 @@ class RequestParser:
         self._chunked = False
 
     def on_url(self, url: bytes) -> None:
-        self._target += url
+        # llhttp hands the target over in one piece unless it spans reads.
+        self._target = self._target + url if self._target else url
         self._head_bytes += len(url)
         if len(self._target) > self.limits.max_target_bytes:
             self._fail(414, f"request target exceeds {self.limits.max_target_bytes} bytes")
@@ -239,6 +244,8 @@ class RequestParser:
             self._expect_continue = True
         elif name == b"transfer-encoding":
             self._chunked = True
+        elif name == b"host":
+            self._has_host = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -246,19 +253,22 @@ class RequestParser:
         self._raw_head_bytes = 0
         parser = self._parser
         version = parser.get_http_version()
-        if version == "1.1" and not any(name == b"host" for name, _ in self._headers):
+        if version == "1.1" and not self._has_host:
             self._fail(400, "HTTP/1.1 request without a Host header")
-        target = bytes(self._target)
+        target = self._target
         raw_path, _, query_string = target.partition(b"?")
         if not raw_path.startswith(b"/"):
             raw_path = self._origin_path(raw_path, target)
         try:
-            path = unquote(raw_path.decode("ascii"))
+            path = raw_path.decode("ascii")
         except UnicodeDecodeError:
             self._fail(400, "request target is not ASCII")
+        if "%" in path:
+            path = unquote(path)
+        method = parser.get_method()
         self.events.append(
             RequestHead(
-                method=parser.get_method().decode("ascii"),
+                method=_METHODS.get(method) or method.decode("ascii"),
                 raw_path=raw_path,
                 path=path,
                 query_string=query_string,

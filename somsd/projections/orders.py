@@ -30,7 +30,14 @@ from somsd.domain.events import (
 from somsd.domain.numbering import NumberSeries, number_documents, parse_number
 from somsd.domain.state import OrderState, apply
 from somsd.projections._blob import pack, unpack
-from somsd.store import Connection, NewEvent, StoredEvent, lock_for_transaction
+from somsd.store import (
+    Connection,
+    NewEvent,
+    RowBatch,
+    StoredEvent,
+    Unbatchable,
+    lock_for_transaction,
+)
 
 __all__ = [
     "ORDER_STREAM_PREFIX",
@@ -51,6 +58,8 @@ ORDER_STREAM_PREFIX = "order-"
 _state_encoder = msgspec.json.Encoder(order="deterministic")
 _state_decoder = msgspec.json.Decoder(OrderState)
 _DOCUMENT_EVENTS = frozenset({"InvoiceIssued", "CreditNoteIssued"})
+_INSERT_ORDER = "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_DOCUMENT = "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 def order_stream(order_id: str) -> str:
@@ -148,53 +157,38 @@ class OrderBook:
 
     def apply_append(self, conn: Connection, events: Sequence[StoredEvent]) -> None:
         """Fold one append's events into the order's row: one read and one write per append."""
+        self.apply_rows(conn, events, None)
+
+    def apply_rows(
+        self, conn: Connection, events: Sequence[StoredEvent], rows: RowBatch | None
+    ) -> None:
+        """`apply_append`; a new order's row and its documents' rows go to `rows` (the
+        writer's batch) when given. A later append to an order whose row is still queued
+        there is `Unbatchable` (rare: both in one batch), so the writer writes the batch again
+        row by row."""
         if not events or not events[0].stream.startswith(ORDER_STREAM_PREFIX):
             return
         first, last = events[0], events[-1]
         decoded = [decode_event(stored.payload) for stored in events]
         state: OrderState | None = None
         if not isinstance(decoded[0], OrderReceived):
+            order_id = order_id_of_stream(first.stream)
+            if rows is not None and rows.is_queued(_INSERT_ORDER, order_id):
+                raise Unbatchable(f"{first.stream}: its row is still queued in this batch")
             query = "SELECT state FROM orders WHERE order_id = ?"
-            row = conn.execute(query, (order_id_of_stream(first.stream),)).fetchone()
+            row = conn.execute(query, (order_id,)).fetchone()
             if row is None:
                 raise ValueError(f"{first.stream}: {first.type} before OrderReceived")
             state = decode_state(row[0])
         for stored, event in zip(events, decoded, strict=True):
             state = apply(state, event)
             if isinstance(event, InvoiceIssued | CreditNoteIssued):
-                self._record_document(conn, stored, event, state)
+                self._record_document(conn, stored, event, state, rows)
         assert state is not None
         if isinstance(decoded[0], OrderReceived):
-            self._insert(conn, first, last, state)
+            _insert_row(conn, rows, _INSERT_ORDER, state.order_id, _order_row(first, last, state))
         else:
             self._update(conn, last, state)
-
-    @staticmethod
-    def _insert(
-        conn: Connection, first: StoredEvent, stored: StoredEvent, state: OrderState
-    ) -> None:
-        order = state.order
-        conn.execute(
-            "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                state.order_id,
-                first.seq,
-                state.channel,
-                order.external_id,
-                order.number,
-                state.status,
-                order.customer.name,
-                order.customer.email,
-                # SQLite's LIKE folds ASCII only; a casefolded copy makes "jörg" find "Jörg".
-                f"{order.number}\n{order.customer.name}\n{order.customer.email}".casefold(),
-                order.currency,
-                str(state.amount_due),
-                order.placed_at.isoformat(),
-                stored.recorded_at.isoformat(),
-                stored.version,
-                pack(_state_encoder.encode(state)),
-            ),
-        )
 
     @staticmethod
     def _update(conn: Connection, stored: StoredEvent, state: OrderState) -> None:
@@ -217,6 +211,7 @@ class OrderBook:
         stored: StoredEvent,
         event: InvoiceIssued | CreditNoteIssued,
         state: OrderState,
+        rows: RowBatch | None,
     ) -> None:
         series, year, sequence = parse_number(event.number)
         row = conn.execute(
@@ -233,18 +228,47 @@ class OrderBook:
             (series, year, sequence),
         )
         kind = "invoice" if isinstance(event, InvoiceIssued) else "credit_note"
-        conn.execute(
-            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                event.number,
-                kind,
-                state.order_id,
-                event.issue_date.isoformat(),
-                str(event.document.gross),
-                state.currency,
-                stored.seq,
-            ),
+        row = (
+            event.number,
+            kind,
+            state.order_id,
+            event.issue_date.isoformat(),
+            str(event.document.gross),
+            state.currency,
+            stored.seq,
         )
+        _insert_row(conn, rows, _INSERT_DOCUMENT, event.number, row)
+
+
+def _insert_row(
+    conn: Connection, rows: RowBatch | None, sql: str, key: str, params: tuple[object, ...]
+) -> None:
+    if rows is None:
+        conn.execute(sql, params)
+    else:
+        rows.queue(sql, key, params)
+
+
+def _order_row(first: StoredEvent, last: StoredEvent, state: OrderState) -> tuple[object, ...]:
+    order = state.order
+    return (
+        state.order_id,
+        first.seq,
+        state.channel,
+        order.external_id,
+        order.number,
+        state.status,
+        order.customer.name,
+        order.customer.email,
+        # SQLite's LIKE folds ASCII only; a casefolded copy makes "jörg" find "Jörg".
+        f"{order.number}\n{order.customer.name}\n{order.customer.email}".casefold(),
+        order.currency,
+        str(state.amount_due),
+        order.placed_at.isoformat(),
+        last.recorded_at.isoformat(),
+        last.version,
+        pack(_state_encoder.encode(state)),
+    )
 
 
 # -- queries (run by `EventStore.read` on a reader connection) ------------------------------

@@ -42,7 +42,14 @@ from somsd.store._models import (
     StoredEvent,
     blob_key,
 )
-from somsd.store._projection import AppendProjection, EventStamper, Projection
+from somsd.store._projection import (
+    AppendProjection,
+    BatchedProjection,
+    EventStamper,
+    Projection,
+    RowBatch,
+    Unbatchable,
+)
 from somsd.store._queries import payloads_containing as query_payloads_containing
 from somsd.store._queries import read_stream as query_stream
 from somsd.store._schema import SCHEMA_VERSION, open_reader
@@ -68,6 +75,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AppendProjection",
     "Appended",
+    "BatchedProjection",
     "Clock",
     "Connection",
     "Cursor",
@@ -84,10 +92,12 @@ __all__ = [
     "OutboxTransitionError",
     "Projection",
     "RequestFailed",
+    "RowBatch",
     "StoreDiskFull",
     "StoreError",
     "StoreUnavailable",
     "StoredEvent",
+    "Unbatchable",
     "VersionConflict",
     "backup_database",
     "blob_key",

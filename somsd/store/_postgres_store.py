@@ -44,7 +44,7 @@ from somsd.store._postgres import (
     install_pg_projections,
     migrate_pg,
 )
-from somsd.store._projection import Projection
+from somsd.store._projection import Projection, Unbatchable
 from somsd.store._schema import immediate_transaction
 from somsd.store._sql import Connection
 from somsd.store._store import EventStore
@@ -101,7 +101,7 @@ class PgBatchWriter(BatchWriter):
         self.pg = conn
         self._last_seq = 0  # the log's last seq inside the current batch
 
-    def write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
+    def _write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
         cursor = self.pg.cursor()
         now_text = to_text(now)
         outcomes: list[Outcome] = []
@@ -125,17 +125,20 @@ class PgBatchWriter(BatchWriter):
                         else:
                             self._change_outbox(request, now_text)
                             outcome = None
-                    except psycopg.OperationalError:
+                    except (psycopg.OperationalError, Unbatchable):
                         raise  # the connection or server failed: the whole batch fails
                     except Exception as exc:
                         self._last_seq = before  # its seqs were rolled back with it
+                        self.end_request(kept=False)  # and its queued rows
                         cursor.execute("ROLLBACK TO request")
                         if _lost_race(exc) and attempt < _RACE_ATTEMPTS:
                             continue
                         outcome = exc if isinstance(exc, StoreError) else _failed(request, exc)
                         break
                     break
+                self.end_request(kept=True)  # a failed one's rows are gone already
                 outcomes.append(outcome)
+            self.flush_rows()
         return outcomes
 
     def _append_pg(self, request: AppendRequest, now: datetime, now_text: str) -> Outcome:

@@ -16,13 +16,21 @@ at the next start (see `install_projections`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from somsd.store._models import NewEvent, StoredEvent
 from somsd.store._sql import Connection
 
-__all__ = ["AppendProjection", "EventStamper", "Projection", "projection_version"]
+__all__ = [
+    "AppendProjection",
+    "BatchedProjection",
+    "EventStamper",
+    "Projection",
+    "RowBatch",
+    "Unbatchable",
+    "projection_version",
+]
 
 
 class Projection(Protocol):
@@ -56,6 +64,66 @@ class AppendProjection(Protocol):
     """
 
     def apply_append(self, conn: Connection, events: Sequence[StoredEvent]) -> None: ...
+
+
+class Unbatchable(Exception):
+    """A row can not wait for the end of the batch (it depends on a row still queued).
+
+    Raised by a `BatchedProjection` (or by the writer when the batch's rows fail to insert):
+    the writer rolls the whole batch back and writes it again with every row inserted inside
+    its own request's savepoint, so a bad row fails only its own request.
+    """
+
+
+class RowBatch:
+    """INSERT rows queued while the writer runs one batch, written with one `executemany` per
+    statement before COMMIT.
+
+    Rows are keyed (by the row's primary key) so a projection can tell a row it queued earlier
+    in the batch; queuing the same key twice is `Unbatchable`. The writer keeps a request's
+    rows only if the request succeeds (`end_request`), like its savepoint.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, dict[Hashable, tuple[Any, ...]]] = {}
+        self._request: dict[str, dict[Hashable, tuple[Any, ...]]] = {}
+
+    def queue(self, sql: str, key: Hashable, params: tuple[Any, ...]) -> None:
+        if self.is_queued(sql, key):
+            raise Unbatchable(f"{key!r} queued twice in one batch")
+        self._request.setdefault(sql, {})[key] = params
+
+    def is_queued(self, sql: str, key: Hashable) -> bool:
+        return key in self._request.get(sql, ()) or key in self._kept.get(sql, ())
+
+    def end_request(self, *, kept: bool) -> None:
+        if kept:
+            for sql, rows in self._request.items():
+                self._kept.setdefault(sql, {}).update(rows)
+        self._request.clear()
+
+    def flush(self, conn: Connection) -> None:
+        """Insert every kept row (the writer calls it once, before COMMIT)."""
+        kept, self._kept = self._kept, {}
+        for sql, rows in kept.items():
+            conn.executemany(sql, list(rows.values()))
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._request.clear()
+
+
+@runtime_checkable
+class BatchedProjection(Protocol):
+    """An `AppendProjection` that can queue its new rows in the writer's `RowBatch`.
+
+    Inserting a batch's rows with one `executemany` saves a statement round per row; replays
+    (rebuild, verify) and `apply_append` still write each row at once (`rows` None).
+    """
+
+    def apply_rows(
+        self, conn: Connection, events: Sequence[StoredEvent], rows: RowBatch | None
+    ) -> None: ...
 
 
 @runtime_checkable

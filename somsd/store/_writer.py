@@ -9,6 +9,12 @@ Each request runs in its own SAVEPOINT. A request that fails (version conflict, 
 raising, an outbox key already used) is rolled back to its savepoint and reported on its own;
 the rest of the batch commits. If SQLite itself gives up on the transaction (I/O error, disk
 full, lock not obtained) the whole batch is rolled back and `write` raises.
+
+New rows of `BatchedProjection`s (a new order's row, its documents) are queued in a `RowBatch`
+and inserted with one `executemany` per statement just before COMMIT. Should that insert fail,
+or a projection find it needs a row still queued (`Unbatchable`), the whole transaction is
+rolled back and the batch written again with every row inserted in its own request's
+savepoint: a bad row then fails only its own request, as without batching.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import enum
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
 import msgspec
 
@@ -37,7 +44,14 @@ from somsd.store._models import (
     StoredEvent,
     blob_key,
 )
-from somsd.store._projection import AppendProjection, EventStamper, Projection
+from somsd.store._projection import (
+    AppendProjection,
+    BatchedProjection,
+    EventStamper,
+    Projection,
+    RowBatch,
+    Unbatchable,
+)
 from somsd.store._schema import immediate_transaction
 from somsd.store._sql import Connection
 from somsd.store._time import to_text
@@ -124,21 +138,55 @@ class BatchWriter:
         self._stampers = tuple(p for p in projections if isinstance(p, EventStamper))
         self._per_append = tuple(p for p in projections if isinstance(p, AppendProjection))
         self._per_event = tuple(p for p in projections if not isinstance(p, AppendProjection))
+        self._batched = frozenset(
+            id(p) for p in self._per_append if isinstance(p, BatchedProjection)
+        )
+        # The batch's queued rows while `write` runs batched, else None (rows go in at once).
+        self.rows: RowBatch | None = None
 
     def write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
         """Write the batch in one transaction; one outcome per request, in order."""
+        if self._batched:
+            self.rows = RowBatch()
+            try:
+                return self._write(batch, now)
+            except Unbatchable:
+                pass  # rolled back: written again below, each row in its request's savepoint
+            finally:
+                self.rows = None
+        return self._write(batch, now)
+
+    def flush_rows(self) -> None:
+        """Insert the batch's queued rows; a failure makes the batch `Unbatchable`."""
+        if self.rows is None:
+            return
+        try:
+            self.rows.flush(self.conn)
+        except Exception as exc:
+            if not self.conn.in_transaction or is_disk_full(exc):
+                raise
+            raise Unbatchable(f"the batch's projection rows failed: {exc}") from exc
+
+    def end_request(self, *, kept: bool) -> None:
+        if self.rows is not None:
+            self.rows.end_request(kept=kept)
+
+    def _write(self, batch: Sequence[WriteRequest], now: datetime) -> list[Outcome]:
         cursor = self._cursor
         now_text = to_text(now)
         outcomes: list[Outcome] = []
         with immediate_transaction(self.conn):
             for request in batch:
                 cursor.execute("SAVEPOINT request")
+                kept = True
                 try:
                     if isinstance(request, AppendRequest):
                         outcome: Outcome = self._append(request, now, now_text)
                     else:
                         self._change_outbox(request, now_text)
                         outcome = None
+                except Unbatchable:
+                    raise
                 except Exception as exc:
                     if not self.conn.in_transaction or is_disk_full(exc):
                         # SQLite rolled the whole transaction back itself (SQLITE_FULL,
@@ -147,9 +195,12 @@ class BatchWriter:
                         # its commit could not be written either.
                         raise
                     cursor.execute("ROLLBACK TO request")
+                    kept = False
                     outcome = exc if isinstance(exc, StoreError) else _failed(request, exc)
                 cursor.execute("RELEASE request")
+                self.end_request(kept=kept)
                 outcomes.append(outcome)
+            self.flush_rows()
         return outcomes
 
     def _append(self, request: AppendRequest, now: datetime, now_text: str) -> Outcome:
@@ -205,8 +256,14 @@ class BatchWriter:
         its outbox entries and idempotency key (through `db`), and its answer. `appended` is
         the (first seq, last seq, stream version) of the inserted events."""
         first_seq, last_seq, version = appended
+        rows = self.rows
         for append_projection in self._per_append:
-            append_projection.apply_append(self.conn, stored_events)
+            if rows is not None and id(append_projection) in self._batched:
+                cast(BatchedProjection, append_projection).apply_rows(
+                    self.conn, stored_events, rows
+                )
+            else:
+                append_projection.apply_append(self.conn, stored_events)
         for projection in self._per_event:
             for stored in stored_events:
                 projection.apply(self.conn, stored)

@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from somsd.http import BODY_TIMEOUT_SECONDS, LIMITS, READ_TIMEOUT_SECONDS
-from somsd.httpserver import Limits
+from somsd.httpserver import SWEEP_SECONDS, Limits
 from tests.httpserver.apps import RawClient, get, header, post, serving
 
 
@@ -330,3 +330,24 @@ async def test_an_upgrade_request_is_served_as_http_11() -> None:
         )
         assert (await client.response())[1] == b"/up"
         assert (await client.response())[1] == b"/next"
+
+
+async def test_idle_and_header_timeouts_fire_at_most_one_sweep_late(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The sweeper ends waits past their deadline: never early, at most one interval late,
+    for an idle connection (closed) and one stuck in a head (408) at the same time."""
+    async with serving() as listener:
+        idle = await RawClient.connect(listener)
+        await idle.send(get("/warm"))
+        await idle.response()
+        stuck = await RawClient.connect(listener)
+        started = trio.current_time()
+        await stuck.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert await idle.read_until_closed() == b""
+        idle_for = trio.current_time() - started
+        response, _ = await stuck.response()
+        stuck_for = trio.current_time() - started
+        assert response.status_code == 408
+        for waited in (idle_for, stuck_for):
+            assert READ_TIMEOUT_SECONDS <= waited <= READ_TIMEOUT_SECONDS + SWEEP_SECONDS + 0.1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ from somsd.store import (
     EventStore,
     Projection,
     RequestFailed,
+    RowBatch,
     StoredEvent,
+    Unbatchable,
 )
 from tests.store.helpers import StoreBackend, StreamStats, TypeCounts, event
 
@@ -202,3 +205,93 @@ async def test_a_projection_in_an_older_format_is_rebuilt_once_at_the_next_start
     backend.execute("UPDATE stream_stats SET events = 99")
     await append_and_close(upgraded, [])
     assert backend.query("SELECT events FROM stream_stats") == [(99,)]
+
+
+class FirstEvents:
+    """A `BatchedProjection`: one row per stream, inserted by the stream's first append and
+    queued in the writer's batch. A `CHECK` refuses the type "Refused", so that row fails only
+    when the batch's rows are inserted together, after its request's savepoint is gone."""
+
+    name = "first_events"
+    ddl = (
+        "CREATE TABLE first_events (stream TEXT PRIMARY KEY, type TEXT NOT NULL "
+        "CHECK (type <> 'Refused'), seq INTEGER NOT NULL)",
+    )
+    tables = ("first_events",)
+    insert = "INSERT INTO first_events VALUES (?, ?, ?)"
+
+    def apply(self, conn: Connection, event: StoredEvent) -> None:
+        self.apply_rows(conn, [event], None)
+
+    def apply_append(self, conn: Connection, events: Sequence[StoredEvent]) -> None:
+        self.apply_rows(conn, events, None)
+
+    def apply_rows(
+        self, conn: Connection, events: Sequence[StoredEvent], rows: RowBatch | None
+    ) -> None:
+        first = events[0]
+        if first.version != 1:
+            if rows is not None and rows.is_queued(self.insert, first.stream):
+                raise Unbatchable(f"{first.stream} is still queued")
+            conn.execute(
+                "UPDATE first_events SET seq = seq WHERE stream = ?", (first.stream,)
+            )  # reads the row a queued insert would not have written yet
+            return
+        params = (first.stream, first.type, first.seq)
+        if rows is None:
+            conn.execute(self.insert, params)
+        else:
+            rows.queue(self.insert, first.stream, params)
+
+
+async def test_a_batched_row_that_fails_fails_only_its_own_append(
+    backend: StoreBackend, nursery: trio.Nursery
+) -> None:
+    """Rows queued per batch go in together before COMMIT; when one of them is refused the
+    batch is written again row by row, and only the append with the bad row fails."""
+    store = backend.store([FirstEvents(), StreamStats()])
+    submitted = [
+        await store.submit(f"s{n}", [event("Refused" if n == 2 else "A"), event("B")])
+        for n in range(5)
+    ]
+    await nursery.start(store.run)  # all five in the first batch
+
+    outcomes = []
+    for reply in submitted:
+        try:
+            outcomes.append(await reply.wait())
+        except RequestFailed as failed:
+            outcomes.append(failed)
+    assert isinstance(outcomes[2], RequestFailed)
+    assert [type(o) for n, o in enumerate(outcomes) if n != 2] == [Appended] * 4
+    assert backend.query("SELECT stream, type FROM first_events ORDER BY stream") == [
+        (f"s{n}", "A") for n in (0, 1, 3, 4)
+    ]
+    assert backend.query("SELECT DISTINCT stream FROM events ORDER BY stream") == [
+        (f"s{n}",) for n in (0, 1, 3, 4)
+    ]
+    # Gapless seqs: the failed append's events were rolled back with its row.
+    assert backend.query("SELECT min(seq), max(seq), count(*) FROM events") == [(1, 8, 8)]
+    assert backend.verify([FirstEvents(), StreamStats()]) == []
+
+
+async def test_an_append_needing_a_row_still_queued_gets_it(
+    backend: StoreBackend, nursery: trio.Nursery
+) -> None:
+    """A second append to a stream whose first row is still queued in the same batch makes
+    the batch unbatchable: written again row by row, both appends succeed."""
+    store = backend.store([FirstEvents()])
+    first = await store.submit("s", [event("A")])
+    second = await store.submit("s", [event("B")])
+    other = await store.submit("t", [event("A")])
+    await nursery.start(store.run)
+    assert [await r.wait() for r in (first, second, other)] == [
+        Appended(stream="s", first_seq=1, last_seq=1, version=1),
+        Appended(stream="s", first_seq=2, last_seq=2, version=2),
+        Appended(stream="t", first_seq=3, last_seq=3, version=1),
+    ]
+    assert backend.query("SELECT * FROM first_events ORDER BY stream") == [
+        ("s", "A", 1),
+        ("t", "A", 3),
+    ]
+    assert backend.verify([FirstEvents()]) == []
