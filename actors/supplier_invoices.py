@@ -17,9 +17,11 @@ How an invoice goes through, and why it is processed exactly once:
    next run does it again from the start; after the commit, a redelivery finds `decided` and
    stops. An approved invoice's decision carries the outbox item for step 3.
 3. Output (`output`): the e-invoice through the outbound builder and the validator worker,
-   the postings from the accounting rules, the DATEV CSV; `einvoice` and `posted` are appended
-   with their files' SHA-256, again once (the files are content-addressed and the same bytes
-   are written again on a redelivery).
+   the postings from the accounting rules and their DATEV bookings; `einvoice` (with the
+   file's SHA-256) and `posted` (with the booking day and the bookings) are appended once
+   (the files are content-addressed and the same bytes are written again on a redelivery).
+4. DATEV (`actors.supplier_invoices_datev`): once a booking day has ended, its invoices are
+   one Buchungsstapel file (per fiscal year), and each trail gets `datev_batch` naming it.
 
 An operator's approval or rejection of a held invoice (`override`) is an entry with who and
 why; nothing is changed in place.
@@ -46,6 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from actors.documents import FileStore
 from actors.outbox import OutboxDispatcher
+from actors.supplier_invoices_datev import DATEV_TARGET, DatevBatcher
 from actors.supplier_invoices_erp import ERP_TARGET, SupplierInvoicePoster, erp_item
 from adapters.errors import TransientUpstreamError
 from somsd.config import Config, SupplierInboxConfig
@@ -70,7 +73,7 @@ from somsd.supplier_invoices.checks import (
     decide,
     run_checks,
 )
-from somsd.supplier_invoices.datev import DatevBatch, booking_from_posting, datev_csv
+from somsd.supplier_invoices.datev import DatevBooking, booking_from_posting
 from somsd.supplier_invoices.einvoice_out import Buyer, NotBuildable, build_supplier_cii
 from somsd.supplier_invoices.extract import Extraction, extract
 from somsd.supplier_invoices.model import (
@@ -219,8 +222,10 @@ def summarise(invoice: str, entries: Sequence[AuditEntry]) -> InvoiceSummary:
             values["files"]["einvoice"] = data["sha256"]
         elif entry.step == "posted":
             values["status"] = "posted"
-            if data.get("sha256"):
+            if data.get("sha256"):  # one DATEV file per invoice, before the day batches
                 values["files"]["datev"] = data["sha256"]
+        elif entry.step == "datev_batch":
+            values["files"]["datev"] = data["sha256"]
         elif entry.step == "erp_posted":
             values.setdefault("erp_documents", {})[data["erp"]] = data["document"]
     return msgspec.convert(values, InvoiceSummary, strict=False)
@@ -454,6 +459,14 @@ class SupplierInvoiceActor:
         self.poster = SupplierInvoicePoster(
             self, erp, posted=lambda name: self.metrics.erp_posted.labels(name).inc()
         )
+        self.datev = DatevBatcher(
+            config,
+            store=store,
+            dispatcher=dispatcher,
+            files=self.files,
+            trail=self,
+            folder=self.datev_folder,
+        )
 
     # -- config -----------------------------------------------------------------------
 
@@ -468,6 +481,12 @@ class SupplierInvoiceActor:
 
     def inboxes(self) -> tuple[SupplierInboxConfig, ...]:
         return self.config().supplier_inbox
+
+    def datev_folder(self, section: SupplierInboxConfig) -> Path:
+        if not section.datev_dir:
+            return self.root / "datev"
+        folder = Path(section.datev_dir)
+        return folder if folder.is_absolute() else self._path(section.datev_dir)
 
     def templates(self, section: SupplierInboxConfig) -> tuple[list[Template], list[str]]:
         """The inbox's templates, read again whenever the config was reloaded. A template that
@@ -510,25 +529,37 @@ class SupplierInvoiceActor:
         self.dispatcher.register(PROCESS_TARGET, self.process, limit=1)
         self.dispatcher.register(OUTPUT_TARGET, self.output, limit=1)
         self.dispatcher.register(ERP_TARGET, self.poster.deliver, limit=1)
+        self.dispatcher.register(DATEV_TARGET, self.datev.deliver, limit=1)
         self.ready.set()
         task_status.started()
         try:
             while True:
                 for section in self.inboxes():
                     await self.sweep(section)
+                await self.datev.close_due()
                 interval = min((s.poll_interval.seconds for s in self.inboxes()), default=5.0)
                 await trio.sleep(max(interval, 0.05))
         finally:
             self.dispatcher.unregister(PROCESS_TARGET, self.process)
             self.dispatcher.unregister(OUTPUT_TARGET, self.output)
             self.dispatcher.unregister(ERP_TARGET, self.poster.deliver)
+            self.dispatcher.unregister(DATEV_TARGET, self.datev.deliver)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.validator.close)
 
     async def _build_index(self) -> None:
         rows = await self.store.read(_supplier_streams)
+        accounted: list[tuple[str, str, date, tuple[DatevBooking, ...]]] = []
         for invoice, entries in _entries_by_invoice(rows).items():
             self._index_entries(invoice, entries)
+            posted = next((e for e in entries if e.step == "posted"), None)
+            data = msgspec.json.decode(posted.data) if posted else {}
+            if "day" in data:  # booked into a day batch (not one file of its own, as before)
+                day, bookings = msgspec.convert(
+                    (data["day"], data["bookings"]), tuple[date, tuple[DatevBooking, ...]]
+                )
+                accounted.append((invoice, data["inbox"], day, bookings))
+        await self.datev.load(accounted)
 
     def _index_entries(self, invoice: str, entries: Sequence[AuditEntry]) -> None:
         for entry in entries:
@@ -919,56 +950,47 @@ class SupplierInvoiceActor:
                 )
             )
         postings = postings_for(invoice, supplier, accounting_rules(section))
-        issued = invoice.issue_date or date.today()
-        first_day = date(
-            issued.year if issued.month >= section.fiscal_year_start_month else issued.year - 1,
-            section.fiscal_year_start_month,
-            1,
+        approved = next(
+            e
+            for e in reversed(entries)
+            if e.step in ("decided", "overridden")
+            and msgspec.json.decode(e.data)["outcome"] == "approved"
         )
-        batch = DatevBatch(
-            consultant=section.datev_consultant,
-            client=section.datev_client,
-            fiscal_year_start=first_day,
-            # Fixed by the decision, so a redelivery writes the same bytes.
-            created_at=datetime.fromisoformat(entries[-1].at),
-            bookings=tuple(
+        async with self.datev.lock:
+            day, booked_on = self.datev.book(section, datetime.fromisoformat(approved.at))
+            bookings = tuple(
                 booking_from_posting(
                     posting,
                     currency=invoice.currency or "EUR",
-                    document_date=issued,
+                    document_date=booked_on,
                     link=job.invoice,
+                    invoice_date=invoice.issue_date,
                 )
                 for posting in postings
-            ),
-        )
-        csv_bytes = datev_csv(batch)
-        csv_hash = await trio.to_thread.run_sync(self.files.put, csv_bytes)
-        datev_dir = Path(section.datev_dir) if section.datev_dir else self.root / "datev"
-        if section.datev_dir and not datev_dir.is_absolute():
-            datev_dir = self._path(section.datev_dir)
-        export = datev_dir / f"EXTF_{issued:%Y%m%d}_{job.invoice}.csv"
-        await trio.to_thread.run_sync(_write_once, export, csv_bytes)
-        steps.append(
-            (
-                "posted",
-                _json(
-                    {
-                        "target": "datev",
-                        "file": str(export),
-                        "sha256": csv_hash,
-                        "bookings": len(postings),
-                        "postings": postings,
-                    }
-                ),
             )
-        )
-        done = await self._append_steps(
-            job.invoice, steps, unless=lambda trail: any(e.step == "posted" for e in trail)
-        )
+            steps.append(
+                (
+                    "posted",
+                    _json(
+                        {
+                            "target": "datev",
+                            "inbox": section.name,
+                            "day": day,
+                            "postings": postings,
+                            "bookings": bookings,
+                        }
+                    ),
+                )
+            )
+            done = await self._append_steps(
+                job.invoice, steps, unless=lambda trail: any(e.step == "posted" for e in trail)
+            )
+            if done is not None:
+                self.datev.accounted(section.name, day, job.invoice, bookings)
         if done is not None:
             self.index.record(job.invoice, "posted", "", "")
             self.metrics.posted.labels(section.name).inc()
-            log.info("supplier_invoice_posted", invoice=job.invoice, datev=str(export))
+            log.info("supplier_invoice_posted", invoice=job.invoice, datev_day=str(day))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -1032,18 +1054,6 @@ def _move(path: Path, folder: Path) -> None:
     os.replace(path, target)
 
 
-def _write_once(path: Path, data: bytes) -> None:
-    if path.exists() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".part")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 # -- offline verification (`somsd audit verify`) ---------------------------------------------
 
 
@@ -1075,7 +1085,7 @@ def verify_audit(conn: Connection, data_dir: Path) -> AuditReport:
         entry_count += len(entries)
         problems.extend(f"{invoice}: {problem}" for problem in verify_chain(entries))
         for entry in entries:
-            if entry.step not in ("received", "einvoice", "posted"):
+            if entry.step not in ("received", "einvoice", "posted", "datev_batch"):
                 continue
             try:
                 digest = msgspec.json.decode(entry.data).get("sha256", "")

@@ -573,6 +573,7 @@ class SupplierInboxConfig(_Table, frozen=True):
     datev_dir: str = ""  # where the DATEV CSV batches are written; default <data_dir>/...
     # The local time ([invoicing] timezone) a day's DATEV batch closes: approvals from then on
     # belong to the next day's batch. "00:00": the calendar day. "HH:MM" or "HH:MM:SS".
+    # (One Buchungsstapel file per day and fiscal year: actors/supplier_invoices_datev.py.)
     datev_cutoff: str = "00:00"
     # The `[[erp]] kind = "selectline"` section approved invoices are posted to as a supplier
     # invoice `E`; empty: none.
