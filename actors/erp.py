@@ -37,7 +37,7 @@ section:
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -52,7 +52,7 @@ from prometheus_client import CollectorRegistry, Counter
 from actors.documents import DocumentReader
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.order_desk import OrderCommand, OrderDesk, RecordErpDocument, RecordPayment
-from actors.outbox import OutboxDispatcher
+from actors.outbox import Deliver, OutboxDispatcher
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from adapters.selectline.client import SelectLineClient
 from adapters.selectline.planning import (
@@ -222,8 +222,12 @@ class SelectLineErp(IntegrationActor):
         http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         documents: DocumentReader | None = None,
+        deliverers: Callable[[str, SelectLineClient], Mapping[str, Deliver]] = lambda n, c: {},
     ) -> None:
-        """`documents`: the rendered PDFs `attach_documents` archives in the ERP."""
+        """`documents`: the rendered PDFs `attach_documents` archives in the ERP;
+        `deliverers`: more outbox targets delivered through this ERP's session while it runs
+        (by section name and session; e.g. the supplier invoices' `E`, which belong to the
+        ERP's duty on a cluster)."""
         super().__init__(name, section, driver="selectline")
         if section.url is None:
             raise ValueError(f"erp {section.name!r}: kind selectline needs url")
@@ -243,6 +247,7 @@ class SelectLineErp(IntegrationActor):
         self._last_counts: dict[str, tuple[StockCount, ...]] = {}
         self.client: SelectLineClient | None = None
         self.documents = documents
+        self.deliverers = deliverers
 
     def _password(self) -> str:
         secret = self.erp.password_file
@@ -272,6 +277,9 @@ class SelectLineErp(IntegrationActor):
             deliver = partial(self._deliver, client)
             if section.post_invoices:
                 self.dispatcher.register(self.target, deliver)
+            others = self.deliverers(section.name, client)
+            for target, other in others.items():
+                self.dispatcher.register(target, other, limit=1)
             try:
                 async with trio.open_nursery() as nursery:
                     if section.stock_source:
@@ -299,6 +307,8 @@ class SelectLineErp(IntegrationActor):
             finally:
                 if section.post_invoices:
                     self.dispatcher.unregister(self.target, deliver)
+                for target, other in others.items():
+                    self.dispatcher.unregister(target, other)
                 # The seat goes back even when we are being cancelled; a dead server only
                 # costs the two seconds.
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0):

@@ -36,10 +36,10 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 import structlog
@@ -49,7 +49,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from actors.documents import FileStore
 from actors.outbox import OutboxDispatcher
 from actors.supplier_invoices_datev import DATEV_TARGET, DatevBatcher
-from actors.supplier_invoices_erp import ERP_TARGET, SupplierInvoicePoster, erp_item
+from actors.supplier_invoices_erp import erp_item
+from actors.supplier_invoices_trail import (
+    ACTOR,
+    STREAM_PREFIX,
+    InvoiceTrails,
+    entries_of,
+    now,
+    stream_of,
+)
 from adapters.errors import TransientUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
@@ -61,8 +69,6 @@ from somsd.store import (
     NewEvent,
     OutboxEntry,
     OutboxItem,
-    StoredEvent,
-    VersionConflict,
 )
 from somsd.supplier_invoices.accounting import AccountingRule, AccountingRules, postings_for
 from somsd.supplier_invoices.audit import AuditEntry, seal, verify_chain
@@ -85,9 +91,6 @@ from somsd.supplier_invoices.model import (
 )
 from somsd.supplier_invoices.templates import Template, TemplateError, load_template
 
-if TYPE_CHECKING:
-    from actors.erp import SelectLineErp
-
 __all__ = [
     "OUTPUT_TARGET",
     "PROCESS_TARGET",
@@ -101,12 +104,9 @@ log = structlog.get_logger("actors.supplier_invoices")
 
 PROCESS_TARGET: Final = "supplier_invoices"
 OUTPUT_TARGET: Final = "supplier_invoices.output"
-STREAM_PREFIX: Final = "supplier-invoice-"
-ACTOR: Final = "supplier_invoices"
 _ID: Final = re.compile(r"^SI-[0-9a-f]{20}$")
 _SCAN_LIMIT: Final = 1_000_000  # events read when the actor builds its indexes at start
 _SWEEP_LIMIT: Final = 200  # files taken from a watched folder per sweep
-_APPEND_ATTEMPTS: Final = 5
 
 Status = Literal[
     "received", "approved", "held", "rejected", "needs_template", "unreadable", "posted"
@@ -119,16 +119,8 @@ def invoice_id(sha256: str) -> str:
     return f"SI-{sha256[:20]}"
 
 
-def stream_of(invoice: str) -> str:
-    return STREAM_PREFIX + invoice
-
-
 def valid_id(invoice: str) -> bool:
     return bool(_ID.match(invoice))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _json(value: object) -> str:
@@ -186,10 +178,6 @@ def is_decided(entries: Sequence[AuditEntry]) -> bool:
     """Decided, and not sent back for another try since (`retry`, after a template came)."""
     steps = [e.step for e in entries if e.step in ("decided", "retry")]
     return bool(steps) and steps[-1] == "decided"
-
-
-def entries_of(stored: Sequence[StoredEvent]) -> list[AuditEntry]:
-    return [event.decode(AuditEntry) for event in stored]
 
 
 def summarise(invoice: str, entries: Sequence[AuditEntry]) -> InvoiceSummary:
@@ -301,12 +289,6 @@ class SupplierInvoiceMetrics:
             "somsd_supplier_invoices_posted_total",
             "Approved supplier invoices written as e-invoice and DATEV batch",
             ["inbox"],
-            registry=registry,
-        )
-        self.erp_posted = Counter(
-            "somsd_supplier_invoices_erp_posted_total",
-            "Approved supplier invoices posted to an ERP as supplier invoice (SelectLine E)",
-            ["erp"],
             registry=registry,
         )
         self.extract_seconds = Histogram(
@@ -442,9 +424,7 @@ class SupplierInvoiceActor:
         dispatcher: OutboxDispatcher,
         registry: CollectorRegistry,
         data_dir: Path,
-        erp: Callable[[str], SelectLineErp | None] = lambda name: None,
     ) -> None:
-        """`erp`: the running SelectLine ERP actor of an `[[erp]]` name (its session posts)."""
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
@@ -456,15 +436,13 @@ class SupplierInvoiceActor:
         self._templates: dict[str, tuple[Config, list[Template], list[str]]] = {}
         self._csv_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
         self.ready = trio.Event()
-        self.poster = SupplierInvoicePoster(
-            self, erp, posted=lambda name: self.metrics.erp_posted.labels(name).inc()
-        )
+        self.trails = InvoiceTrails(store)
         self.datev = DatevBatcher(
             config,
             store=store,
             dispatcher=dispatcher,
             files=self.files,
-            trail=self,
+            trail=self.trails,
             folder=self.datev_folder,
         )
 
@@ -528,7 +506,6 @@ class SupplierInvoiceActor:
         await self._build_index()
         self.dispatcher.register(PROCESS_TARGET, self.process, limit=1)
         self.dispatcher.register(OUTPUT_TARGET, self.output, limit=1)
-        self.dispatcher.register(ERP_TARGET, self.poster.deliver, limit=1)
         self.dispatcher.register(DATEV_TARGET, self.datev.deliver, limit=1)
         self.ready.set()
         task_status.started()
@@ -542,7 +519,6 @@ class SupplierInvoiceActor:
         finally:
             self.dispatcher.unregister(PROCESS_TARGET, self.process)
             self.dispatcher.unregister(OUTPUT_TARGET, self.output)
-            self.dispatcher.unregister(ERP_TARGET, self.poster.deliver)
             self.dispatcher.unregister(DATEV_TARGET, self.datev.deliver)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.validator.close)
@@ -625,7 +601,7 @@ class SupplierInvoiceActor:
             via=via,
             media_type=media,
         )
-        entry = seal(None, "received", _now(), _json(received))
+        entry = seal(None, "received", now(), _json(received))
         result = await self.store.append(
             stream_of(invoice),
             [NewEvent("SupplierInvoiceReceived", msgspec.json.encode(entry), {"actor": ACTOR})],
@@ -642,23 +618,11 @@ class SupplierInvoiceActor:
         self.metrics.received.labels(section.name, via, str(duplicate).lower()).inc()
         if duplicate:
             data_text = _json({"filename": filename[:200], "via": via, "inbox": section.name})
-            await self._append_steps(invoice, [("duplicate_file", data_text)])
+            await self.trails.append_steps(invoice, [("duplicate_file", data_text)])
             log.info("supplier_invoice_copy", invoice=invoice, filename=filename)
         else:
             log.info("supplier_invoice_received", invoice=invoice, filename=filename, via=via)
         return invoice, duplicate
-
-    async def read_trail(self, invoice: str) -> list[AuditEntry]:
-        return entries_of(await self.store.read_stream(stream_of(invoice)))
-
-    async def append_steps(
-        self,
-        invoice: str,
-        steps: Sequence[tuple[str, str]],
-        *,
-        unless: Callable[[Sequence[AuditEntry]], bool],
-    ) -> list[AuditEntry] | None:
-        return await self._append_steps(invoice, steps, unless=unless)
 
     def approval_outbox(self, invoice: str, section: SupplierInboxConfig) -> list[OutboxItem]:
         """What an approval sets off, in its own transaction: the output (e-invoice, DATEV)
@@ -673,46 +637,6 @@ class SupplierInvoiceActor:
         if section.erp:
             items.append(erp_item(invoice, section.erp))
         return items
-
-    async def _append_steps(
-        self,
-        invoice: str,
-        steps: Sequence[tuple[str, str]],
-        *,
-        outbox: Sequence[OutboxItem] = (),
-        unless: Callable[[Sequence[AuditEntry]], bool] = lambda entries: False,
-    ) -> list[AuditEntry] | None:
-        """Chain `steps` onto the invoice's trail at the version read (a concurrent append
-        makes it read and seal again); None when `unless` says it is already done."""
-        for _ in range(_APPEND_ATTEMPTS):
-            stored = await self.store.read_stream(stream_of(invoice))
-            entries = entries_of(stored)
-            if unless(entries):
-                return None
-            previous = entries[-1] if entries else None
-            sealed: list[AuditEntry] = []
-            at = _now()
-            for step, data in steps:
-                previous = seal(previous, step, at, data)
-                sealed.append(previous)
-            try:
-                await self.store.append(
-                    stream_of(invoice),
-                    [
-                        NewEvent(
-                            "SupplierInvoice" + entry.step.title().replace("_", ""),
-                            msgspec.json.encode(entry),
-                            {"actor": ACTOR},
-                        )
-                        for entry in sealed
-                    ],
-                    expected_version=len(stored),
-                    outbox=outbox,
-                )
-            except VersionConflict:
-                continue
-            return [*entries, *sealed]
-        raise TransientUpstreamError("supplier_invoices", f"{invoice}: trail kept moving")
 
     # -- processing ---------------------------------------------------------------------
 
@@ -734,7 +658,7 @@ class SupplierInvoiceActor:
         self.metrics.extract_seconds.observe(time.perf_counter() - started)
         steps, decided, outcome = self._decide(section, extraction)
         outbox = self.approval_outbox(job.invoice, section) if outcome == "approved" else []
-        done = await self._append_steps(
+        done = await self.trails.append_steps(
             job.invoice,
             [*steps, ("decided", _json(decided))],
             outbox=outbox,
@@ -858,7 +782,7 @@ class SupplierInvoiceActor:
             else []
         )
         status_before = summary.status
-        done = await self._append_steps(
+        done = await self.trails.append_steps(
             invoice,
             [("overridden", _json(msgspec.to_builtins(data)))],
             outbox=outbox,
@@ -882,7 +806,7 @@ class SupplierInvoiceActor:
                 409, "not_retryable", f"{invoice} is {status}; only needs_template or unreadable"
             )
         attempt = sum(e.step == "retry" for e in entries) + 1
-        done = await self._append_steps(
+        done = await self.trails.append_steps(
             invoice,
             [("retry", _json({"by": by, "why": reason, "attempt": attempt}))],
             outbox=[
@@ -982,7 +906,7 @@ class SupplierInvoiceActor:
                     ),
                 )
             )
-            done = await self._append_steps(
+            done = await self.trails.append_steps(
                 job.invoice, steps, unless=lambda trail: any(e.step == "posted" for e in trail)
             )
             if done is not None:

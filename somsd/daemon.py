@@ -21,6 +21,7 @@ commits what is queued last of all.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -96,6 +97,8 @@ from actors.owned_elsewhere import advertised_api_url, owner_gated
 from actors.router import Router
 from actors.supplier_invoices import SupplierInvoiceActor
 from actors.supplier_invoices_api import SupplierInvoiceRoutes
+from actors.supplier_invoices_erp import SupplierInvoicePoster
+from actors.supplier_invoices_trail import InvoiceTrails
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
@@ -289,7 +292,6 @@ class Daemon:
                 dispatcher=self.dispatcher,
                 registry=registry,
                 data_dir=Path(config.daemon.data_dir),
-                erp=self._selectline_erp_named,
             )
             if config.supplier_inbox
             else None
@@ -394,6 +396,11 @@ class Daemon:
         lone = type(actor) is IntegrationActor
         return ChildSpec(name, actor.run if lone else leased(self.lease_keeper, name, actor.run))
 
+    @functools.cached_property
+    def supplier_invoice_poster(self) -> SupplierInvoicePoster:
+        """Approved supplier invoices into SelectLine, through each SelectLine ERP's session."""
+        return SupplierInvoicePoster(InvoiceTrails(self.store), self.metrics.registry)
+
     def _selectline_erp(self, name: str, section: ErpConfig) -> SelectLineErp:
         return SelectLineErp(
             name,
@@ -405,12 +412,8 @@ class Daemon:
             locations=lambda: self.config.location,
             metrics=self.erp_metrics,
             documents=self.document_reader,
+            deliverers=self.supplier_invoice_poster.deliverers,
         )
-
-    def _selectline_erp_named(self, name: str) -> SelectLineErp | None:
-        """The running actor of `[[erp]] name` (a supplier inbox's `erp`)."""
-        actor = self.integration_actors.get(f"erp/{name}")
-        return actor if isinstance(actor, SelectLineErp) else None
 
     def _selectline_erp_of(self, location: LocationConfig) -> SelectLineErp | None:
         """The running ERP actor an `adapter = "selectline"` location ships through."""
