@@ -12,6 +12,7 @@ import trio
 
 from tests.adapters.conftest import Serve, serve
 from tests.cluster.conftest import pg_cluster, pg_dsn
+from tests.erp.helpers import selectline_erp
 from tests.harness import DaemonProcess, next_log_line, running_daemon, write_daemon_config
 from tests.supplier_invoices.corpus import render
 from tests.supplier_invoices.daemon_setup import inbox_config
@@ -40,13 +41,7 @@ member = "{member}"
 dsn_file = "cluster.dsn"
 lease_ttl = "3s"
 renew_every = "500ms"
-
-[[erp]]
-name = "sl"
-kind = "selectline"
-url = "{erp_url}"
-password_file = "selectline.password"
-"""
+""" + selectline_erp(erp_url)
 
 
 def _acquired(daemon: DaemonProcess) -> set[str]:
