@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -205,6 +206,15 @@ def erp_order_effects_for(
 _ZERO = Decimal(0)
 
 
+@dataclass(frozen=True)
+class SessionUse:
+    """Work others do with a running ERP actor's session: outbox targets it delivers, and
+    periodic steps (interval seconds, what, step) run like its own polls."""
+
+    deliverers: Mapping[str, Deliver] = field(default_factory=dict)
+    periodic: Sequence[tuple[float, str, Callable[[], Awaitable[None]]]] = ()
+
+
 class SelectLineErp(IntegrationActor):
     """Drives one SelectLine ERP; see the module docstring."""
 
@@ -222,12 +232,11 @@ class SelectLineErp(IntegrationActor):
         http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         documents: DocumentReader | None = None,
-        deliverers: Callable[[str, SelectLineClient], Mapping[str, Deliver]] = lambda n, c: {},
+        uses: Callable[[ErpConfig, SelectLineClient], SessionUse] = lambda s, c: SessionUse(),
     ) -> None:
-        """`documents`: the rendered PDFs `attach_documents` archives in the ERP;
-        `deliverers`: more outbox targets delivered through this ERP's session while it runs
-        (by section name and session; e.g. the supplier invoices' `E`, which belong to the
-        ERP's duty on a cluster)."""
+        """`documents`: the rendered PDFs `attach_documents` archives in the ERP; `uses`: more
+        work done with this ERP's session while it runs (the supplier invoices' `E` postings
+        and purchase-document reads, which belong to the ERP's duty on a cluster)."""
         super().__init__(name, section, driver="selectline")
         if section.url is None:
             raise ValueError(f"erp {section.name!r}: kind selectline needs url")
@@ -247,7 +256,7 @@ class SelectLineErp(IntegrationActor):
         self._last_counts: dict[str, tuple[StockCount, ...]] = {}
         self.client: SelectLineClient | None = None
         self.documents = documents
-        self.deliverers = deliverers
+        self.uses = uses
 
     def _password(self) -> str:
         secret = self.erp.password_file
@@ -277,7 +286,8 @@ class SelectLineErp(IntegrationActor):
             deliver = partial(self._deliver, client)
             if section.post_invoices:
                 self.dispatcher.register(self.target, deliver)
-            others = self.deliverers(section.name, client)
+            use = self.uses(section, client)
+            others = use.deliverers
             for target, other in others.items():
                 self.dispatcher.register(target, other, limit=1)
             try:
@@ -296,6 +306,8 @@ class SelectLineErp(IntegrationActor):
                             "payments",
                             partial(self._poll_payments, client),
                         )
+                    for interval, what, step in use.periodic:
+                        nursery.start_soon(self._every, interval, what, step)
                     log.info(
                         "erp_started",
                         erp=section.name,

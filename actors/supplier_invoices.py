@@ -50,6 +50,7 @@ from actors.documents import FileStore
 from actors.outbox import OutboxDispatcher
 from actors.supplier_invoices_datev import DATEV_TARGET, DatevBatcher
 from actors.supplier_invoices_erp import erp_item
+from actors.supplier_invoices_purchasing import ErpPurchasing
 from actors.supplier_invoices_trail import (
     ACTOR,
     STREAM_PREFIX,
@@ -424,7 +425,9 @@ class SupplierInvoiceActor:
         dispatcher: OutboxDispatcher,
         registry: CollectorRegistry,
         data_dir: Path,
+        purchasing: ErpPurchasing | None = None,
     ) -> None:
+        """`purchasing`: the purchase orders and goods receipts read from the ERPs."""
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
@@ -437,6 +440,7 @@ class SupplierInvoiceActor:
         self._csv_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
         self.ready = trio.Event()
         self.trails = InvoiceTrails(store)
+        self.purchasing = purchasing
         self.datev = DatevBatcher(
             config,
             store=store,
@@ -487,7 +491,8 @@ class SupplierInvoiceActor:
         log.info("supplier_templates_loaded", inbox=section.name, templates=len(templates))
         return templates, problems
 
-    def match_data(self, section: SupplierInboxConfig) -> MatchData:
+    async def match_data(self, section: SupplierInboxConfig) -> MatchData:
+        """The CSV import's lines and, when the inbox names an ERP, those read from it."""
         orders: list[PurchaseOrderLine] = []
         receipts: list[GoodsReceiptLine] = []
         if section.purchase_orders_csv:
@@ -498,6 +503,9 @@ class SupplierInvoiceActor:
             receipts = _cached(
                 self._csv_cache, self._path(section.goods_receipts_csv), read_goods_receipts
             )
+        if section.erp and self.purchasing is not None:
+            from_erp = await self.purchasing.lines(section.erp)
+            orders, receipts = [*orders, *from_erp[0]], [*receipts, *from_erp[1]]
         return MatchData.build(orders, receipts, self.index.invoiced)
 
     # -- life ---------------------------------------------------------------------------
@@ -656,7 +664,8 @@ class SupplierInvoiceActor:
         started = time.perf_counter()
         extraction = await trio.to_thread.run_sync(extract, data, templates)
         self.metrics.extract_seconds.observe(time.perf_counter() - started)
-        steps, decided, outcome = self._decide(section, extraction)
+        match = await self.match_data(section)
+        steps, decided, outcome = self._decide(section, extraction, match)
         outbox = self.approval_outbox(job.invoice, section) if outcome == "approved" else []
         done = await self.trails.append_steps(
             job.invoice,
@@ -677,7 +686,7 @@ class SupplierInvoiceActor:
         log.info("supplier_invoice_decided", invoice=job.invoice, outcome=outcome)
 
     def _decide(
-        self, section: SupplierInboxConfig, extraction: Extraction
+        self, section: SupplierInboxConfig, extraction: Extraction, match: MatchData
     ) -> tuple[list[tuple[str, str]], dict[str, Any], str]:
         extracted = {
             "status": extraction.status,
@@ -716,7 +725,7 @@ class SupplierInvoiceActor:
                 invoice,
                 supplier=supplier,
                 seen_numbers=self.index.numbers.get(number, set()) if number else (),
-                match=self.match_data(section),
+                match=match,
                 tolerances=Tolerances(
                     quantity=section.quantity_tolerance,
                     price_percent=section.price_tolerance_percent,

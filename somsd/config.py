@@ -360,6 +360,10 @@ class ErpConfig(_Table, frozen=True):
     # kind selectline, with post_invoices and [documents]: somsd's invoice/credit-note PDFs are
     # archived on the F / G as a journal with the file attached
     attach_documents: bool = False
+    # kind selectline: purchase orders (B) and goods receipts (S) of the last purchasing_days
+    # read this often for the supplier invoices' 3-way match (inboxes naming this ERP); None: off
+    purchasing_interval: Duration | None = None
+    purchasing_days: Annotated[int, msgspec.Meta(ge=1, le=730)] = 90
 
 
 class RoutingWeights(_Table, frozen=True):
