@@ -207,7 +207,13 @@ class DatevBatcher:
             try:
                 await self.store.append(
                     batch_stream(section.name, day),
-                    [NewEvent("DatevBatchDecided", msgspec.json.encode(decision), {})],
+                    [
+                        NewEvent(
+                            "DatevBatchDecided",
+                            msgspec.json.encode(decision),
+                            {"actor": "supplier_invoices"},
+                        )
+                    ],
                     expected_version=0,
                     outbox=[
                         OutboxItem(
@@ -218,7 +224,17 @@ class DatevBatcher:
                     ],
                 )
             except VersionConflict:
-                log.warning("datev_batch_decided_before", inbox=section.name, day=str(day))
+                # Decided already (by an earlier owner of the lease): what it did not take goes
+                # into the next day's batch, never into none or two.
+                stored = await self.store.read_stream(batch_stream(section.name, day))
+                earlier = stored[0].decode(BatchDecided)
+                taken = {invoice for part in earlier.parts for invoice in part.invoices}
+                left = {i: b for i, b in accounted.items() if i not in taken}
+                if left:
+                    self.open.setdefault((section.name, day + timedelta(days=1)), {}).update(left)
+                log.warning(
+                    "datev_batch_decided_before", inbox=section.name, day=str(day), moved=len(left)
+                )
             self.closed.add((section.name, day))
             del self.open[(section.name, day)]
         log.info(

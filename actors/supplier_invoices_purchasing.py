@@ -5,9 +5,10 @@ The running `SelectLineErp` of an `[[erp]]` with `purchasing_interval` runs `rea
 often with its session (on a cluster: the member holding the ERP's lease): the suppliers' `B`
 and `S` documents dated in the last `purchasing_days` (the list endpoint's own filters, paged
 by the client and bounded by its page limit), and the positions of each one that is new or
-whose header changed (number, date, status, net amount). Each such document is one
-`ErpPurchaseDocumentRead` event on stream `supplier-purchasing-<erp>`, in one append per read;
-a document read again unchanged writes nothing, so re-reading changes nothing.
+whose header changed (number, date, status, net amount), at most `POSITIONS_PER_READ` a read.
+Each such document is one `ErpPurchaseDocumentRead` event on stream
+`supplier-purchasing-<erp>`, in one append per read; a document read again unchanged writes
+nothing, so re-reading changes nothing.
 
 The supplier-invoice actor (any member) folds that stream, the latest event per document, into
 purchase-order and goods-receipt lines (`lines`) and adds them to its CSV ones for an inbox whose
@@ -42,6 +43,10 @@ __all__ = ["PURCHASING_PREFIX", "ErpPurchasing", "PurchaseDocument", "purchasing
 log = structlog.get_logger("actors.supplier_invoices")
 
 PURCHASING_PREFIX: Final = "supplier-purchasing-"
+# Documents whose positions one read fetches at most (one request each); the rest, still new
+# to the stream, are fetched by the next reads. Receipts wait until every order is read, so
+# each one finds the order positions it received.
+POSITIONS_PER_READ: Final = 500
 EVENT_TYPE: Final = "ErpPurchaseDocumentRead"
 
 Periodic = tuple[float, str, Callable[[], Awaitable[None]]]
@@ -110,9 +115,12 @@ class ErpPurchasing:
             position: d.key[1:] for d in known.values() for position in d.position_ids
         }
         changed: list[PurchaseDocument] = []
-        for document in await client.supplier_documents(PURCHASE_ORDER, since):
-            if _unchanged(known, document):
-                continue
+        orders = [
+            d
+            for d in await client.supplier_documents(PURCHASE_ORDER, since)
+            if not _unchanged(known, d)
+        ]
+        for document in orders[:POSITIONS_PER_READ]:
             positions = await client.positions(document.key)
             read = PurchaseDocument(
                 key=document.key,
@@ -123,9 +131,13 @@ class ErpPurchasing:
             )
             order_of_position.update(dict.fromkeys(read.position_ids, document.Number))
             changed.append(read)
-        for document in await client.supplier_documents(GOODS_RECEIPT, since):
-            if _unchanged(known, document):
-                continue
+        receipts = [
+            d
+            for d in await client.supplier_documents(GOODS_RECEIPT, since)
+            if not _unchanged(known, d)
+        ]
+        room = POSITIONS_PER_READ - len(orders)  # negative: orders still to read come first
+        for document in receipts[: max(room, 0)]:
             positions = await client.positions(document.key)
             changed.append(
                 PurchaseDocument(
