@@ -37,7 +37,8 @@ section:
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -52,7 +53,7 @@ from prometheus_client import CollectorRegistry, Counter
 from actors.documents import DocumentReader
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
 from actors.order_desk import OrderCommand, OrderDesk, RecordErpDocument, RecordPayment
-from actors.outbox import OutboxDispatcher
+from actors.outbox import Deliver, OutboxDispatcher
 from adapters.errors import PermanentUpstreamError, TransientUpstreamError, UpstreamError
 from adapters.selectline.client import SelectLineClient
 from adapters.selectline.planning import (
@@ -205,6 +206,15 @@ def erp_order_effects_for(
 _ZERO = Decimal(0)
 
 
+@dataclass(frozen=True)
+class SessionUse:
+    """Work others do with a running ERP actor's session: outbox targets it delivers, and
+    periodic steps (interval seconds, what, step) run like its own polls."""
+
+    deliverers: Mapping[str, Deliver] = field(default_factory=dict)
+    periodic: Sequence[tuple[float, str, Callable[[], Awaitable[None]]]] = ()
+
+
 class SelectLineErp(IntegrationActor):
     """Drives one SelectLine ERP; see the module docstring."""
 
@@ -222,8 +232,11 @@ class SelectLineErp(IntegrationActor):
         http_timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         documents: DocumentReader | None = None,
+        uses: Callable[[ErpConfig, SelectLineClient], SessionUse] = lambda s, c: SessionUse(),
     ) -> None:
-        """`documents`: the rendered PDFs `attach_documents` archives in the ERP."""
+        """`documents`: the rendered PDFs `attach_documents` archives in the ERP; `uses`: more
+        work done with this ERP's session while it runs (the supplier invoices' `E` postings
+        and purchase-document reads, which belong to the ERP's duty on a cluster)."""
         super().__init__(name, section, driver="selectline")
         if section.url is None:
             raise ValueError(f"erp {section.name!r}: kind selectline needs url")
@@ -243,6 +256,7 @@ class SelectLineErp(IntegrationActor):
         self._last_counts: dict[str, tuple[StockCount, ...]] = {}
         self.client: SelectLineClient | None = None
         self.documents = documents
+        self.uses = uses
 
     def _password(self) -> str:
         secret = self.erp.password_file
@@ -272,6 +286,10 @@ class SelectLineErp(IntegrationActor):
             deliver = partial(self._deliver, client)
             if section.post_invoices:
                 self.dispatcher.register(self.target, deliver)
+            use = self.uses(section, client)
+            others = use.deliverers
+            for target, other in others.items():
+                self.dispatcher.register(target, other, limit=1)
             try:
                 async with trio.open_nursery() as nursery:
                     if section.stock_source:
@@ -288,6 +306,8 @@ class SelectLineErp(IntegrationActor):
                             "payments",
                             partial(self._poll_payments, client),
                         )
+                    for interval, what, step in use.periodic:
+                        nursery.start_soon(self._every, interval, what, step)
                     log.info(
                         "erp_started",
                         erp=section.name,
@@ -299,6 +319,8 @@ class SelectLineErp(IntegrationActor):
             finally:
                 if section.post_invoices:
                     self.dispatcher.unregister(self.target, deliver)
+                for target, other in others.items():
+                    self.dispatcher.unregister(target, other)
                 # The seat goes back even when we are being cancelled; a dead server only
                 # costs the two seconds.
                 with trio.CancelScope(shield=True), trio.move_on_after(2.0):

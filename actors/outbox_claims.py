@@ -7,10 +7,11 @@ them see the one outbox table. This is what keeps each entry delivered once (the
 - **Who delivers what.** Every target belongs to the duty whose actor registers its deliverer
   (`duty_of_target`): `channel/<name>`, its stock pushes `channel/<name>/stock` and an EDIFACT
   channel's `edifact/<name>` to `channel/<name>`; `location/<name>`, `carrier/<name>`,
-  `erp/<name>` to the duty of that name; `notify/smtp` to `mailer`; `documents` to `documents`;
-  `supplier_invoices` and `supplier_invoices.output` to `supplier_invoices`. A member delivers a
-  target only while it holds that duty's lease; a target no duty owns is delivered by nobody on
-  a cluster (logged once; its entries wait, nothing is sent twice).
+  `erp/<name>` (and its supplier invoices, `erp/<name>/supplier-invoices`) to the duty of that
+  name; `notify/smtp` to `mailer`; `documents` to `documents`; `supplier_invoices`,
+  `supplier_invoices.output` and `supplier_invoices.datev` to `supplier_invoices`. A member
+  delivers a target only while it holds that duty's lease; a target no duty owns is delivered
+  by nobody on a cluster (logged once; its entries wait, nothing is sent twice).
 - **Claims and outcomes** go through `somsd.cluster.outbox` on a connection of their own (so
   they never queue behind the lease keeper's renewals): due rows are claimed `FOR UPDATE SKIP
   LOCKED` under the lease's token until the end of this member's belief in the lease, so the
@@ -77,13 +78,14 @@ LISTEN_RECONNECT: Final = 2.0
 SETTLE_BATCH: Final = 256
 
 # The targets of the core actors (actors/mailer.py TARGET, actors/documents.py DOCUMENTS_TARGET,
-# actors/supplier_invoices.py PROCESS_TARGET / OUTPUT_TARGET; tests hold them equal), spelled
-# out so this module does not import those actors.
+# actors/supplier_invoices*.py PROCESS_TARGET / OUTPUT_TARGET / DATEV_TARGET; tests hold them
+# equal), spelled out so this module does not import those actors.
 _CORE_TARGET_DUTIES: Final = {
     "notify/smtp": "mailer",
     "documents": "documents",
     "supplier_invoices": "supplier_invoices",
     "supplier_invoices.output": "supplier_invoices",
+    "supplier_invoices.datev": "supplier_invoices",
 }
 _INTEGRATION_KINDS: Final = frozenset({"channel", "location", "carrier", "erp"})
 

@@ -17,9 +17,11 @@ How an invoice goes through, and why it is processed exactly once:
    next run does it again from the start; after the commit, a redelivery finds `decided` and
    stops. An approved invoice's decision carries the outbox item for step 3.
 3. Output (`output`): the e-invoice through the outbound builder and the validator worker,
-   the postings from the accounting rules, the DATEV CSV; `einvoice` and `posted` are appended
-   with their files' SHA-256, again once (the files are content-addressed and the same bytes
-   are written again on a redelivery).
+   the postings from the accounting rules and their DATEV bookings; `einvoice` (with the
+   file's SHA-256) and `posted` (with the booking day and the bookings) are appended once
+   (the files are content-addressed and the same bytes are written again on a redelivery).
+4. DATEV (`actors.supplier_invoices_datev`): once a booking day has ended, its invoices are
+   one Buchungsstapel file (per fiscal year), and each trail gets `datev_batch` naming it.
 
 An operator's approval or rejection of a held invoice (`override`) is an entry with who and
 why; nothing is changed in place.
@@ -34,10 +36,10 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 import structlog
@@ -46,7 +48,17 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from actors.documents import FileStore
 from actors.outbox import OutboxDispatcher
-from actors.supplier_invoices_erp import ERP_TARGET, SupplierInvoicePoster, erp_item
+from actors.supplier_invoices_datev import DATEV_TARGET, DatevBatcher
+from actors.supplier_invoices_erp import erp_item
+from actors.supplier_invoices_purchasing import ErpPurchasing
+from actors.supplier_invoices_trail import (
+    ACTOR,
+    STREAM_PREFIX,
+    InvoiceTrails,
+    entries_of,
+    now,
+    stream_of,
+)
 from adapters.errors import TransientUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
@@ -58,8 +70,6 @@ from somsd.store import (
     NewEvent,
     OutboxEntry,
     OutboxItem,
-    StoredEvent,
-    VersionConflict,
 )
 from somsd.supplier_invoices.accounting import AccountingRule, AccountingRules, postings_for
 from somsd.supplier_invoices.audit import AuditEntry, seal, verify_chain
@@ -70,7 +80,7 @@ from somsd.supplier_invoices.checks import (
     decide,
     run_checks,
 )
-from somsd.supplier_invoices.datev import DatevBatch, booking_from_posting, datev_csv
+from somsd.supplier_invoices.datev import DatevBooking, booking_from_posting
 from somsd.supplier_invoices.einvoice_out import Buyer, NotBuildable, build_supplier_cii
 from somsd.supplier_invoices.extract import Extraction, extract
 from somsd.supplier_invoices.model import (
@@ -81,9 +91,6 @@ from somsd.supplier_invoices.model import (
     Tolerances,
 )
 from somsd.supplier_invoices.templates import Template, TemplateError, load_template
-
-if TYPE_CHECKING:
-    from actors.erp import SelectLineErp
 
 __all__ = [
     "OUTPUT_TARGET",
@@ -98,12 +105,9 @@ log = structlog.get_logger("actors.supplier_invoices")
 
 PROCESS_TARGET: Final = "supplier_invoices"
 OUTPUT_TARGET: Final = "supplier_invoices.output"
-STREAM_PREFIX: Final = "supplier-invoice-"
-ACTOR: Final = "supplier_invoices"
 _ID: Final = re.compile(r"^SI-[0-9a-f]{20}$")
 _SCAN_LIMIT: Final = 1_000_000  # events read when the actor builds its indexes at start
 _SWEEP_LIMIT: Final = 200  # files taken from a watched folder per sweep
-_APPEND_ATTEMPTS: Final = 5
 
 Status = Literal[
     "received", "approved", "held", "rejected", "needs_template", "unreadable", "posted"
@@ -116,16 +120,8 @@ def invoice_id(sha256: str) -> str:
     return f"SI-{sha256[:20]}"
 
 
-def stream_of(invoice: str) -> str:
-    return STREAM_PREFIX + invoice
-
-
 def valid_id(invoice: str) -> bool:
     return bool(_ID.match(invoice))
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _json(value: object) -> str:
@@ -185,10 +181,6 @@ def is_decided(entries: Sequence[AuditEntry]) -> bool:
     return bool(steps) and steps[-1] == "decided"
 
 
-def entries_of(stored: Sequence[StoredEvent]) -> list[AuditEntry]:
-    return [event.decode(AuditEntry) for event in stored]
-
-
 def summarise(invoice: str, entries: Sequence[AuditEntry]) -> InvoiceSummary:
     """Where an invoice stands, folded from its audit entries."""
     values: dict[str, Any] = {"id": invoice, "status": "received", "files": {}}
@@ -219,8 +211,10 @@ def summarise(invoice: str, entries: Sequence[AuditEntry]) -> InvoiceSummary:
             values["files"]["einvoice"] = data["sha256"]
         elif entry.step == "posted":
             values["status"] = "posted"
-            if data.get("sha256"):
+            if data.get("sha256"):  # one DATEV file per invoice, before the day batches
                 values["files"]["datev"] = data["sha256"]
+        elif entry.step == "datev_batch":
+            values["files"]["datev"] = data["sha256"]
         elif entry.step == "erp_posted":
             values.setdefault("erp_documents", {})[data["erp"]] = data["document"]
     return msgspec.convert(values, InvoiceSummary, strict=False)
@@ -296,12 +290,6 @@ class SupplierInvoiceMetrics:
             "somsd_supplier_invoices_posted_total",
             "Approved supplier invoices written as e-invoice and DATEV batch",
             ["inbox"],
-            registry=registry,
-        )
-        self.erp_posted = Counter(
-            "somsd_supplier_invoices_erp_posted_total",
-            "Approved supplier invoices posted to an ERP as supplier invoice (SelectLine E)",
-            ["erp"],
             registry=registry,
         )
         self.extract_seconds = Histogram(
@@ -437,9 +425,9 @@ class SupplierInvoiceActor:
         dispatcher: OutboxDispatcher,
         registry: CollectorRegistry,
         data_dir: Path,
-        erp: Callable[[str], SelectLineErp | None] = lambda name: None,
+        purchasing: ErpPurchasing | None = None,
     ) -> None:
-        """`erp`: the running SelectLine ERP actor of an `[[erp]]` name (its session posts)."""
+        """`purchasing`: the purchase orders and goods receipts read from the ERPs."""
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
@@ -451,8 +439,15 @@ class SupplierInvoiceActor:
         self._templates: dict[str, tuple[Config, list[Template], list[str]]] = {}
         self._csv_cache: dict[Path, tuple[tuple[int, int], Any]] = {}
         self.ready = trio.Event()
-        self.poster = SupplierInvoicePoster(
-            self, erp, posted=lambda name: self.metrics.erp_posted.labels(name).inc()
+        self.trails = InvoiceTrails(store)
+        self.purchasing = purchasing
+        self.datev = DatevBatcher(
+            config,
+            store=store,
+            dispatcher=dispatcher,
+            files=self.files,
+            trail=self.trails,
+            folder=self.datev_folder,
         )
 
     # -- config -----------------------------------------------------------------------
@@ -468,6 +463,12 @@ class SupplierInvoiceActor:
 
     def inboxes(self) -> tuple[SupplierInboxConfig, ...]:
         return self.config().supplier_inbox
+
+    def datev_folder(self, section: SupplierInboxConfig) -> Path:
+        if not section.datev_dir:
+            return self.root / "datev"
+        folder = Path(section.datev_dir)
+        return folder if folder.is_absolute() else self._path(section.datev_dir)
 
     def templates(self, section: SupplierInboxConfig) -> tuple[list[Template], list[str]]:
         """The inbox's templates, read again whenever the config was reloaded. A template that
@@ -490,7 +491,8 @@ class SupplierInvoiceActor:
         log.info("supplier_templates_loaded", inbox=section.name, templates=len(templates))
         return templates, problems
 
-    def match_data(self, section: SupplierInboxConfig) -> MatchData:
+    async def match_data(self, section: SupplierInboxConfig) -> MatchData:
+        """The CSV import's lines and, when the inbox names an ERP, those read from it."""
         orders: list[PurchaseOrderLine] = []
         receipts: list[GoodsReceiptLine] = []
         if section.purchase_orders_csv:
@@ -501,6 +503,9 @@ class SupplierInvoiceActor:
             receipts = _cached(
                 self._csv_cache, self._path(section.goods_receipts_csv), read_goods_receipts
             )
+        if section.erp and self.purchasing is not None:
+            from_erp = await self.purchasing.lines(section.erp)
+            orders, receipts = [*orders, *from_erp[0]], [*receipts, *from_erp[1]]
         return MatchData.build(orders, receipts, self.index.invoiced)
 
     # -- life ---------------------------------------------------------------------------
@@ -509,26 +514,36 @@ class SupplierInvoiceActor:
         await self._build_index()
         self.dispatcher.register(PROCESS_TARGET, self.process, limit=1)
         self.dispatcher.register(OUTPUT_TARGET, self.output, limit=1)
-        self.dispatcher.register(ERP_TARGET, self.poster.deliver, limit=1)
+        self.dispatcher.register(DATEV_TARGET, self.datev.deliver, limit=1)
         self.ready.set()
         task_status.started()
         try:
             while True:
                 for section in self.inboxes():
                     await self.sweep(section)
+                await self.datev.close_due()
                 interval = min((s.poll_interval.seconds for s in self.inboxes()), default=5.0)
                 await trio.sleep(max(interval, 0.05))
         finally:
             self.dispatcher.unregister(PROCESS_TARGET, self.process)
             self.dispatcher.unregister(OUTPUT_TARGET, self.output)
-            self.dispatcher.unregister(ERP_TARGET, self.poster.deliver)
+            self.dispatcher.unregister(DATEV_TARGET, self.datev.deliver)
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(self.validator.close)
 
     async def _build_index(self) -> None:
         rows = await self.store.read(_supplier_streams)
+        accounted: list[tuple[str, str, date, tuple[DatevBooking, ...]]] = []
         for invoice, entries in _entries_by_invoice(rows).items():
             self._index_entries(invoice, entries)
+            posted = next((e for e in entries if e.step == "posted"), None)
+            data = msgspec.json.decode(posted.data) if posted else {}
+            if "day" in data:  # booked into a day batch (not one file of its own, as before)
+                day, bookings = msgspec.convert(
+                    (data["day"], data["bookings"]), tuple[date, tuple[DatevBooking, ...]]
+                )
+                accounted.append((invoice, data["inbox"], day, bookings))
+        await self.datev.load(accounted)
 
     def _index_entries(self, invoice: str, entries: Sequence[AuditEntry]) -> None:
         for entry in entries:
@@ -594,7 +609,7 @@ class SupplierInvoiceActor:
             via=via,
             media_type=media,
         )
-        entry = seal(None, "received", _now(), _json(received))
+        entry = seal(None, "received", now(), _json(received))
         result = await self.store.append(
             stream_of(invoice),
             [NewEvent("SupplierInvoiceReceived", msgspec.json.encode(entry), {"actor": ACTOR})],
@@ -611,23 +626,11 @@ class SupplierInvoiceActor:
         self.metrics.received.labels(section.name, via, str(duplicate).lower()).inc()
         if duplicate:
             data_text = _json({"filename": filename[:200], "via": via, "inbox": section.name})
-            await self._append_steps(invoice, [("duplicate_file", data_text)])
+            await self.trails.append_steps(invoice, [("duplicate_file", data_text)])
             log.info("supplier_invoice_copy", invoice=invoice, filename=filename)
         else:
             log.info("supplier_invoice_received", invoice=invoice, filename=filename, via=via)
         return invoice, duplicate
-
-    async def read_trail(self, invoice: str) -> list[AuditEntry]:
-        return entries_of(await self.store.read_stream(stream_of(invoice)))
-
-    async def append_steps(
-        self,
-        invoice: str,
-        steps: Sequence[tuple[str, str]],
-        *,
-        unless: Callable[[Sequence[AuditEntry]], bool],
-    ) -> list[AuditEntry] | None:
-        return await self._append_steps(invoice, steps, unless=unless)
 
     def approval_outbox(self, invoice: str, section: SupplierInboxConfig) -> list[OutboxItem]:
         """What an approval sets off, in its own transaction: the output (e-invoice, DATEV)
@@ -642,46 +645,6 @@ class SupplierInvoiceActor:
         if section.erp:
             items.append(erp_item(invoice, section.erp))
         return items
-
-    async def _append_steps(
-        self,
-        invoice: str,
-        steps: Sequence[tuple[str, str]],
-        *,
-        outbox: Sequence[OutboxItem] = (),
-        unless: Callable[[Sequence[AuditEntry]], bool] = lambda entries: False,
-    ) -> list[AuditEntry] | None:
-        """Chain `steps` onto the invoice's trail at the version read (a concurrent append
-        makes it read and seal again); None when `unless` says it is already done."""
-        for _ in range(_APPEND_ATTEMPTS):
-            stored = await self.store.read_stream(stream_of(invoice))
-            entries = entries_of(stored)
-            if unless(entries):
-                return None
-            previous = entries[-1] if entries else None
-            sealed: list[AuditEntry] = []
-            at = _now()
-            for step, data in steps:
-                previous = seal(previous, step, at, data)
-                sealed.append(previous)
-            try:
-                await self.store.append(
-                    stream_of(invoice),
-                    [
-                        NewEvent(
-                            "SupplierInvoice" + entry.step.title().replace("_", ""),
-                            msgspec.json.encode(entry),
-                            {"actor": ACTOR},
-                        )
-                        for entry in sealed
-                    ],
-                    expected_version=len(stored),
-                    outbox=outbox,
-                )
-            except VersionConflict:
-                continue
-            return [*entries, *sealed]
-        raise TransientUpstreamError("supplier_invoices", f"{invoice}: trail kept moving")
 
     # -- processing ---------------------------------------------------------------------
 
@@ -701,9 +664,10 @@ class SupplierInvoiceActor:
         started = time.perf_counter()
         extraction = await trio.to_thread.run_sync(extract, data, templates)
         self.metrics.extract_seconds.observe(time.perf_counter() - started)
-        steps, decided, outcome = self._decide(section, extraction)
+        match = await self.match_data(section)
+        steps, decided, outcome = self._decide(section, extraction, match)
         outbox = self.approval_outbox(job.invoice, section) if outcome == "approved" else []
-        done = await self._append_steps(
+        done = await self.trails.append_steps(
             job.invoice,
             [*steps, ("decided", _json(decided))],
             outbox=outbox,
@@ -722,7 +686,7 @@ class SupplierInvoiceActor:
         log.info("supplier_invoice_decided", invoice=job.invoice, outcome=outcome)
 
     def _decide(
-        self, section: SupplierInboxConfig, extraction: Extraction
+        self, section: SupplierInboxConfig, extraction: Extraction, match: MatchData
     ) -> tuple[list[tuple[str, str]], dict[str, Any], str]:
         extracted = {
             "status": extraction.status,
@@ -761,7 +725,7 @@ class SupplierInvoiceActor:
                 invoice,
                 supplier=supplier,
                 seen_numbers=self.index.numbers.get(number, set()) if number else (),
-                match=self.match_data(section),
+                match=match,
                 tolerances=Tolerances(
                     quantity=section.quantity_tolerance,
                     price_percent=section.price_tolerance_percent,
@@ -827,7 +791,7 @@ class SupplierInvoiceActor:
             else []
         )
         status_before = summary.status
-        done = await self._append_steps(
+        done = await self.trails.append_steps(
             invoice,
             [("overridden", _json(msgspec.to_builtins(data)))],
             outbox=outbox,
@@ -851,7 +815,7 @@ class SupplierInvoiceActor:
                 409, "not_retryable", f"{invoice} is {status}; only needs_template or unreadable"
             )
         attempt = sum(e.step == "retry" for e in entries) + 1
-        done = await self._append_steps(
+        done = await self.trails.append_steps(
             invoice,
             [("retry", _json({"by": by, "why": reason, "attempt": attempt}))],
             outbox=[
@@ -919,56 +883,47 @@ class SupplierInvoiceActor:
                 )
             )
         postings = postings_for(invoice, supplier, accounting_rules(section))
-        issued = invoice.issue_date or date.today()
-        first_day = date(
-            issued.year if issued.month >= section.fiscal_year_start_month else issued.year - 1,
-            section.fiscal_year_start_month,
-            1,
+        approved = next(
+            e
+            for e in reversed(entries)
+            if e.step in ("decided", "overridden")
+            and msgspec.json.decode(e.data)["outcome"] == "approved"
         )
-        batch = DatevBatch(
-            consultant=section.datev_consultant,
-            client=section.datev_client,
-            fiscal_year_start=first_day,
-            # Fixed by the decision, so a redelivery writes the same bytes.
-            created_at=datetime.fromisoformat(entries[-1].at),
-            bookings=tuple(
+        async with self.datev.lock:
+            day, booked_on = self.datev.book(section, datetime.fromisoformat(approved.at))
+            bookings = tuple(
                 booking_from_posting(
                     posting,
                     currency=invoice.currency or "EUR",
-                    document_date=issued,
+                    document_date=booked_on,
                     link=job.invoice,
+                    invoice_date=invoice.issue_date,
                 )
                 for posting in postings
-            ),
-        )
-        csv_bytes = datev_csv(batch)
-        csv_hash = await trio.to_thread.run_sync(self.files.put, csv_bytes)
-        datev_dir = Path(section.datev_dir) if section.datev_dir else self.root / "datev"
-        if section.datev_dir and not datev_dir.is_absolute():
-            datev_dir = self._path(section.datev_dir)
-        export = datev_dir / f"EXTF_{issued:%Y%m%d}_{job.invoice}.csv"
-        await trio.to_thread.run_sync(_write_once, export, csv_bytes)
-        steps.append(
-            (
-                "posted",
-                _json(
-                    {
-                        "target": "datev",
-                        "file": str(export),
-                        "sha256": csv_hash,
-                        "bookings": len(postings),
-                        "postings": postings,
-                    }
-                ),
             )
-        )
-        done = await self._append_steps(
-            job.invoice, steps, unless=lambda trail: any(e.step == "posted" for e in trail)
-        )
+            steps.append(
+                (
+                    "posted",
+                    _json(
+                        {
+                            "target": "datev",
+                            "inbox": section.name,
+                            "day": day,
+                            "postings": postings,
+                            "bookings": bookings,
+                        }
+                    ),
+                )
+            )
+            done = await self.trails.append_steps(
+                job.invoice, steps, unless=lambda trail: any(e.step == "posted" for e in trail)
+            )
+            if done is not None:
+                self.datev.accounted(section.name, day, job.invoice, bookings)
         if done is not None:
             self.index.record(job.invoice, "posted", "", "")
             self.metrics.posted.labels(section.name).inc()
-            log.info("supplier_invoice_posted", invoice=job.invoice, datev=str(export))
+            log.info("supplier_invoice_posted", invoice=job.invoice, datev_day=str(day))
 
     # -- reading ------------------------------------------------------------------------
 
@@ -1032,18 +987,6 @@ def _move(path: Path, folder: Path) -> None:
     os.replace(path, target)
 
 
-def _write_once(path: Path, data: bytes) -> None:
-    if path.exists() and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".part")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 # -- offline verification (`somsd audit verify`) ---------------------------------------------
 
 
@@ -1075,7 +1018,7 @@ def verify_audit(conn: Connection, data_dir: Path) -> AuditReport:
         entry_count += len(entries)
         problems.extend(f"{invoice}: {problem}" for problem in verify_chain(entries))
         for entry in entries:
-            if entry.step not in ("received", "einvoice", "posted"):
+            if entry.step not in ("received", "einvoice", "posted", "datev_batch"):
                 continue
             try:
                 digest = msgspec.json.decode(entry.data).get("sha256", "")

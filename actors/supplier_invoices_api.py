@@ -11,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from actors.supplier_invoices import (
-    ACTOR,
     STATUSES,
     AuditTrail,
     InvoiceSummary,
@@ -19,6 +18,7 @@ from actors.supplier_invoices import (
     SupplierInvoiceActor,
     intake_problem,
 )
+from actors.supplier_invoices_trail import ACTOR
 from somsd.api import (
     ApiError,
     ApiRoute,

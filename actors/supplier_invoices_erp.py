@@ -1,9 +1,14 @@
 """Approved supplier invoices into SelectLine as supplier invoices (`E`), exactly once.
 
 An approval (the decision, or an operator's override) carries, in its own transaction, an
-outbox item for target `supplier_invoices.erp` with key `supplier-invoice:<id>:erp:<erp>` when
-its `[[supplier_inbox]]` names an `erp`. Its delivery works through the running `SelectLineErp`
-of that section (the daemon's one login and licence seat; until it runs, the item waits):
+outbox item for target `erp/<erp>/supplier-invoices` with key `supplier-invoice:<id>:erp:<erp>`
+when its `[[supplier_inbox]]` names an `erp`. The target belongs to the ERP's duty `erp/<erp>`
+(`actors.outbox_claims.duty_of_target`), and its deliverer is registered by the running
+`SelectLineErp` of that section with its session (the daemon's one login and licence seat;
+`deliverers`): on a cluster the member holding the ERP's lease posts it, whichever member holds
+the supplier invoices' (an earlier target, `supplier_invoices.erp`, belonged to no duty, so on
+a cluster nobody ever claimed it). The trail is read and extended through the event store
+alone (`InvoiceTrails`), so the posting member needs no supplier inbox of its own:
 
 1. the trail has `erp_posted` for this ERP: done (a redelivery after the commit);
 2. look: the supplier's `E` documents with the invoice number as reference
@@ -20,12 +25,16 @@ with the ERP's words; after the master data is fixed, requeueing it resumes at s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, Protocol
+from functools import partial
+from typing import Final, Protocol
 
 import msgspec
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 
-from adapters.errors import PermanentUpstreamError, TransientUpstreamError
+from actors.outbox import Deliver
+from adapters.errors import PermanentUpstreamError
+from adapters.selectline.client import SelectLineClient
 from adapters.selectline.purchasing import (
     SUPPLIER,
     SUPPLIER_INVOICE,
@@ -40,14 +49,16 @@ from somsd.store import OutboxEntry, OutboxItem
 from somsd.supplier_invoices.audit import AuditEntry
 from somsd.supplier_invoices.model import SupplierInvoice
 
-if TYPE_CHECKING:
-    from actors.erp import SelectLineErp
-
-__all__ = ["ERP_TARGET", "ErpJob", "SupplierInvoicePoster", "erp_item", "erp_posted"]
+__all__ = ["ErpJob", "SupplierInvoicePoster", "erp_item", "erp_posted", "erp_target_of"]
 
 log = structlog.get_logger("actors.supplier_invoices")
 
-ERP_TARGET: Final = "supplier_invoices.erp"
+_TARGET_SUFFIX: Final = "supplier-invoices"
+
+
+def erp_target_of(erp: str) -> str:
+    """The outbox target of supplier invoices posted to `[[erp]] name = erp`."""
+    return f"erp/{erp}/{_TARGET_SUFFIX}"
 
 
 class ErpJob(msgspec.Struct, frozen=True):
@@ -57,7 +68,7 @@ class ErpJob(msgspec.Struct, frozen=True):
 
 def erp_item(invoice: str, erp: str) -> OutboxItem:
     key = f"supplier-invoice:{invoice}:erp:{erp}"
-    return OutboxItem(ERP_TARGET, msgspec.json.encode(ErpJob(invoice, erp)), key)
+    return OutboxItem(erp_target_of(erp), msgspec.json.encode(ErpJob(invoice, erp)), key)
 
 
 def erp_posted(entries: Sequence[AuditEntry], erp: str) -> bool:
@@ -82,19 +93,22 @@ class Trail(Protocol):
 
 
 class SupplierInvoicePoster:
-    """Delivers `supplier_invoices.erp`; see the module docstring."""
+    """Delivers `erp/<name>/supplier-invoices`; see the module docstring. One per daemon."""
 
-    def __init__(
-        self,
-        trail: Trail,
-        erp: Callable[[str], SelectLineErp | None],
-        posted: Callable[[str], None] = lambda erp: None,
-    ) -> None:
+    def __init__(self, trail: Trail, registry: CollectorRegistry) -> None:
         self.trail = trail
-        self.erp = erp
-        self.posted = posted  # called with the ERP's name for each E made or completed
+        self.posted = Counter(
+            "somsd_supplier_invoices_erp_posted_total",
+            "Approved supplier invoices posted to an ERP as supplier invoice (SelectLine E)",
+            ["erp"],
+            registry=registry,
+        )
 
-    async def deliver(self, entry: OutboxEntry) -> None:
+    def deliverers(self, erp: str, client: SelectLineClient) -> dict[str, Deliver]:
+        """What the running `SelectLineErp` of `erp` registers with its session."""
+        return {erp_target_of(erp): partial(self.deliver, client)}
+
+    async def deliver(self, client: SelectLineClient, entry: OutboxEntry) -> None:
         job = msgspec.json.decode(entry.payload, type=ErpJob)
         target = f"erp/{job.erp}"
         entries = await self.trail.read_trail(job.invoice)
@@ -102,12 +116,6 @@ class SupplierInvoicePoster:
             raise PermanentUpstreamError(target, f"no supplier invoice {job.invoice}")
         if erp_posted(entries, job.erp):
             return
-        actor = self.erp(job.erp)
-        if actor is None or actor.client is None:
-            raise TransientUpstreamError(
-                target, f"{target}: the SelectLine ERP is not running yet; will retry"
-            )
-        client = actor.client
         invoice, supplier = _invoice_of(entries)
         try:
             header = supplier_invoice_header(invoice, supplier, job.invoice)
@@ -160,7 +168,7 @@ class SupplierInvoicePoster:
                 erp_gross=str(document.GrossAmount),
                 invoice_gross=str(invoice.grand_total),
             )
-        self.posted(job.erp)
+        self.posted.labels(job.erp).inc()
         log.info("supplier_invoice_erp_posted", invoice=job.invoice, erp=job.erp, document=key)
 
 
@@ -175,7 +183,5 @@ def _invoice_of(entries: Sequence[AuditEntry]) -> tuple[SupplierInvoice, str]:
         if entry.step in ("decided", "overridden"):
             supplier = msgspec.json.decode(entry.data).get("supplier") or supplier
     if not supplier:
-        raise PermanentUpstreamError(
-            ERP_TARGET, "the invoice has no supplier number to post it under"
-        )
+        raise PermanentUpstreamError("erp", "the invoice has no supplier number to post it under")
     return invoice, supplier

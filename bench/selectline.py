@@ -36,6 +36,7 @@ from somsd.http import HttpListener
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' daemon harness
 from tests.adapters.conftest import wait_until
+from tests.erp.helpers import erp_section
 from tests.harness import running_daemon
 from tests.orders.shop import accept, order_body, webhook_config
 
@@ -132,23 +133,9 @@ async def pipeline(orders: int) -> None:
         with tempfile.TemporaryDirectory() as directory:
             tmp = Path(directory)
             (tmp / "selectline.password").write_text(sim.password + "\n")
+            location = '\n[[location]]\nname = "wh"\nwarehouses = ["200"]\n'
             config = webhook_config(
-                tmp,
-                f"""
-[[location]]
-name = "wh"
-warehouses = ["200"]
-
-[[erp]]
-name = "sl"
-kind = "selectline"
-url = "{url}"
-password_file = "selectline.password"
-stock_source = true
-post_invoices = true
-poll_interval = "1s"
-payment_interval = "10s"
-""",
+                tmp, location + erp_section(url, poll_interval="1s", payment_interval="10s")
             )
             async with running_daemon(config) as daemon, daemon.admin(timeout=60) as admin:
                 await wait_until(lambda: sim.logins >= 1, budget=30)

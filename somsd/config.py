@@ -360,6 +360,10 @@ class ErpConfig(_Table, frozen=True):
     # kind selectline, with post_invoices and [documents]: somsd's invoice/credit-note PDFs are
     # archived on the F / G as a journal with the file attached
     attach_documents: bool = False
+    # kind selectline: purchase orders (B) and goods receipts (S) of the last purchasing_days
+    # read this often for the supplier invoices' 3-way match (inboxes naming this ERP); None: off
+    purchasing_interval: Duration | None = None
+    purchasing_days: Annotated[int, msgspec.Meta(ge=1, le=730)] = 90
 
 
 class RoutingWeights(_Table, frozen=True):
@@ -573,6 +577,7 @@ class SupplierInboxConfig(_Table, frozen=True):
     datev_dir: str = ""  # where the DATEV CSV batches are written; default <data_dir>/...
     # The local time ([invoicing] timezone) a day's DATEV batch closes: approvals from then on
     # belong to the next day's batch. "00:00": the calendar day. "HH:MM" or "HH:MM:SS".
+    # (One Buchungsstapel file per day and fiscal year: actors/supplier_invoices_datev.py.)
     datev_cutoff: str = "00:00"
     # The `[[erp]] kind = "selectline"` section approved invoices are posted to as a supplier
     # invoice `E`; empty: none.

@@ -21,6 +21,7 @@ commits what is queued last of all.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ import zoneinfo
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 import structlog
@@ -65,7 +67,7 @@ from actors.documents import (
 )
 from actors.edifact_channel import EdifactChannelActor, EdifactMetrics, edifact_effects_for
 from actors.effects import all_fulfilment_effects, all_order_effects
-from actors.erp import ErpMetrics, SelectLineErp, erp_order_effects_for
+from actors.erp import ErpMetrics, SelectLineErp, SessionUse, erp_order_effects_for
 from actors.fulfilment import FulfilmentDesk
 from actors.fulfilment_api import FulfilmentRoutes
 from actors.integration import Describe, IntegrationActor, IntegrationStatus
@@ -97,6 +99,9 @@ from actors.owned_elsewhere import advertised_api_url, owner_gated
 from actors.router import Router
 from actors.supplier_invoices import SupplierInvoiceActor
 from actors.supplier_invoices_api import SupplierInvoiceRoutes
+from actors.supplier_invoices_erp import SupplierInvoicePoster
+from actors.supplier_invoices_purchasing import ErpPurchasing
+from actors.supplier_invoices_trail import InvoiceTrails
 from somsd import __version__
 from somsd.actor import Reply
 from somsd.api import ApiRoute, ApiState, build_api_app, json_response
@@ -130,6 +135,9 @@ from somsd.store import Connection, EventStore
 from somsd.supervisor import ChildSpec, Strategy, Supervisor
 
 __all__ = ["Daemon", "ReloadResult", "run_daemon"]
+
+if TYPE_CHECKING:
+    from adapters.selectline.client import SelectLineClient
 
 log = structlog.get_logger("somsd.daemon")
 
@@ -293,7 +301,7 @@ class Daemon:
                 dispatcher=self.dispatcher,
                 registry=registry,
                 data_dir=Path(config.daemon.data_dir),
-                erp=self._selectline_erp_named,
+                purchasing=self.erp_purchasing,
             )
             if config.supplier_inbox
             else None
@@ -413,6 +421,15 @@ class Daemon:
         lone = type(actor) is IntegrationActor
         return ChildSpec(name, actor.run if lone else leased(self.lease_keeper, name, actor.run))
 
+    @functools.cached_property
+    def erp_purchasing(self) -> ErpPurchasing:
+        return ErpPurchasing(self.store)
+
+    @functools.cached_property
+    def supplier_invoice_poster(self) -> SupplierInvoicePoster:
+        """Approved supplier invoices into SelectLine, through each SelectLine ERP's session."""
+        return SupplierInvoicePoster(InvoiceTrails(self.store), self.metrics.registry)
+
     def _selectline_erp(self, name: str, section: ErpConfig) -> SelectLineErp:
         return SelectLineErp(
             name,
@@ -424,12 +441,16 @@ class Daemon:
             locations=lambda: self.config.location,
             metrics=self.erp_metrics,
             documents=self.document_reader,
+            uses=self._selectline_session_use,
         )
 
-    def _selectline_erp_named(self, name: str) -> SelectLineErp | None:
-        """The running actor of `[[erp]] name` (a supplier inbox's `erp`)."""
-        actor = self.integration_actors.get(f"erp/{name}")
-        return actor if isinstance(actor, SelectLineErp) else None
+    def _selectline_session_use(self, section: ErpConfig, client: SelectLineClient) -> SessionUse:
+        """Supplier invoices through a SelectLine ERP's session: their `E` postings, and the
+        purchase orders and goods receipts of the 3-way match."""
+        return SessionUse(
+            deliverers=self.supplier_invoice_poster.deliverers(section.name, client),
+            periodic=self.erp_purchasing.periodic(section, client),
+        )
 
     def _selectline_erp_of(self, location: LocationConfig) -> SelectLineErp | None:
         """The running ERP actor an `adapter = "selectline"` location ships through."""

@@ -4,7 +4,7 @@ Layout under the channel's folder: `in/` (the partner uploads, and renames into 
 file is complete; names starting with "." or ending in ".tmp"/".part" are still being
 written and ignored), `processing/` (claimed by us with one atomic rename, so a file is never
 read twice or half), `processed/`, `failed/` (with `<name>.reason.txt`: the segment and the
-reason), and `out/` for what we send (written as `.tmp` and renamed, so the partner never
+reason), and `out/` for what we send (written as `.part` and renamed, so the partner never
 reads a half file). `ControlReferences` hands out UNB control references that never repeat,
 persisted before use (write, fsync, rename). `ReceivedReferences` remembers the control
 references each partner has sent, so an interchange that reuses one is refused.
@@ -17,24 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
+from somsd.files import write_atomically
+
 __all__ = ["ControlReferences", "DropFolder", "ReceivedReferences"]
 
 _INCOMPLETE: Final = (".tmp", ".part")
 MAX_FILE_BYTES: Final = 16 * 1024 * 1024
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class DropFolder:
@@ -78,13 +66,13 @@ class DropFolder:
 
     def quarantine(self, path: Path, reason: str) -> Path:
         target = self.failed / path.name
-        _write_atomically(self.failed / f"{path.name}.reason.txt", (reason + "\n").encode())
+        write_atomically(self.failed / f"{path.name}.reason.txt", (reason + "\n").encode())
         os.replace(path, target)
         return target
 
     def send(self, name: str, text: str) -> Path:
         target = self.outbound / name
-        _write_atomically(target, text.encode("latin-1"))
+        write_atomically(target, text.encode("latin-1"))
         return target
 
 
@@ -100,7 +88,7 @@ class ControlReferences:
         if taken > 99_999_999_999_999:  # 0020 is an14: wrap would repeat, refuse instead
             raise OverflowError("control references exhausted")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.path, str(taken).encode())
+        write_atomically(self.path, str(taken).encode())
         return taken
 
 

@@ -353,6 +353,18 @@ class SelectLineClient:
             "/Documents", DECODERS.documents, operation="GET /Documents", params=params
         )
 
+    async def supplier_documents(self, kind: str, since: date) -> list[DocumentReadModel]:
+        """Every supplier's documents of `kind` dated `since` or later (`selectAddressKind`
+        Supplier with `selectFromDate`, the list endpoint's own filters), paged."""
+        params: dict[str, str | int] = {
+            "selectDocumentKindFlag": kind,
+            "selectAddressKind": "Supplier",
+            "selectFromDate": since.isoformat(),
+        }
+        return await self._list(
+            "/Documents", DECODERS.documents, operation="GET /Documents", params=params
+        )
+
     async def document(self, key: str) -> DocumentReadModel:
         operation = "GET /Documents/{key}"
         response = await self.call("GET", f"/Documents/{key}", operation=operation)

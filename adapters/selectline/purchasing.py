@@ -21,11 +21,19 @@ grammar is unverified, and a server that ignored it must not make us adopt a str
 document). A found document is adopted; its positions are compared with the invoice's lines
 in order and only the missing tail is added, so a document whose creation or whose positions'
 answers were lost is completed, never doubled.
+
+The other way, for the 3-way match: purchase orders are `B` documents ("Bestellung"), goods
+receipts `S` ("Wareneingang": the kind the Swagger gives in `DocumentPositionReadModel.
+DocumentKind` and the document-key prefixes `QS`; the read and create models' `KindFlag` texts
+leave it out). A `B` position is an ordered line (its `Number` the PO number BT-13 names, the
+supplier its address, net `UnitPrice` per `PriceUnitFactor`); an `S` made from the `B`
+(Belegübergabe) names the `B` position it received in `PredecessorIdentifier`; an `S` typed in
+without a `B` falls back to "Ihr Auftrag" (`BusinessPartnerContract`) as the order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Final
 
@@ -37,20 +45,26 @@ from adapters.selectline.wire import (
     DocumentPositionReadModel,
     DocumentReadModel,
 )
-from somsd.supplier_invoices.model import SupplierInvoice
+from somsd.supplier_invoices.model import GoodsReceiptLine, PurchaseOrderLine, SupplierInvoice
 
 __all__ = [
+    "GOODS_RECEIPT",
+    "PURCHASE_ORDER",
     "SUPPLIER",
     "SUPPLIER_INVOICE",
     "NotPostable",
     "PositionsDiffer",
     "adoptable_invoice",
+    "order_lines",
     "positions_to_add",
+    "receipt_lines",
     "supplier_invoice_header",
     "supplier_invoice_positions",
 ]
 
 SUPPLIER_INVOICE: Final = "E"
+PURCHASE_ORDER: Final = "B"
+GOODS_RECEIPT: Final = "S"
 SUPPLIER: Final = "Supplier"  # `selectAddressKind`
 _NAME_LENGTH: Final = 80
 
@@ -139,3 +153,54 @@ def positions_to_add(
                 f"{want.ArticleNumber} x {want.CalculatedQuantityValue}"
             )
     return list(wanted[len(articles) :])
+
+
+def _articles(positions: Sequence[DocumentPositionReadModel]) -> list[DocumentPositionReadModel]:
+    return [p for p in positions if p.PositionKind in (None, "A") and p.ArticleNumber]
+
+
+def _quantity(position: DocumentPositionReadModel) -> Decimal:
+    return position.CalculatedQuantityValue or position.Quantity or Decimal(0)
+
+
+def _supplier_of(document: DocumentReadModel) -> str:
+    partner = document.BusinessPartner
+    return partner.Address.Number or "" if partner and partner.Address else ""
+
+
+def order_lines(
+    document: DocumentReadModel, positions: Sequence[DocumentPositionReadModel]
+) -> list[PurchaseOrderLine]:
+    """A `B`'s article positions as purchase-order lines (net unit prices)."""
+    return [
+        PurchaseOrderLine(
+            order=document.Number,
+            article=position.ArticleNumber or "",
+            quantity=_quantity(position),
+            net_price=position.UnitPrice or Decimal(0),
+            supplier=_supplier_of(document),
+        )
+        for position in _articles(positions)
+    ]
+
+
+def receipt_lines(
+    document: DocumentReadModel,
+    positions: Sequence[DocumentPositionReadModel],
+    order_of_position: Mapping[str, str],
+) -> list[GoodsReceiptLine]:
+    """An `S`'s article positions as goods receipts of the order each one received; a position
+    of no known `B` counts for "Ihr Auftrag", and without that for nothing."""
+    contract = (
+        document.BusinessPartner.BusinessPartnerContract if document.BusinessPartner else None
+    )
+    lines = []
+    for position in _articles(positions):
+        order = order_of_position.get(position.PredecessorIdentifier or "") or contract
+        if order:
+            lines.append(
+                GoodsReceiptLine(
+                    order=order, article=position.ArticleNumber or "", quantity=_quantity(position)
+                )
+            )
+    return lines

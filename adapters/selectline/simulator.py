@@ -19,12 +19,15 @@ Server rules implemented (reference sections of `selectline-api.md`):
   successors with the empty-positions rule (`[]` transfers every position with quantity 0),
   partial transfers tracked in `QuantityTakenOverByDocumentSuccessor` and `StatusFlag` (1
   partial, 2 taken over), more than is left refused with 400; `PUT .../Status`, DELETE.
-- purchase-side documents (`B`, `E` supplier invoice, `N`): the address is a supplier
+- purchase-side documents (`B` purchase order, `S` goods receipt "Wareneingang", `E` supplier
+  invoice, `N`): the address is a supplier
   (`add_supplier`); a missing or unknown one is refused with 400, as the Wawi refuses a
   customer number there. Net unit prices unless `PriceKindFlag` says otherwise (`E`, EU
   inbound, only on these), totals per tax rate to the cent. `GET /Documents` selects by
   `selectAddressKind` (All, Customer, Supplier, Prospect, None) with
-  `selectBusinessPartnerNumber`, and by `selectToDate`.
+  `selectBusinessPartnerNumber`, and by `selectToDate`. A `B` passes on (successors) only to
+  `S` or `E`, an `S` or `E` to nothing, a sales document never to a purchase-side kind; the
+  successor's positions name their `B` position (`PredecessorIdentifier`).
 - an invoice (`R`) or credit note (`G`) opens an open item (`/Accounting/OpenItems`, OData
   `top`/`skip`); `pay(invoice_key, amount)` books a payment against it as the bookkeeper would.
 
@@ -122,9 +125,15 @@ _NUMBER_PREFIX: Final = {
     "B": "BE",
     "E": "ER",
     "N": "AF",
+    "S": "WE",
 }
-# Purchase-side kinds: their address is a supplier (Bestellung, Eingangsrechnung, Anfrage).
-SUPPLIER_KINDS: Final = frozenset("BEN")
+# Purchase-side kinds: their address is a supplier (Bestellung, Wareneingang, Eingangsrechnung,
+# Anfrage).
+SUPPLIER_KINDS: Final = frozenset("BSEN")
+# Belegübergabe: what each kind may pass on to (a purchase order to its goods receipt or the
+# supplier's invoice; the sales chain as before).
+_SUCCESSOR_KINDS: Final = {"B": "SE", "S": "", "E": "", "N": "B"}
+_SALES_SUCCESSORS: Final = "LRGP"
 _ADDRESS_KINDS: Final = frozenset({"All", "Customer", "Supplier", "Prospect", "None"})
 _FILTER = re.compile(r"\(\s*([A-Za-z0-9.]+)\s+EQ\s+'((?:[^']|'')*)'\s*\)")
 _HTTP_NAMES: Final = {
@@ -674,7 +683,7 @@ class SelectLineSimulator:
                 rows = [r for r in rows if (r.Date or "") <= until[:10]]
             return _json(self._page(request, self._filtered(request, rows)))
         model = self._body(await request.body(), DocumentCreateModel)
-        if len(model.KindFlag) != 1 or model.KindFlag not in "ABEFGILNPR":
+        if len(model.KindFlag) != 1 or model.KindFlag not in "ABEFGILNPRS":
             raise _Failure(400, f"KindFlag {model.KindFlag!r} ist keine Belegart", 3003)
         price_kind = self._price_kind(model)
         document = self._new_document(
@@ -815,7 +824,7 @@ class SelectLineSimulator:
             )
         data = self._body(await request.body(), SuccessorsDocumentData)
         kind = data.DocumentKindDestination
-        if kind not in "LRGP" or len(kind) != 1:
+        if len(kind) != 1 or kind not in _SUCCESSOR_KINDS.get(source.kind, _SALES_SUCCESSORS):
             raise _Failure(400, f"Belegübergabe {source.kind} -> {kind} nicht erlaubt", 5001)
         by_id = {p.identifier: p for p in source.positions}
         wanted: list[tuple[_Position, Decimal]] = []
@@ -836,6 +845,8 @@ class SelectLineSimulator:
             wanted.append((position, quantity))
         target = self._new_document(kind, source.partner, source.currency)
         target.predecessor = source.key
+        if kind in SUPPLIER_KINDS:
+            target.address_kind, target.price_kind = source.address_kind, source.price_kind
         for position, quantity in wanted:
             position.taken_over += quantity
             copy = self._add_position(

@@ -8,20 +8,45 @@ DDMM, encoded Windows-1252 with CRLF line ends. Columns are positional in DATEV,
 What DATEV calls the parts: "Umsatz" is the gross amount, always positive, with S/H (debit /
 credit) for the side of "Konto"; "Gegenkonto" the contra account; "BU-Schlüssel" the tax code.
 A supplier invoice debits the expense account (Konto) against the creditor (Gegenkonto).
+
+One Buchungsstapel per booking day (`booking_day`, `day_end`, `batch_parts`): an approval
+belongs to the day whose window holds it in the shop's local time ([invoicing] timezone); with
+a cutoff "HH:MM" other than midnight the window of day D runs from D-1 at the cutoff to D at
+the cutoff. A booking is dated (Belegdatum) on the local calendar day it was approved, so the
+header's "Datum vom/bis" is that day (two calendar days when the cutoff window spans midnight)
+and every booking lies inside it, as DATEV's import requires; the supplier's own invoice date
+travels in Beleginfo 1 ("Rechnungsdatum"). A day's batch whose window holds the start of a
+fiscal year is split in two files, one per Wirtschaftsjahr: a Buchungsstapel never spans two.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, datetime
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import msgspec
 
 from somsd.supplier_invoices.accounting import Posting
 
-__all__ = ["DatevBatch", "DatevBooking", "booking_from_posting", "datev_csv"]
+__all__ = [
+    "BatchPart",
+    "DatevBatch",
+    "DatevBooking",
+    "batch_parts",
+    "booking_day",
+    "booking_from_posting",
+    "datev_csv",
+    "day_end",
+    "fiscal_year_start",
+    "header",
+    "parse_cutoff",
+    "rows",
+]
 
 _COLUMNS: Final = (
     "Umsatz (ohne Soll/Haben-Kz)",
@@ -61,6 +86,7 @@ class DatevBooking(msgspec.Struct, frozen=True, kw_only=True):
     text: str
     cost_centre: str = ""
     link: str = ""  # Beleglink: where the document is (the e-invoice's stream)
+    invoice_date: date | None = None  # the supplier's (BT-2), in Beleginfo 1
 
 
 class DatevBatch(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +100,12 @@ class DatevBatch(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def booking_from_posting(
-    posting: Posting, *, currency: str, document_date: date, link: str = ""
+    posting: Posting,
+    *,
+    currency: str,
+    document_date: date,
+    link: str = "",
+    invoice_date: date | None = None,
 ) -> DatevBooking:
     return DatevBooking(
         amount=posting.gross,
@@ -88,6 +119,7 @@ def booking_from_posting(
         text=posting.text,
         cost_centre=posting.cost_centre,
         link=link,
+        invoice_date=invoice_date,
     )
 
 
@@ -121,7 +153,12 @@ def _row(booking: DatevBooking) -> str:
         "",
         "",
         _quote(booking.link[:210]) if booking.link else "",
-        *([""] * 16),
+        *(
+            (_quote("Rechnungsdatum"), _quote(f"{booking.invoice_date:%d.%m.%Y}"))
+            if booking.invoice_date
+            else ("", "")
+        ),
+        *([""] * 14),
         _quote(booking.cost_centre[:36]) if booking.cost_centre else "",
     ]
     return ";".join(fields)
@@ -129,7 +166,7 @@ def _row(booking: DatevBooking) -> str:
 
 def datev_csv(batch: DatevBatch) -> bytes:
     dates = [booking.document_date for booking in batch.bookings] or [batch.created_at.date()]
-    header = [
+    head = [
         _quote("EXTF"),
         "700",
         "21",
@@ -153,7 +190,7 @@ def datev_csv(batch: DatevBatch) -> bytes:
         "0",  # Festschreibung: no, the accountant commits the batch
         _quote(batch.bookings[0].currency if batch.bookings else "EUR"),
     ]
-    lines = [";".join(header), ";".join(_quote(name) for name in _COLUMNS)]
+    lines = [";".join(head), ";".join(_quote(name) for name in _COLUMNS)]
     lines.extend(_row(booking) for booking in batch.bookings)
     return ("\r\n".join(lines) + "\r\n").encode("cp1252", errors="replace")
 
@@ -163,14 +200,84 @@ def parse_amount(text: str) -> Decimal:
     return Decimal(text.replace(".", "").replace(",", "."))
 
 
+def _records(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("cp1252"), newline=""), delimiter=";"))
+
+
+def header(data: bytes) -> list[str]:
+    """The EXTF header line of a DATEV CSV, unquoted."""
+    return _records(data)[0]
+
+
 def rows(data: bytes) -> list[list[str]]:
     """The booking rows of a DATEV CSV, unquoted (for tests and the audit)."""
-    text = data.decode("cp1252")
-    parsed: list[list[str]] = []
-    for line in text.split("\r\n")[2:]:
-        if line:
-            parsed.append([field.strip('"').replace('""', '"') for field in line.split(";")])
-    return parsed
+    return [record for record in _records(data)[2:] if record]
+
+
+# -- booking days and batches -------------------------------------------------------------
+
+
+def parse_cutoff(text: str) -> time:
+    """A config cutoff "HH:MM" or "HH:MM:SS" (checked by the config) as a time of day."""
+    return time.fromisoformat(text)
+
+
+def booking_day(at: datetime, cutoff: time, zone: ZoneInfo) -> date:
+    """The day whose batch an approval at `at` belongs to (see the module docstring)."""
+    local = at.astimezone(zone)
+    if cutoff != time(0) and local.time() >= cutoff:
+        return local.date() + timedelta(days=1)
+    return local.date()
+
+
+def day_end(day: date, cutoff: time, zone: ZoneInfo) -> datetime:
+    """When `day`'s batch closes (UTC): approvals from then on belong to the next day."""
+    if cutoff == time(0):
+        local = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    else:
+        local = datetime.combine(day, cutoff, tzinfo=zone)
+    return local.astimezone(UTC)
+
+
+def day_start(day: date, cutoff: time, zone: ZoneInfo) -> datetime:
+    return day_end(day - timedelta(days=1), cutoff, zone)
+
+
+def fiscal_year_start(day: date, start_month: int) -> date:
+    """The first day of the Wirtschaftsjahr `day` lies in (it starts on the 1st of a month)."""
+    year = day.year if day.month >= start_month else day.year - 1
+    return date(year, start_month, 1)
+
+
+class BatchPart(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a day's batch: the invoices of one fiscal year, in approval order."""
+
+    file: str
+    fiscal_year_start: date
+    invoices: tuple[str, ...]
+    bookings: tuple[DatevBooking, ...]
+
+
+def batch_parts(
+    stem: str, accounted: Iterable[tuple[str, Sequence[DatevBooking]]], start_month: int
+) -> list[BatchPart]:
+    """A day's accounted invoices (id, bookings; all of one invoice share a date) as one part
+    per fiscal year, named `<stem>.csv`, or `<stem>_WJ<year>.csv` when the day spans two."""
+    years: dict[date, list[tuple[str, Sequence[DatevBooking]]]] = {}
+    for invoice, bookings in accounted:
+        if bookings:
+            first = fiscal_year_start(bookings[0].document_date, start_month)
+            years.setdefault(first, []).append((invoice, bookings))
+    split = len(years) > 1
+    return [
+        BatchPart(
+            file=f"{stem}_WJ{first:%Y}.csv" if split else f"{stem}.csv",
+            fiscal_year_start=first,
+            invoices=tuple(invoice for invoice, _ in members),
+            bookings=tuple(b for _, bookings in members for b in bookings),
+        )
+        for first, members in sorted(years.items())
+    ]
 
 
 def bookings_total(batch: Sequence[DatevBooking]) -> Decimal:

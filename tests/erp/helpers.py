@@ -43,21 +43,32 @@ async def serve_erp(tmp_path: Path, serve: Serve, sim: SelectLineSimulator) -> s
     return url
 
 
-def erp_section(url: str, extra: str = "") -> str:
-    """The `[[erp]]` section `sl` for the simulator at `url` (see `serve_erp`), stock source and
-    invoices on, polling fast; `extra` follows it (more keys of the section, or more tables)."""
+def selectline_erp(url: str, keys: str = "") -> str:
+    """The `[[erp]]` section `sl` for the simulator at `url` (its password in
+    `selectline.password`, see `serve_erp`), with more `keys` (or tables after it)."""
     return f"""
 [[erp]]
 name = "sl"
 kind = "selectline"
 url = "{url}"
 password_file = "selectline.password"
-stock_source = true
-post_invoices = true
-poll_interval = "100ms"
-payment_interval = "100ms"
-{extra}
+{keys}
 """
+
+
+def erp_section(
+    url: str, extra: str = "", *, poll_interval: str = "100ms", payment_interval: str = "100ms"
+) -> str:
+    """`selectline_erp` with stock source and invoices on, polling fast by default; `extra`
+    follows it (more keys of the section, or more tables)."""
+    return selectline_erp(
+        url,
+        f"""stock_source = true
+post_invoices = true
+poll_interval = "{poll_interval}"
+payment_interval = "{payment_interval}"
+{extra}""",
+    )
 
 
 async def erp_config(

@@ -32,6 +32,7 @@ from adapters.selectline.wire import (
 )
 from somsd.supplier_invoices.model import SupplierInvoice
 from tests.adapters.conftest import Serve, serve
+from tests.erp.helpers import selectline_erp
 from tests.harness import running_daemon
 from tests.supplier_invoices.corpus import (
     BUERO,
@@ -150,17 +151,7 @@ async def _lookups(client: SelectLineClient) -> None:
 async def erp_inbox_config(tmp_path: Path, serve: Serve, sim: SelectLineSimulator) -> Path:
     url, _ = await serve(sim)
     (tmp_path / "selectline.password").write_text(sim.password + "\n")
-    return inbox_config(
-        tmp_path,
-        inbox_keys='erp = "sl"',
-        extra=f"""
-[[erp]]
-name = "sl"
-kind = "selectline"
-url = "{url}"
-password_file = "selectline.password"
-""",
-    )
+    return inbox_config(tmp_path, inbox_keys='erp = "sl"', extra=selectline_erp(url))
 
 
 def good_invoices(count: int) -> list[tuple[Supplier, SupplierInvoice]]:
