@@ -529,5 +529,8 @@ def build_api_app(routes: Sequence[ApiRoute], state: ApiState, *, version: str) 
         for path, handlers in by_path.items()
     ]
     app = Starlette(routes=starlette_routes, exception_handlers={HTTPException: not_found})
+    # An id of "/" (`/v1/orders/%2F`) or an empty one names no resource: 404, not a 307 to
+    # the list, which a client following redirects would take for the order it asked for.
+    app.router.redirect_slashes = False
     fast = [_FastRoute(r, r.fast) for r in all_routes if r.fast is not None]
     return _DrainGate(app, state, fast)

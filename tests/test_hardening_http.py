@@ -143,6 +143,10 @@ async def test_bad_input_is_a_4xx_naming_the_problem(tmp_path: Path) -> None:
         for entry in ("99999999999999999999999", "%C2%B2", "9223372036854775807"):
             response = await admin.post(f"/v1/dead-letters/{entry}/retry")
             assert_error(response, 404, "unknown_dead_letter")
+        # An id that is a slash, or none at all, is no resource either (found by the fuzzer).
+        for path in ("/v1/orders/%2F", "/v1/orders/", "/v1/fulfillments//", "/v1/orders//x"):
+            response = await admin.get(path)
+            assert response.status_code == 404, (path, response.status_code)
 
         # Item 7: an on-hand count beyond 10^9 is 422 with its path; the actor stays up.
         response = await admin.put(
