@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -48,7 +47,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
-from actors.blobs import stored_bytes
+from actors.blobs import LegacyFiles, stored_bytes
 from actors.channel import DRIVERS, channel_target
 from actors.effects import OrderEffects
 from actors.outbox import OutboxDispatcher
@@ -94,7 +93,6 @@ __all__ = [
     "DocumentReader",
     "DocumentRendered",
     "DocumentRoutes",
-    "FileStore",
     "IssuedFiles",
     "document_effects",
     "legacy_documents",
@@ -233,42 +231,9 @@ def seller_for(config: DocumentsConfig, channel: str, config_dir: Path) -> Selle
     return msgspec.convert(values, Seller)
 
 
-class FileStore:
-    """Content-addressed, write-once files: `<root>/<sha256[:2]>/<sha256>`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path_of(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
-
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.path_of(digest)
-        if path.exists():
-            if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-                return digest  # written before (a redelivery after a crash): the same bytes
-            path.unlink()  # a torn file from before a power loss; never a different document
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".part")
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        os.chmod(path, 0o440)  # GoBD: not changed after writing
-        return digest
-
-    def get(self, sha256: str) -> bytes:
-        data = self.path_of(sha256).read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise OSError(f"document file {sha256} does not match its hash")
-        return data
-
-
-def legacy_documents(config: Config) -> FileStore:
-    """Where somsd before blobs in the event store kept rendered documents (read, not written)."""
-    return FileStore(Path(config.daemon.data_dir) / "documents")
+def legacy_documents(config: Config) -> LegacyFiles:
+    """Where somsd before blobs in the event store kept rendered documents."""
+    return LegacyFiles(Path(config.daemon.data_dir) / "documents")
 
 
 class DocumentMetrics:
@@ -323,7 +288,7 @@ class DocumentReader:
 
     The bytes are the event store's blobs; `legacy` holds the files an older somsd wrote."""
 
-    def __init__(self, store: EventStore, legacy: FileStore) -> None:
+    def __init__(self, store: EventStore, legacy: LegacyFiles) -> None:
         self.store = store
         self.legacy = legacy
 

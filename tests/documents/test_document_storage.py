@@ -12,7 +12,8 @@ import msgspec
 import pytest
 import trio
 
-from actors.documents import DocumentFile, DocumentReader, DocumentRendered, FileStore
+from actors.blobs import LegacyFiles
+from actors.documents import DocumentFile, DocumentReader, DocumentRendered
 from somsd.store import EventStore, NewEvent, blob_key
 
 PDF = b"%PDF-1.7 rendered now"
@@ -35,7 +36,7 @@ def rendered(number: str, pdf: bytes, xml: bytes) -> NewEvent:
     return NewEvent("DocumentRendered", msgspec.json.encode(record))
 
 
-def write_legacy(files: FileStore, content: bytes) -> Path:
+def write_legacy(files: LegacyFiles, content: bytes) -> Path:
     """A file as somsd before blobs wrote it: `<sha[:2]>/<sha>`, read-only."""
     path = files.path_of(blob_key(content))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,7 @@ async def test_a_document_is_read_from_the_store_and_an_old_one_from_its_file(
 ) -> None:
     store = EventStore(tmp_path / "events.db")
     await nursery.start(store.run)
-    legacy = FileStore(tmp_path / "documents")
+    legacy = LegacyFiles(tmp_path / "documents")
     reader = DocumentReader(store, legacy)
     new = rendered("RE-2026-000001", PDF, XML)
     await store.append("document-RE-2026-000001", [new], blobs=[PDF, XML])
