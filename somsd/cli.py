@@ -282,13 +282,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Supplier invoices: every audit trail's hash chain and every file it names."""
     from actors.supplier_invoices import verify_audit
 
-    path = _database(args)
     if (dsn := _postgres_dsn(args)) is not None:
         from somsd.store.postgres import connect
 
+        # The files of older versions are still looked for under the data dir; the rest are
+        # blobs in the database, and no SQLite file need be there.
         with closing(connect(dsn, read_only=True)) as postgres:
-            report = verify_audit(postgres, path.parent)
+            report = verify_audit(postgres, Path(_load(args).daemon.data_dir))
     else:
+        path = _database(args)
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as sqlite:
             report = verify_audit(sqlite, path.parent)
     for problem in report.problems:
