@@ -35,9 +35,11 @@ import trio
 
 from actors.outbox import OutboxDispatcher
 from actors.supplier_invoices_erp import Trail
+from adapters.errors import PermanentUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.files import write_atomically
 from somsd.store import (
+    MAX_BLOB_BYTES,
     Connection,
     EventStore,
     NewEvent,
@@ -261,6 +263,14 @@ class DatevBatcher:
                     bookings=part.bookings,
                 )
             )
+            if len(data) > MAX_BLOB_BYTES:
+                # Kept for the audit as a blob, which holds at most this: not worth retrying.
+                raise PermanentUpstreamError(
+                    DATEV_TARGET,
+                    f"{DATEV_TARGET}: {part.file} is {len(data)} bytes, more than the "
+                    f"{MAX_BLOB_BYTES} somsd stores",
+                    operation="datev batch",
+                )
             sha256 = blob_key(data)
             path = folder / part.file
             await trio.to_thread.run_sync(_write_export, path, data)
