@@ -549,7 +549,7 @@ class SupplierInboxConfig(_Table, frozen=True):
     failed_folder: str = ""  # files that are neither PDF nor XML; default <folder>/failed
     template_dir: str = "supplier-templates"  # per-supplier YAML extraction templates
     poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
-    # A taken-in file is a blob of the event store: at most MAX_BLOB_BYTES.
+    # A taken-in file is a blob of the event store: at most MAX_BLOB_BYTES (20 MiB).
     max_file_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_BLOB_BYTES)] = MAX_BLOB_BYTES
     # Purchase orders and goods receipts, CSV with a header row (`;`-separated, decimal comma
     # allowed): order;article;quantity;net_price[;supplier] and order;article;quantity
