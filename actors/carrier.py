@@ -53,6 +53,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.blobs import stored_bytes
 from actors.effects import FulfilmentEffects, OrderEffects
 from actors.integration import Describe, IntegrationStatus
 from actors.order_desk import HoldOrder, OrderCommand, OrderDesk
@@ -976,14 +977,7 @@ class _FulfilmentSink(Protocol):
 async def label_content(store: EventStore, data_dir: Path, stored: LabelStored) -> bytes | None:
     """The label's bytes: the store's blob, or for a label stored by an older somsd its file
     under the data dir (checked against the hash); None when neither has it."""
-    content = await store.blob(stored.sha256)
-    if content is not None or not stored.file:
-        return content
-    try:
-        content = await trio.Path(data_dir / stored.file).read_bytes()
-    except FileNotFoundError:
-        return None
-    return content if blob_key(content) == stored.sha256 else None
+    return await stored_bytes(store, stored.sha256, data_dir / stored.file if stored.file else None)
 
 
 # -- the label route ------------------------------------------------------------------------------

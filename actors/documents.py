@@ -8,14 +8,17 @@ How a document gets made, and why it is made exactly once:
    order and a hash of the event, not the number.
 2. The dispatcher delivers the item here (`deliver`): read the order's stream, find the
    numbered event, render PDF + CII (pure `somsd.documents`, in a thread), validate the XML in
-   the validator worker (its own process), write both files content-addressed under
-   `<data_dir>/documents/` and append `DocumentRendered` (file names, sizes, SHA-256, the
-   validation outcome) to stream `document-<number>` with idempotency key ("documents",
-   number).
-3. A crash anywhere before the append leaves the outbox item pending: the next run renders
-   again, gets the same bytes (rendering is deterministic), finds the files already there
-   with the same hash, and appends once. After the append, the redelivery finds the stream and
-   stops. So each document is rendered into the record once, and its stored hash matches.
+   the validator worker (its own process), and append `DocumentRendered` (file names, sizes,
+   SHA-256, the validation outcome) to stream `document-<number>` with idempotency key
+   ("documents", number), the PDF and XML bytes as blobs of the event store in the same
+   transaction. So every daemon sharing a PostgreSQL store serves them, and they outlive the
+   daemon that rendered them. Documents rendered by an older somsd are files under
+   `<data_dir>/documents/` (content-addressed); those are still served while they match their
+   hash.
+3. A crash anywhere before the append leaves the outbox item pending and nothing stored: the
+   next run renders again, gets the same bytes (rendering is deterministic) and appends once.
+   After the append, the redelivery finds the stream and stops. So each document is rendered
+   into the record once, and its stored hash matches.
 
 An invoice whose XML fails validation is recorded with `valid=false` and its findings: it is
 not handed out (`DocumentReader.for_invoice` returns None), the operator sees it in
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -45,10 +47,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
+from actors.blobs import LegacyFiles, stored_bytes
 from actors.channel import DRIVERS, channel_target
 from actors.effects import OrderEffects
 from actors.outbox import OutboxDispatcher
-from adapters.errors import TransientUpstreamError
+from adapters.errors import PermanentUpstreamError, TransientUpstreamError
 from somsd.api import ApiError, ApiRoute, json_response, query_int
 from somsd.config import Config, DocumentsConfig
 from somsd.documents.client import ValidatorPool, ValidatorUnavailable, default_validator_workers
@@ -72,12 +75,14 @@ from somsd.domain.order import Order
 from somsd.domain.state import OrderState
 from somsd.projections.orders import order_stream
 from somsd.store import (
+    MAX_BLOB_BYTES,
     Connection,
     EventStore,
     IdempotencyKey,
     NewEvent,
     OutboxEntry,
     OutboxItem,
+    blob_key,
     query_payloads_containing,
 )
 
@@ -88,9 +93,9 @@ __all__ = [
     "DocumentReader",
     "DocumentRendered",
     "DocumentRoutes",
-    "FileStore",
     "IssuedFiles",
     "document_effects",
+    "legacy_documents",
     "plan_documents",
     "seller_for",
 ]
@@ -226,37 +231,9 @@ def seller_for(config: DocumentsConfig, channel: str, config_dir: Path) -> Selle
     return msgspec.convert(values, Seller)
 
 
-class FileStore:
-    """Content-addressed, write-once files: `<root>/<sha256[:2]>/<sha256>`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path_of(self, sha256: str) -> Path:
-        return self.root / sha256[:2] / sha256
-
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        path = self.path_of(digest)
-        if path.exists():
-            if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-                return digest  # written before (a redelivery after a crash): the same bytes
-            path.unlink()  # a torn file from before a power loss; never a different document
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".part")
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        os.chmod(path, 0o440)  # GoBD: not changed after writing
-        return digest
-
-    def get(self, sha256: str) -> bytes:
-        data = self.path_of(sha256).read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise OSError(f"document file {sha256} does not match its hash")
-        return data
+def legacy_documents(config: Config) -> LegacyFiles:
+    """Where somsd before blobs in the event store kept rendered documents."""
+    return LegacyFiles(Path(config.daemon.data_dir) / "documents")
 
 
 class DocumentMetrics:
@@ -307,11 +284,24 @@ def valid_number(number: str) -> bool:
 
 
 class DocumentReader:
-    """Read-only access to rendered documents, for routes and other actors (the mail helper)."""
+    """Read-only access to rendered documents, for routes and other actors (the mail helper).
 
-    def __init__(self, store: EventStore, files: FileStore) -> None:
+    The bytes are the event store's blobs; `legacy` holds the files an older somsd wrote."""
+
+    def __init__(self, store: EventStore, legacy: LegacyFiles) -> None:
         self.store = store
-        self.files = files
+        self.legacy = legacy
+
+    async def content(self, item: DocumentFile) -> bytes | None:
+        """One rendered file's bytes, or None when they are stored nowhere (any more)."""
+        return await stored_bytes(self.store, item.sha256, self.legacy.path_of(item.sha256))
+
+    async def _present(self, number: str, item: DocumentFile) -> bytes:
+        content = await self.content(item)
+        if content is None:
+            # Recorded as rendered but gone: not "not rendered yet", and never a guess.
+            raise OSError(f"document {number}: {item.name} (SHA-256 {item.sha256}) is not stored")
+        return content
 
     async def record(self, number: str) -> DocumentRendered | None:
         if not valid_number(number):
@@ -339,7 +329,7 @@ class DocumentReader:
             return None
         for item in record.files:
             if item.media_type == media:
-                return await trio.to_thread.run_sync(self.files.get, item.sha256)
+                return await self.content(item)
         return None
 
     async def for_invoice(self, number: str) -> IssuedFiles | None:
@@ -353,10 +343,7 @@ class DocumentReader:
         pdf = next(item for item in record.files if item.media_type == "application/pdf")
         xml = next(item for item in record.files if item.media_type == "application/xml")
         return IssuedFiles(
-            number,
-            await trio.to_thread.run_sync(self.files.get, pdf.sha256),
-            await trio.to_thread.run_sync(self.files.get, xml.sha256),
-            xml.name,
+            number, await self._present(number, pdf), await self._present(number, xml), xml.name
         )
 
     async def invalid(self) -> list[DocumentRendered]:
@@ -477,8 +464,7 @@ class DocumentActor:
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
-        self.files = FileStore(Path(config.daemon.data_dir) / "documents")
-        self.reader = DocumentReader(store, self.files)
+        self.reader = DocumentReader(store, legacy_documents(config))
         self.metrics = DocumentMetrics(registry)
         self.validator = ValidatorPool(
             validator_workers(config.documents),
@@ -556,8 +542,15 @@ class DocumentActor:
             self.metrics.validator_restarts.set(self.validator.restarts)
         self.metrics.validate_seconds.observe(time.perf_counter() - started)
 
-        pdf_hash = await trio.to_thread.run_sync(self.files.put, rendered.pdf)
-        xml_hash = await trio.to_thread.run_sync(self.files.put, rendered.xml)
+        for content, name in ((rendered.pdf, "PDF"), (rendered.xml, "e-invoice")):
+            if len(content) > MAX_BLOB_BYTES:
+                raise PermanentUpstreamError(
+                    DOCUMENTS_TARGET,
+                    f"{DOCUMENTS_TARGET}: the {name} of {issued.number} is {len(content)} "
+                    f"bytes, more than the {MAX_BLOB_BYTES} somsd stores (a smaller logo?)",
+                    operation="render",
+                )
+        pdf_hash = blob_key(rendered.pdf)
         record = DocumentRendered(
             number=issued.number,
             kind=issued.document.kind,
@@ -568,7 +561,12 @@ class DocumentActor:
                 DocumentFile(
                     f"{issued.number}.pdf", "application/pdf", pdf_hash, len(rendered.pdf)
                 ),
-                DocumentFile(rendered.xml_name, "application/xml", xml_hash, len(rendered.xml)),
+                DocumentFile(
+                    rendered.xml_name,
+                    "application/xml",
+                    blob_key(rendered.xml),
+                    len(rendered.xml),
+                ),
             ),
             valid=report.valid,
             rule_sets=report.rule_sets,
@@ -585,6 +583,7 @@ class DocumentActor:
             [NewEvent("DocumentRendered", msgspec.json.encode(record), {"actor": ACTOR})],
             idempotency=IdempotencyKey(ACTOR, issued.number),
             outbox=[note] if note is not None else [],
+            blobs=[rendered.pdf, rendered.xml],
         )
         self.metrics.rendered.labels(record.kind, record.profile).inc()
         if not report.valid:

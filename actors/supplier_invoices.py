@@ -3,11 +3,13 @@ out, every step an entry of the invoice's hash-chained audit trail.
 
 How an invoice goes through, and why it is processed exactly once:
 
-1. Intake (`receive`): the file is stored content-addressed under
-   `<data_dir>/supplier-invoices/files/` and `received` is appended to stream
-   `supplier-invoice-<id>` (the id is derived from the file's SHA-256) with idempotency key
-   ("supplier-inbox", sha256) and, in the same transaction, an outbox item for target
-   `supplier_invoices`. A second copy of the same file finds the key: nothing new is
+1. Intake (`receive`): `received` is appended to stream `supplier-invoice-<id>` (the id is
+   derived from the file's SHA-256) with idempotency key ("supplier-inbox", sha256) and, in the
+   same transaction, the file's bytes as a blob of the event store (so any cluster member
+   processes and serves it, and it outlives the daemon that took it in) and an outbox item for
+   target `supplier_invoices`. Files taken in by an older somsd are under
+   `<data_dir>/supplier-invoices/files/` (content-addressed), still read while they match
+   their hash. A second copy of the same file finds the key: nothing new is
    processed, a `duplicate_file` entry records that it came again. A watched folder's file is
    moved to `processed/` only after that commit; a crash before the move sees the file again
    and the key recognises it.
@@ -19,7 +21,7 @@ How an invoice goes through, and why it is processed exactly once:
 3. Output (`output`): the e-invoice through the outbound builder and the validator worker,
    the postings from the accounting rules and their DATEV bookings; `einvoice` (with the
    file's SHA-256) and `posted` (with the booking day and the bookings) are appended once
-   (the files are content-addressed and the same bytes are written again on a redelivery).
+   (the e-invoice a blob in the same transaction).
 4. DATEV (`actors.supplier_invoices_datev`): once a booking day has ended, its invoices are
    one Buchungsstapel file (per fiscal year), and each trail gets `datev_batch` naming it.
 
@@ -46,7 +48,7 @@ import structlog
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from actors.documents import FileStore
+from actors.blobs import LegacyFiles, stored_bytes, stored_copy
 from actors.outbox import OutboxDispatcher
 from actors.supplier_invoices_datev import DATEV_TARGET, DatevBatcher
 from actors.supplier_invoices_erp import erp_item
@@ -59,7 +61,7 @@ from actors.supplier_invoices_trail import (
     now,
     stream_of,
 )
-from adapters.errors import TransientUpstreamError
+from adapters.errors import PermanentUpstreamError, TransientUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.documents.client import ValidatorUnavailable, ValidatorWorker
 from somsd.store import (
@@ -70,6 +72,7 @@ from somsd.store import (
     NewEvent,
     OutboxEntry,
     OutboxItem,
+    blob_key,
 )
 from somsd.supplier_invoices.accounting import AccountingRule, AccountingRules, postings_for
 from somsd.supplier_invoices.audit import AuditEntry, seal, verify_chain
@@ -432,7 +435,7 @@ class SupplierInvoiceActor:
         self.store = store
         self.dispatcher = dispatcher
         self.root = data_dir / "supplier-invoices"
-        self.files = FileStore(self.root / "files")
+        self.legacy = legacy_files(data_dir)
         self.metrics = SupplierInvoiceMetrics(registry)
         self.validator = ValidatorWorker()
         self.index = _Index()
@@ -445,7 +448,6 @@ class SupplierInvoiceActor:
             config,
             store=store,
             dispatcher=dispatcher,
-            files=self.files,
             trail=self.trails,
             folder=self.datev_folder,
         )
@@ -598,7 +600,7 @@ class SupplierInvoiceActor:
         self, section: SupplierInboxConfig, data: bytes, filename: str, *, via: str
     ) -> tuple[str, bool]:
         """Store and record one file: (invoice id, whether it was a copy seen before)."""
-        sha256 = await trio.to_thread.run_sync(self.files.put, data)
+        sha256 = blob_key(data)
         invoice = invoice_id(sha256)
         media = "application/pdf" if _is_pdf(data) else "application/xml"
         received = Received(
@@ -621,6 +623,7 @@ class SupplierInvoiceActor:
                     f"supplier-invoice:{invoice}:process",
                 )
             ],
+            blobs=[data],
         )
         duplicate = isinstance(result, Duplicate)
         self.metrics.received.labels(section.name, via, str(duplicate).lower()).inc()
@@ -659,7 +662,13 @@ class SupplierInvoiceActor:
             raise TransientUpstreamError(
                 "supplier_invoices", f"inbox {received.inbox!r} is not configured"
             )
-        data = await trio.to_thread.run_sync(self.files.get, received.sha256)
+        data = await self.file(received.sha256)
+        if data is None:
+            raise PermanentUpstreamError(
+                "supplier_invoices",
+                f"{job.invoice}: its file (SHA-256 {received.sha256}) is not stored",
+                operation="process",
+            )
         templates, _problems = await trio.to_thread.run_sync(self.templates, section)
         started = time.perf_counter()
         extraction = await trio.to_thread.run_sync(extract, data, templates)
@@ -852,7 +861,7 @@ class SupplierInvoiceActor:
             SupplierRecord(number=summary.supplier or "70000", name=invoice.seller_name),
         )
         steps: list[tuple[str, str]] = []
-        files: dict[str, str] = {}
+        blobs: list[bytes] = []
         try:
             xml = await trio.to_thread.run_sync(
                 build_supplier_cii, invoice, supplier, buyer_of(section)
@@ -864,8 +873,8 @@ class SupplierInvoiceActor:
                 report = await trio.to_thread.run_sync(self.validator.validate, xml)
             except ValidatorUnavailable as exc:
                 raise TransientUpstreamError("validator", f"validator worker: {exc}") from exc
-            xml_hash = await trio.to_thread.run_sync(self.files.put, xml)
-            files["einvoice"] = xml_hash
+            xml_hash = blob_key(xml)
+            blobs.append(xml)
             steps.append(
                 (
                     "einvoice",
@@ -916,7 +925,10 @@ class SupplierInvoiceActor:
                 )
             )
             done = await self.trails.append_steps(
-                job.invoice, steps, unless=lambda trail: any(e.step == "posted" for e in trail)
+                job.invoice,
+                steps,
+                unless=lambda trail: any(e.step == "posted" for e in trail),
+                blobs=blobs,
             )
             if done is not None:
                 self.datev.accounted(section.name, day, job.invoice, bookings)
@@ -959,7 +971,17 @@ class SupplierInvoiceActor:
             return None
         entries = entries_of(await self.store.read_stream(stream_of(invoice)))
         media = msgspec.json.decode(entries[0].data, type=Received).media_type
-        return await trio.to_thread.run_sync(self.files.get, summary.sha256), media
+        data = await self.file(summary.sha256)
+        return None if data is None else (data, media)
+
+    async def file(self, sha256: str) -> bytes | None:
+        """A file of a trail by its SHA-256 (the blob, or an older somsd's file)."""
+        return await stored_bytes(self.store, sha256, self.legacy.path_of(sha256))
+
+
+def legacy_files(data_dir: Path) -> LegacyFiles:
+    """Where somsd before blobs in the event store kept supplier invoices' files."""
+    return LegacyFiles(data_dir / "supplier-invoices" / "files")
 
 
 def _is_pdf(data: bytes) -> bool:
@@ -1001,7 +1023,7 @@ def verify_audit(conn: Connection, data_dir: Path) -> AuditReport:
     """Check every supplier invoice's hash chain and every file its trail names: the file is
     there and its SHA-256 is the one recorded. `conn` is a read-only store connection of
     either backend (the CLI opens it)."""
-    files = FileStore(data_dir / "supplier-invoices" / "files")
+    legacy = legacy_files(data_dir)
     rows = _supplier_streams(conn)
     problems: list[str] = []
     checked_files = 0
@@ -1027,11 +1049,10 @@ def verify_audit(conn: Connection, data_dir: Path) -> AuditReport:
             if not digest:
                 continue
             checked_files += 1
-            try:
-                files.get(digest)
-            except FileNotFoundError:
+            content = stored_copy(conn, digest, legacy.path_of(digest))
+            if content is None:
                 problems.append(f"{invoice}: {entry.step} file {digest[:16]}... is missing")
-            except OSError:
+            elif blob_key(content) != digest:
                 problems.append(f"{invoice}: {entry.step} file {digest[:16]}... was changed")
     return AuditReport(
         invoices=len(grouped), entries=entry_count, files=checked_files, problems=tuple(problems)

@@ -10,12 +10,12 @@ that day has ended (`day_end`), its batch is closed in three steps, each safe to
    outbox item `supplier_invoices.datev` in the same transaction. After this commit no
    invoice can join or leave the batch; one approved later goes to the next open day.
 2. **Write** (`deliver`): each file's bytes follow from the event alone (the header's creation
-   time is the decision's), are kept content-addressed in the file store for the audit, and
+   time is the decision's), are kept for the audit as a blob of the event store (step 3), and
    written as `<datev_dir>/.<name>.part`, fsynced, renamed to `<name>` and the folder fsynced:
    the final name only ever shows a whole file. A redelivery after a crash writes the same
    bytes again.
 3. **Record**: `datev_batch` (the file, its SHA-256, the batch) is appended to each invoice's
-   trail, unless it is there already.
+   trail with the file's bytes, unless it is there already.
 
 Deliveries and closings run under one lock with the `posted` appends, so the day an invoice is
 booked on and the set a closing takes cannot cross.
@@ -33,18 +33,20 @@ import msgspec
 import structlog
 import trio
 
-from actors.documents import FileStore
 from actors.outbox import OutboxDispatcher
 from actors.supplier_invoices_erp import Trail
+from adapters.errors import PermanentUpstreamError
 from somsd.config import Config, SupplierInboxConfig
 from somsd.files import write_atomically
 from somsd.store import (
+    MAX_BLOB_BYTES,
     Connection,
     EventStore,
     NewEvent,
     OutboxEntry,
     OutboxItem,
     VersionConflict,
+    blob_key,
 )
 from somsd.supplier_invoices.audit import AuditEntry
 from somsd.supplier_invoices.datev import (
@@ -117,7 +119,6 @@ class DatevBatcher:
         *,
         store: EventStore,
         dispatcher: OutboxDispatcher,
-        files: FileStore,
         trail: Trail,
         folder: Callable[[SupplierInboxConfig], Path],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -125,7 +126,6 @@ class DatevBatcher:
         self.config = config
         self.store = store
         self.dispatcher = dispatcher
-        self.files = files
         self.trail = trail
         self.folder = folder
         self.clock = clock
@@ -263,7 +263,15 @@ class DatevBatcher:
                     bookings=part.bookings,
                 )
             )
-            sha256 = await trio.to_thread.run_sync(self.files.put, data)
+            if len(data) > MAX_BLOB_BYTES:
+                # Kept for the audit as a blob, which holds at most this: not worth retrying.
+                raise PermanentUpstreamError(
+                    DATEV_TARGET,
+                    f"{DATEV_TARGET}: {part.file} is {len(data)} bytes, more than the "
+                    f"{MAX_BLOB_BYTES} somsd stores",
+                    operation="datev batch",
+                )
+            sha256 = blob_key(data)
             path = folder / part.file
             await trio.to_thread.run_sync(_write_export, path, data)
             step = msgspec.json.encode(
@@ -277,5 +285,9 @@ class DatevBatcher:
                 }
             ).decode()
             for invoice in part.invoices:
-                await self.trail.append_steps(invoice, [("datev_batch", step)], unless=has_batch)
+                # Each invoice's step carries the batch's bytes (stored once: the key is their
+                # hash), so they are in whichever append commits first after a crash.
+                await self.trail.append_steps(
+                    invoice, [("datev_batch", step)], unless=has_batch, blobs=[data]
+                )
             log.info("datev_batch_written", file=str(path), invoices=len(part.invoices))

@@ -89,6 +89,7 @@ class Trail(Protocol):
         steps: Sequence[tuple[str, str]],
         *,
         unless: Callable[[Sequence[AuditEntry]], bool],
+        blobs: Sequence[bytes] = (),
     ) -> list[AuditEntry] | None: ...
 
 

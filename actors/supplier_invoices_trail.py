@@ -51,9 +51,11 @@ class InvoiceTrails:
         *,
         outbox: Sequence[OutboxItem] = (),
         unless: Callable[[Sequence[AuditEntry]], bool] = lambda entries: False,
+        blobs: Sequence[bytes] = (),
     ) -> list[AuditEntry] | None:
         """Chain `steps` onto the invoice's trail at the version read (a concurrent append
-        makes it read and seal again); None when `unless` says it is already done."""
+        makes it read and seal again), with `blobs` (files the steps name by SHA-256) in the
+        same transaction; None when `unless` says it is already done."""
         for _ in range(_APPEND_ATTEMPTS):
             stored = await self.store.read_stream(stream_of(invoice))
             entries = entries_of(stored)
@@ -78,6 +80,7 @@ class InvoiceTrails:
                     ],
                     expected_version=len(stored),
                     outbox=outbox,
+                    blobs=blobs,
                 )
             except VersionConflict:
                 continue

@@ -282,13 +282,15 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Supplier invoices: every audit trail's hash chain and every file it names."""
     from actors.supplier_invoices import verify_audit
 
-    path = _database(args)
     if (dsn := _postgres_dsn(args)) is not None:
         from somsd.store.postgres import connect
 
+        # The files of older versions are still looked for under the data dir; the rest are
+        # blobs in the database, and no SQLite file need be there.
         with closing(connect(dsn, read_only=True)) as postgres:
-            report = verify_audit(postgres, path.parent)
+            report = verify_audit(postgres, Path(_load(args).daemon.data_dir))
     else:
+        path = _database(args)
         with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as sqlite:
             report = verify_audit(sqlite, path.parent)
     for problem in report.problems:
@@ -331,21 +333,27 @@ def cmd_db_migrate_to_postgres(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else _database(args)
     if not source.exists():
         raise CliError(f"no database at {source}")
-    # Carrier labels an older somsd kept as files: into the database with the log, so every
-    # member serves them (their events name them by SHA-256).
-    labels = sorted(
+    from actors.documents import legacy_documents
+    from actors.supplier_invoices import legacy_files
+
+    # Carrier labels, rendered documents and supplier invoices' files an older somsd kept as
+    # files: into the database with the log, so every member serves them (their events name
+    # them by SHA-256).
+    data_dir = Path(config.daemon.data_dir)
+    older = sorted(
         path
-        for path in (Path(config.daemon.data_dir) / "labels").glob("*")
+        for path in (data_dir / "labels").glob("*")
         if path.suffix in (".pdf", ".zpl") and path.is_file()
     )
+    older += legacy_documents(config).stored() + legacy_files(data_dir).stored()
     with _progress("copying events", _event_count(source)) as advance:
         report = migrate_sqlite_to_postgres(
-            source, store.dsn_file.secret, all_projections(), progress=advance, files=labels
+            source, store.dsn_file.secret, all_projections(), progress=advance, files=older
         )
     for table, count in report.counts.items():
         print(f"{table:<12} {count:>9} rows  sha256 {report.hashes[table]}  (equal in both)")
     if report.files:
-        print(f"label files  {report.files:>9} stored as blobs")
+        print(f"older files  {report.files:>9} stored as blobs (labels, documents, invoices)")
     print(f"migrated {source} to {describe_dsn(store.dsn_file.secret)}; projections replayed")
     if store.backend != "postgres":
         print('now set [store] backend = "postgres" and start somsd')

@@ -32,6 +32,7 @@ from somsd.cluster.lease import DEFAULT_DRIFT
 from somsd.domain.countries import is_country_code
 from somsd.domain.status import STANDARD_TRANSITIONS, CustomStatus, status_config_problems
 from somsd.secrets import Secret
+from somsd.store import MAX_BLOB_BYTES
 
 __all__ = [
     "ApiConfig",
@@ -548,7 +549,8 @@ class SupplierInboxConfig(_Table, frozen=True):
     failed_folder: str = ""  # files that are neither PDF nor XML; default <folder>/failed
     template_dir: str = "supplier-templates"  # per-supplier YAML extraction templates
     poll_interval: Duration = msgspec.field(default_factory=lambda: Duration("5s"))
-    max_file_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_BODY_BYTES)] = 20 * 1024 * 1024
+    # A taken-in file is a blob of the event store: at most MAX_BLOB_BYTES (20 MiB).
+    max_file_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_BLOB_BYTES)] = MAX_BLOB_BYTES
     # Purchase orders and goods receipts, CSV with a header row (`;`-separated, decimal comma
     # allowed): order;article;quantity;net_price[;supplier] and order;article;quantity
     purchase_orders_csv: str = ""

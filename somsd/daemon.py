@@ -61,8 +61,8 @@ from actors.documents import (
     DocumentActor,
     DocumentReader,
     DocumentRoutes,
-    FileStore,
     document_effects,
+    legacy_documents,
     seller_for,
 )
 from actors.edifact_channel import EdifactChannelActor, EdifactMetrics, edifact_effects_for
@@ -281,9 +281,7 @@ class Daemon:
             str, IntegrationActor | LocationActor | ChannelActor | CarrierActor
         ] = {}
         # Documents: rendered off the hot path by their own actor, when [documents] is on.
-        self.document_reader = DocumentReader(
-            self.store, FileStore(Path(config.daemon.data_dir) / "documents")
-        )
+        self.document_reader = DocumentReader(self.store, legacy_documents(config))
         # The document actor exists once [documents] is on (at start or a reload).
         self.mailer.attachments = document_attachments(
             self.document_reader, lambda: self.documents is not None

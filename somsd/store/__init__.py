@@ -51,6 +51,7 @@ from somsd.store._projection import (
     Unbatchable,
 )
 from somsd.store._queries import payloads_containing as query_payloads_containing
+from somsd.store._queries import read_blob as query_blob
 from somsd.store._queries import read_stream as query_stream
 from somsd.store._schema import SCHEMA_VERSION, open_reader
 
@@ -104,6 +105,7 @@ __all__ = [
     "dialect",
     "lock_for_transaction",
     "open_reader",
+    "query_blob",
     "query_payloads_containing",
     "query_stream",
     "rebuild_projections",

@@ -37,9 +37,11 @@ T = TypeVar("T")
 
 
 # The largest blob an append may carry. A carrier label is tens to a few hundred kilobytes (a
-# multi-page export label a few MB); 16 MiB leaves room for those and keeps one append's
-# transaction, and the memory a reader needs to serve it, bounded.
-MAX_BLOB_BYTES = 16 * 1024 * 1024
+# multi-page export label a few MB), an invoice PDF tens of kilobytes; a supplier's scanned
+# invoice may be several MB, and `[[supplier_inbox]] max_file_bytes` took up to 20 MiB by
+# default before its files were blobs. 20 MiB keeps that default (and configs that copied
+# it) valid and one append's transaction, and the memory a reader needs to serve it, bounded.
+MAX_BLOB_BYTES = 20 * 1024 * 1024
 
 
 def blob_key(content: bytes) -> str:

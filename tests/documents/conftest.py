@@ -6,6 +6,9 @@ import pytest
 
 from somsd.documents.client import ValidatorWorker
 from somsd.documents.model import Seller
+from tests.postgres.conftest import pg_cluster, pg_dsn
+
+__all__ = ["SELLER", "pg_cluster", "pg_dsn", "validator"]
 
 SELLER = Seller(
     name="Muster Handel GmbH",

@@ -9,6 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from actors.blobs import LegacyFiles
+from somsd.store import blob_key
 from tests.harness import running_daemon
 from tests.orders.shop import (
     CHANNEL,
@@ -46,11 +48,16 @@ async def test_a_sqlite_daemon_moves_to_postgres_and_carries_on(
     # A carrier label as an older somsd kept it: a file in the data dir, moved in as a blob.
     (tmp_path / "data" / "labels").mkdir()
     (tmp_path / "data" / "labels" / "f-1.pdf").write_bytes(b"%PDF-1.4 old label\n")
+    # And an invoice PDF it rendered, content-addressed under documents/.
+    old_pdf = b"%PDF-1.4 old invoice\n"
+    document = LegacyFiles(tmp_path / "data" / "documents").path_of(blob_key(old_pdf))
+    document.parent.mkdir(parents=True)
+    document.write_bytes(old_pdf)
     result = await somsd_cli("db", "migrate-to-postgres", "-c", str(config))
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
     assert "idempotency          6 rows  sha256 " in out, out
-    assert "label files          1 stored as blobs" in out, out
+    assert "older files          2 stored as blobs" in out, out
     assert "(equal in both)" in out
     assert PASSWORD not in out + result.stderr.decode()
 

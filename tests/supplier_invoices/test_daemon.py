@@ -270,10 +270,15 @@ async def test_each_check_is_caught_and_each_approved_invoice_posted_once(tmp_pa
     assert f"{ids['changed-iban']}: entry" in result.stderr
     assert "hash does not match" in result.stderr
 
+    # The files are blobs in the event store's database, none on the disk.
+    assert not (tmp_path / "data" / "supplier-invoices" / "files").exists()
     original = hashlib.sha256(files["good-c"]).hexdigest()
-    path = tmp_path / "data" / "supplier-invoices" / "files" / original[:2] / original
-    path.chmod(0o640)
-    path.write_bytes(files["good-c"] + b"\n%tampered\n")
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TRIGGER blobs_no_update")
+        conn.execute(
+            "UPDATE blobs SET content = ? WHERE sha256 = ?",
+            (files["good-c"] + b"\n%tampered\n", original),
+        )
     result = audit_verify(config)
     assert f"{ids['good-c']}: received file" in result.stderr
     assert "was changed" in result.stderr

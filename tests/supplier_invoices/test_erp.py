@@ -178,7 +178,9 @@ async def wait_erp_posted(admin: httpx.AsyncClient, count: int) -> list[dict[str
     """Every invoice's summary once `count` are posted (output and ERP)."""
     with trio.fail_after(DECISION_BUDGET):
         while True:
-            listing = (await admin.get("/v1/supplier-invoices", params={"limit": 1000})).json()
+            response = await admin.get("/v1/supplier-invoices", params={"limit": 1000})
+            assert response.status_code == 200, response.text  # once seen failing under load
+            listing = response.json()
             done = [
                 s
                 for s in listing
